@@ -1,0 +1,47 @@
+"""Real behavioural data shipped with the package."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+from .trials import validate_trials
+
+__all__ = ["load_ks014", "KS014_ATTRIBUTION"]
+
+KS014_ATTRIBUTION = (
+    "International Brain Laboratory public behavioural data (CC BY 4.0); trial tables as "
+    "published in SebastianBruijns/diHMM (MIT licence, copyright notice in "
+    "ibl_learnrules/data/LICENSE-diHMM.txt)."
+)
+
+
+def load_ks014() -> pd.DataFrame:
+    """Load IBL mouse KS014's de novo training: 15 sessions, 10,310 trials.
+
+    Real behaviour from the IBL public data release (trainingChoiceWorld sessions 0-14,
+    from 2019-08-06), as redistributed in the diHMM repository. No-go trials were removed
+    upstream; ``probabilityLeft`` values other than 0.5 mark debiasing trials of the legacy
+    protocol. Attribution: :data:`KS014_ATTRIBUTION`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A validated trials table with ``subject="KS014"``, ``session`` (the IBL eid),
+        ``session_idx``, ``date``, ``trial`` and the ALF columns.
+
+    Examples
+    --------
+    >>> trials = load_ks014()
+    >>> len(trials), trials["session"].nunique()
+    (10310, 15)
+    """
+    source = resources.files("ibl_learnrules") / "data" / "KS014_training_trials.csv"
+    with resources.as_file(source) as path:
+        raw = pd.read_csv(path)
+    raw.insert(0, "subject", "KS014")
+    raw = raw.rename(columns={"eid": "session"})
+    raw.insert(2, "trial", raw.groupby("session_idx").cumcount())
+    raw["date"] = pd.to_datetime(raw["date"])
+    return validate_trials(raw).reset_index(drop=True)

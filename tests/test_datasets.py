@@ -1,0 +1,41 @@
+import numpy as np
+
+from ibl_learnrules import validate_trials
+from ibl_learnrules.datasets import KS014_ATTRIBUTION
+
+
+def test_ks014_shape_and_sessions(ks014):
+    assert len(ks014) == 10310
+    assert ks014["subject"].unique().tolist() == ["KS014"]
+    sizes = ks014.groupby("session_idx", sort=True).size().tolist()
+    assert sizes == [513, 337, 491, 752, 735, 910, 923, 842, 746, 418, 847, 771, 657, 722, 646]
+    # sessions come in date order and trials in order within them
+    assert ks014["session_idx"].is_monotonic_increasing
+    assert ks014["date"].is_monotonic_increasing
+    assert (ks014.groupby("session")["trial"].diff().dropna() == 1).all()
+
+
+def test_ks014_is_a_valid_trials_table(ks014):
+    again = validate_trials(ks014)
+    assert again.equals(ks014)
+    assert set(ks014["choice"].unique()) == {-1, 1}
+
+
+def test_ks014_learning_is_visible(ks014):
+    correct = ks014["feedbackType"].eq(1).groupby(ks014["session_idx"]).mean()
+    assert abs(correct.iloc[0] - 0.37) < 0.02  # the README's number for session 0
+    assert correct.iloc[-3:].min() > 0.75
+
+
+def test_ks014_contrast_schedule(ks014):
+    contrast = np.fmax(ks014["contrastLeft"].fillna(0), ks014["contrastRight"].fillna(0))
+    first_seen = contrast.groupby(contrast).apply(lambda c: ks014.loc[c.index, "session_idx"].min())
+    assert first_seen[0.25] == 9 and first_seen[0.125] == 11 and first_seen[0.0625] == 12
+
+
+def test_attribution_and_licence_ship_with_the_data():
+    from importlib import resources
+
+    data = resources.files("ibl_learnrules") / "data"
+    assert "Permission is hereby granted" in (data / "LICENSE-diHMM.txt").read_text()
+    assert "CC BY 4.0" in KS014_ATTRIBUTION
