@@ -8,6 +8,8 @@ neural network, a recurrent network, or a classic RL rule.
 from importlib.metadata import PackageNotFoundError, version
 
 from .datasets import load_ks014
+from .estimator import LearningRuleGLM
+from .rules import available_rules
 from .simulate import simulate_cohort
 from .trials import featurize, validate_trials
 
@@ -16,4 +18,12 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "featurize", "load_ks014", "simulate_cohort", "validate_trials"]
+__all__ = [
+    "__version__",
+    "LearningRuleGLM",
+    "available_rules",
+    "featurize",
+    "load_ks014",
+    "simulate_cohort",
+    "validate_trials",
+]

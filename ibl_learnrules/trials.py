@@ -94,7 +94,7 @@ def validate_trials(trials: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        A copy sorted by subject (order of first appearance), session (by ``date`` or
+        A copy sorted by subject (by name), session (by ``date`` or
         ``session_start_time`` when present, else order of first appearance) and ``trial``.
         ``subject`` and ``session`` are strings, ``trial``, ``choice`` and ``feedbackType`` are
         int64, contrasts and ``probabilityLeft`` float64. The original index is kept.
@@ -196,7 +196,7 @@ def validate_trials(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sort_trials(df: pd.DataFrame) -> pd.DataFrame:
-    subject_rank = pd.factorize(df["subject"])[0]
+    subject_rank = pd.factorize(df["subject"], sort=True)[0]
     order_col = next((c for c in _SESSION_ORDER_COLUMNS if c in df.columns), None)
     if order_col is not None:
         start = pd.to_datetime(df[order_col], errors="coerce", utc=True)
@@ -419,7 +419,7 @@ def featurize(
     session_key = (df["subject"] + "\x00" + df["session"]).to_numpy()
     new_session = np.r_[True, session_key[1:] != session_key[:-1]]
 
-    subject_codes, subjects = pd.factorize(df["subject"])
+    subject_codes, subjects = pd.factorize(df["subject"])  # rows are in subject order
     n_animals = len(subjects)
     counts = np.bincount(subject_codes, minlength=n_animals)
     t_max = int(counts.max())

@@ -1,0 +1,324 @@
+"""Roll a GLM policy and a learning rule forward over padded batches of animals, and train.
+
+The one hot loop is :func:`rollout`: trial by trial for all animals at once, it computes the
+policy's p(right), the log-likelihood of the observed choice, and the rule's weight update.
+Training (:func:`train_rule`) runs it over chunks of ``tbptt`` trials (truncated
+back-propagation through time), with Adam, gradient clipping and optional early stopping
+on validation animals.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .rules.base import LearningRule, TrialStep
+from .trials import TrialArrays
+
+__all__ = [
+    "TensorBatch",
+    "RolloutResult",
+    "resolve_device",
+    "rollout",
+    "fit_initial_weights",
+    "train_rule",
+    "TrainingHistory",
+]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as torch reads it.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; "
+                         "use device='auto' or 'cpu'")
+    return device
+
+
+@dataclass
+class TensorBatch:
+    """Trial arrays of a batch of animals as tensors, time on axis 1 (B, T, ...)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    reward: torch.Tensor
+    correct_side: torch.Tensor
+    new_session: torch.Tensor
+    valid: torch.Tensor  # float 0/1: counts in the likelihood and updates the weights
+
+    @classmethod
+    def from_arrays(cls, arrays: TrialArrays, device: torch.device,
+                    dtype: torch.dtype = torch.float32) -> TensorBatch:
+        """Move :class:`~ibl_learnrules.trials.TrialArrays` to ``device``."""
+        def t(a):
+            return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=dtype, device=device)
+        return cls(x=t(arrays.x), y=t(arrays.y), reward=t(arrays.reward),
+                   correct_side=t(arrays.correct_side), new_session=t(arrays.new_session),
+                   valid=t(arrays.valid))
+
+    @property
+    def n_animals(self) -> int:
+        """B."""
+        return self.x.shape[0]
+
+    @property
+    def n_trials(self) -> int:
+        """T (padded length)."""
+        return self.x.shape[1]
+
+
+@dataclass
+class RolloutResult:
+    """What :func:`rollout` returns."""
+
+    loglik: torch.Tensor  # (B,) summed over valid trials of the range
+    w: torch.Tensor  # (B, K) rule weights after the range
+    state: object  # rule state after the range
+    weights: torch.Tensor | None = None  # (B, T_range, K) policy weights before each trial
+    p_right: torch.Tensor | None = None  # (B, T_range)
+    y: torch.Tensor | None = None  # (B, T_range) choices (sampled when free-running)
+
+
+def _keep_where(mask: torch.Tensor, new, old):
+    """Per-animal select between two rule states (tensors or tuples of tensors)."""
+    if new is None:
+        return None
+    if isinstance(new, torch.Tensor):
+        shape = (-1,) + (1,) * (new.dim() - 1)
+        return torch.where(mask.reshape(shape) > 0, new, old)
+    return type(new)(_keep_where(mask, n, o) for n, o in zip(new, old, strict=True))
+
+
+def _detach(state):
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(_detach(s) for s in state)
+
+
+def rollout(
+    rule: LearningRule,
+    batch: TensorBatch,
+    w: torch.Tensor,
+    state=None,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    record: bool = False,
+    generator: torch.Generator | None = None,
+) -> RolloutResult:
+    """Run policy and rule over trials ``start:stop`` of every animal in ``batch``.
+
+    Parameters
+    ----------
+    rule : LearningRule
+        The learning rule.
+    batch : TensorBatch
+        The animals' trials.
+    w : Tensor (B, K)
+        Rule weights before trial ``start``.
+    state : optional
+        Rule state before trial ``start`` (``rule.initial_state`` at the first trial).
+    start, stop : int
+        Trial range.
+    record : bool
+        Keep per-trial policy weights and p(right).
+    generator : torch.Generator, optional
+        Free-running mode: sample the choices from the policy with this generator (reward =
+        choice on the correct side) instead of using the observed ones (teacher forcing).
+
+    Returns
+    -------
+    RolloutResult
+        Log-likelihood summed over the valid trials of the range (of the observed choices,
+        or of the sampled ones when free-running).
+    """
+    stop = batch.n_trials if stop is None else stop
+    offset = rule.policy_offset()
+    loglik = torch.zeros(batch.n_animals, dtype=w.dtype, device=w.device)
+    weights, p_right, choices = [], [], []
+    for t in range(start, stop):
+        x = batch.x[:, t]
+        policy_w = w if offset is None else w + offset
+        logit = (policy_w * x).sum(-1)
+        p = torch.sigmoid(logit)
+        valid = batch.valid[:, t]
+        if generator is None:
+            y, reward = batch.y[:, t], batch.reward[:, t]
+        else:
+            y = (torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+                 < p).to(p.dtype)
+            reward = (y == batch.correct_side[:, t]).to(p.dtype)
+        loglik = loglik - valid * F.binary_cross_entropy_with_logits(logit, y, reduction="none")
+        if record:
+            weights.append(policy_w)
+            p_right.append(p)
+            choices.append(y)
+        step = TrialStep(x, y, reward, batch.correct_side[:, t], batch.new_session[:, t], p)
+        dw, new_state = rule(w, step, state)
+        # no-go trials and padding leave weights and state untouched
+        w = w + valid.unsqueeze(-1) * dw
+        state = _keep_where(valid, new_state, state)
+    result = RolloutResult(loglik=loglik, w=w, state=state)
+    if record:
+        empty = batch.x.new_zeros((batch.n_animals, 0))
+        result.weights = (torch.stack(weights, 1) if weights
+                          else batch.x.new_zeros((batch.n_animals, 0, w.shape[-1])))
+        result.p_right = torch.stack(p_right, 1) if p_right else empty
+        result.y = torch.stack(choices, 1) if choices else empty
+    return result
+
+
+def fit_initial_weights(arrays: TrialArrays, n_trials: int = 100, l2: float = 1.0) -> np.ndarray:
+    """Per-animal starting weights: L2-regularised logistic regression on its first trials.
+
+    A few Newton steps rather than scikit-learn's LogisticRegression, because an animal's
+    first trials may hold a single choice (a strong bias), which that class refuses; the
+    penalty keeps the solution finite either way.
+
+    Parameters
+    ----------
+    arrays : TrialArrays
+        The animals' trials.
+    n_trials : int
+        Number of first valid trials per animal to fit on.
+    l2 : float
+        Ridge penalty on the weights.
+
+    Returns
+    -------
+    ndarray (n_animals, K)
+    """
+    n_animals, _, k = arrays.x.shape
+    w0 = np.zeros((n_animals, k))
+    for a in range(n_animals):
+        idx = np.flatnonzero(arrays.valid[a])[:n_trials]
+        x, y = arrays.x[a, idx], arrays.y[a, idx]
+        w = np.zeros(k)
+        for _ in range(50):
+            p = 1.0 / (1.0 + np.exp(-x @ w))
+            grad = x.T @ (p - y) + l2 * w
+            hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(k)
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-10:
+                break
+        w0[a] = w
+    return w0
+
+
+@dataclass
+class TrainingHistory:
+    """Per-epoch training record."""
+
+    train_loss: list[float]
+    val_loss: list[float]
+    best_epoch: int
+    stopped_early: bool
+
+
+def _mean_nll(rule, batch, w0) -> float:
+    with torch.no_grad():
+        res = rollout(rule, batch, w0, rule.initial_state(batch.n_animals, w0.device))
+    return float(-res.loglik.sum() / batch.valid.sum().clamp(min=1))
+
+
+def train_rule(
+    rule: LearningRule,
+    batch: TensorBatch,
+    w0: torch.Tensor,
+    *,
+    max_epochs: int,
+    lr: float,
+    tbptt: int,
+    grad_clip: float | None = 1.0,
+    val_batch: TensorBatch | None = None,
+    val_w0: torch.Tensor | None = None,
+    patience: int = 10,
+    progress: Callable | None = None,
+) -> TrainingHistory:
+    """Fit ``rule`` in place by maximising the mean per-trial log-likelihood.
+
+    Each epoch walks all animals through chunks of ``tbptt`` trials; after each chunk the
+    loss (mean negative log-likelihood over that chunk's valid trials) is back-propagated
+    through the chunk only, Adam takes a step, and the weights and state carry on detached.
+    With a validation batch, training stops when its loss has not improved for ``patience``
+    epochs, and the best parameters are restored.
+
+    Parameters
+    ----------
+    rule : LearningRule
+        Rule to train (its parameters change in place).
+    batch : TensorBatch
+        Training animals.
+    w0 : Tensor (B, K)
+        Their starting weights.
+    max_epochs, lr, tbptt, grad_clip, patience
+        Optimisation settings.
+    val_batch, val_w0 : optional
+        Validation animals and their starting weights (early stopping).
+    progress : callable, optional
+        Called as ``progress(epoch, train_loss, val_loss)`` after each epoch.
+
+    Returns
+    -------
+    TrainingHistory
+    """
+    params = [p for p in rule.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr) if params else None
+    chunks = [(s, min(s + tbptt, batch.n_trials)) for s in range(0, batch.n_trials, tbptt)]
+    n_valid = [float(batch.valid[:, a:b].sum()) for a, b in chunks]
+    history = TrainingHistory([], [], best_epoch=-1, stopped_early=False)
+    best_loss, best_params, waited = math.inf, None, 0
+    for epoch in range(max_epochs):
+        w, state = w0, rule.initial_state(batch.n_animals, w0.device)
+        total = 0.0
+        for (a, b), n in zip(chunks, n_valid, strict=True):
+            res = rollout(rule, batch, w, state, start=a, stop=b)
+            if n > 0 and optimizer is not None:
+                loss = -res.loglik.sum() / n
+                optimizer.zero_grad()
+                loss.backward()
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+            total -= float(res.loglik.sum().detach())
+            w, state = res.w.detach(), _detach(res.state)
+        history.train_loss.append(total / max(sum(n_valid), 1.0))
+        val_loss = math.nan
+        if val_batch is not None:
+            val_loss = _mean_nll(rule, val_batch, val_w0)
+            history.val_loss.append(val_loss)
+            if val_loss < best_loss - 1e-6:
+                best_loss, best_params, waited = val_loss, copy.deepcopy(rule.state_dict()), 0
+                history.best_epoch = epoch
+            else:
+                waited += 1
+        if progress is not None:
+            progress(epoch, history.train_loss[-1], val_loss)
+        if val_batch is not None and waited >= patience:
+            history.stopped_early = True
+            break
+    if best_params is not None:
+        rule.load_state_dict(best_params)
+    else:
+        history.best_epoch = len(history.train_loss) - 1
+    return history

@@ -1,0 +1,231 @@
+"""Held-out evaluation of learning rules: animals the rule never saw, or a mouse's future.
+
+Split by animal, never by shuffled trials: an animal's trials are one sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.base import clone
+from sklearn.model_selection import GroupKFold
+
+from .estimator import LearningRuleGLM
+from .trials import validate_trials
+
+__all__ = ["per_animal_scores", "compare_rules", "paired_test", "held_out_future"]
+
+_LN2 = math.log(2.0)
+
+
+def per_animal_scores(estimator: LearningRuleGLM, trials: pd.DataFrame,
+                      score_mask: np.ndarray | None = None) -> pd.DataFrame:
+    """Per-animal log-likelihood and accuracy of a fitted estimator on ``trials``.
+
+    Parameters
+    ----------
+    estimator : LearningRuleGLM
+        A fitted estimator.
+    trials : pandas.DataFrame
+        Trials table; each animal is rolled forward from its starting weights.
+    score_mask : ndarray of bool, optional
+        Rows of ``trials`` (in its order) to score; the others are still rolled through.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per animal: ``subject``, ``n_trials`` (scored trials with a choice),
+        ``loglik`` (mean nats per trial), ``bits`` (information gain over a fair coin in
+        bits per trial, ``(loglik + ln 2) / ln 2``) and ``accuracy``.
+    """
+    proba = estimator.predict_proba(trials)[:, 1]
+    choice = trials["choice"].to_numpy()
+    keep = choice != 0
+    if score_mask is not None:
+        keep &= np.asarray(score_mask, dtype=bool)
+    y = (choice == -1).astype(float)
+    p = np.clip(proba, 1e-12, 1 - 1e-12)
+    ll = np.where(y == 1, np.log(p), np.log1p(-p))
+    frame = pd.DataFrame({"subject": trials["subject"].astype(str).to_numpy(), "ll": ll,
+                          "hit": (proba > 0.5) == (y == 1)})[keep]
+    out = frame.groupby("subject", sort=False).agg(n_trials=("ll", "size"), loglik=("ll", "mean"),
+                                                   accuracy=("hit", "mean")).reset_index()
+    out["bits"] = (out["loglik"] + _LN2) / _LN2
+    return out[["subject", "n_trials", "loglik", "bits", "accuracy"]]
+
+
+def _as_estimators(rules, params: Mapping | None) -> dict[str, LearningRuleGLM]:
+    if isinstance(rules, Mapping):
+        return {str(name): est for name, est in rules.items()}
+    if isinstance(rules, str):
+        rules = [rules]
+    return {name: LearningRuleGLM(rule=name, **(params or {})) for name in rules}
+
+
+def compare_rules(
+    trials: pd.DataFrame,
+    rules: Sequence[str] | Mapping[str, LearningRuleGLM],
+    cv=None,
+    seeds: Iterable[int] = (0,),
+    *,
+    estimator_params: Mapping | None = None,
+) -> pd.DataFrame:
+    """Cross-validate learning rules on held-out animals.
+
+    Parameters
+    ----------
+    trials : pandas.DataFrame
+        Trials table of several animals.
+    rules : sequence of str or dict
+        Rule names (each becomes ``LearningRuleGLM(rule=name, **estimator_params)``) or a
+        mapping of label -> estimator.
+    cv : splitter, optional
+        A scikit-learn splitter used with ``groups=trials.subject``; default
+        ``GroupKFold(min(5, n_animals))``.
+    seeds : iterable of int
+        ``random_state`` of each repeat of the whole comparison.
+    estimator_params : dict, optional
+        Keyword arguments shared by the estimators built from rule names.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Tidy table, one row per (rule, seed, held-out subject): ``rule``, ``seed``, ``fold``,
+        ``subject``, ``n_trials``, ``loglik`` (nats/trial), ``bits`` (bits/trial over a fair
+        coin) and ``accuracy``.
+
+    Examples
+    --------
+    >>> from ibl_learnrules import simulate_cohort
+    >>> trials = simulate_cohort(4, n_trials=300, random_state=0)
+    >>> table = compare_rules(trials, ["none", "reinforce"], cv=GroupKFold(2),
+    ...                       estimator_params={"max_epochs": 1})
+    >>> sorted(table["rule"].unique()), len(table)
+    (['none', 'reinforce'], 8)
+    """
+    table = validate_trials(trials).reset_index(drop=True)
+    groups = table["subject"].to_numpy()
+    n_animals = len(np.unique(groups))
+    if n_animals < 2:
+        raise ValueError("compare_rules needs at least 2 animals to hold some out; for one "
+                         "animal use held_out_future")
+    cv = GroupKFold(n_splits=min(5, n_animals)) if cv is None else cv
+    estimators = _as_estimators(rules, estimator_params)
+    splits = list(cv.split(table, groups=groups))
+    rows = []
+    for seed in seeds:
+        for name, template in estimators.items():
+            for fold, (train, test) in enumerate(splits):
+                est = clone(template).set_params(random_state=seed)
+                est.fit(table.iloc[train])
+                scores = per_animal_scores(est, table.iloc[test])
+                scores.insert(0, "fold", fold)
+                scores.insert(0, "seed", seed)
+                scores.insert(0, "rule", name)
+                rows.append(scores)
+    return pd.concat(rows, ignore_index=True)
+
+
+def paired_test(results: pd.DataFrame, rule_a: str, rule_b: str,
+                metric: str = "loglik") -> pd.Series:
+    """One-sided paired test across animals that ``rule_a`` scores higher than ``rule_b``.
+
+    Scores are averaged over seeds per animal, then compared with a Wilcoxon signed-rank
+    test (alternative: a > b) and a paired t-test.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Output of :func:`compare_rules`.
+    rule_a, rule_b : str
+        Rules to compare.
+    metric : str
+        Column to compare (``"loglik"``, ``"bits"`` or ``"accuracy"``).
+
+    Returns
+    -------
+    pandas.Series
+        ``n_animals``, ``mean_a``, ``mean_b``, ``mean_diff``, ``n_a_better``,
+        ``wilcoxon_p``, ``ttest_p``.
+
+    Examples
+    --------
+    >>> results = pd.DataFrame({"rule": ["a"] * 3 + ["b"] * 3, "subject": list("xyz") * 2,
+    ...                         "loglik": [-0.5, -0.4, -0.45, -0.6, -0.5, -0.52]})
+    >>> int(paired_test(results, "a", "b")["n_a_better"])
+    3
+    """
+    for rule in (rule_a, rule_b):
+        if rule not in set(results["rule"]):
+            raise ValueError(f"rule {rule!r} is not in the results: {sorted(set(results['rule']))}")
+    per_animal = results.groupby(["rule", "subject"])[metric].mean().unstack("rule")
+    pair = per_animal[[rule_a, rule_b]].dropna()
+    diff = pair[rule_a] - pair[rule_b]
+    wilcoxon_p = (stats.wilcoxon(diff, alternative="greater").pvalue
+                  if len(diff) > 0 and np.any(diff != 0) else np.nan)
+    ttest_p = stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue \
+        if len(diff) > 1 else np.nan
+    return pd.Series({
+        "n_animals": len(diff),
+        "mean_a": pair[rule_a].mean(),
+        "mean_b": pair[rule_b].mean(),
+        "mean_diff": diff.mean(),
+        "n_a_better": int((diff > 0).sum()),
+        "wilcoxon_p": wilcoxon_p,
+        "ttest_p": ttest_p,
+    }, name=f"{rule_a} > {rule_b} ({metric})")
+
+
+def held_out_future(
+    trials: pd.DataFrame,
+    rules: Sequence[str] | Mapping[str, LearningRuleGLM],
+    n_train_sessions: int,
+    *,
+    estimator_params: Mapping | None = None,
+    seeds: Iterable[int] = (0,),
+) -> pd.DataFrame:
+    """Fit on each animal's first sessions, score its later ones (e.g. a single mouse).
+
+    The fitted rule is rolled forward through all sessions with teacher forcing, so the
+    weights entering the held-out sessions are those the rule built from the animal's own
+    earlier trials; only later sessions are scored.
+
+    Parameters
+    ----------
+    trials : pandas.DataFrame
+        Trials table.
+    rules : sequence of str or dict
+        As in :func:`compare_rules`.
+    n_train_sessions : int
+        Number of first sessions (per animal) to fit on.
+    estimator_params : dict, optional
+        Shared keyword arguments of estimators built from rule names.
+    seeds : iterable of int
+        ``random_state`` of each repeat.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (rule, seed, subject) as in :func:`compare_rules` (``fold`` is absent).
+    """
+    table = validate_trials(trials).reset_index(drop=True)
+    session_rank = table.groupby("subject", sort=False)["session"].transform(
+        lambda s: pd.factorize(s)[0])
+    n_sessions = table.groupby("subject")["session"].nunique().min()
+    if not 0 < n_train_sessions < n_sessions:
+        raise ValueError(f"n_train_sessions must lie between 1 and {n_sessions - 1} (the "
+                         f"fewest sessions of an animal minus one), got {n_train_sessions}")
+    train = (session_rank < n_train_sessions).to_numpy()
+    rows = []
+    for seed in seeds:
+        for name, template in _as_estimators(rules, estimator_params).items():
+            est = clone(template).set_params(random_state=seed).fit(table[train])
+            scores = per_animal_scores(est, table, score_mask=~train)
+            scores.insert(0, "seed", seed)
+            scores.insert(0, "rule", name)
+            rows.append(scores)
+    return pd.concat(rows, ignore_index=True)

@@ -1,0 +1,32 @@
+"""Learning rules as torch modules behind one small interface.
+
+A rule maps the current GLM weights and one trial to a weight update (and, for rules with
+memory, a new state). Subclass :class:`LearningRule` and set ``name`` to add one.
+"""
+
+from .base import RULES, LearningRule, TrialStep, available_rules, get_rule_class
+from .classic import (
+    NoLearning,
+    PredictionError,
+    QLearning,
+    Reinforce,
+    ReinforceBaseline,
+    RewardMax,
+)
+from .neural import DNNRule, RNNRule
+
+__all__ = [
+    "RULES",
+    "LearningRule",
+    "TrialStep",
+    "available_rules",
+    "get_rule_class",
+    "NoLearning",
+    "Reinforce",
+    "ReinforceBaseline",
+    "RewardMax",
+    "PredictionError",
+    "QLearning",
+    "DNNRule",
+    "RNNRule",
+]

@@ -1,0 +1,153 @@
+"""Classic learning rules: few parameters, fitted by the same likelihood as the networks.
+
+Notation (per trial): ``x`` covariates, ``y`` choice (1 = right), ``r`` reward (0/1),
+``c`` correct side (1 = right), ``p`` the policy's p(right) before the update. Per-weight
+learning rates ``alpha`` are positive and stored as logs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import LearningRule, TrialStep, per_weight_log_parameter
+
+__all__ = [
+    "NoLearning",
+    "Reinforce",
+    "ReinforceBaseline",
+    "RewardMax",
+    "PredictionError",
+    "QLearning",
+]
+
+
+class NoLearning(LearningRule):
+    """A fixed GLM: the weights never change; their values are fitted (the floor)."""
+
+    name = "none"
+    formula = "dw = 0; w = w0 + fitted constant"
+
+    def __init__(self, n_weights: int):
+        super().__init__(n_weights)
+        self.weights = nn.Parameter(torch.zeros(n_weights))
+
+    def policy_offset(self):
+        """Return the fitted constant weights."""
+        return self.weights
+
+    def forward(self, w, trial: TrialStep, state=None):
+        """No update."""
+        return torch.zeros_like(w), state
+
+
+class _RateRule(LearningRule):
+    """A rule ``dw = alpha * g(trial) * x`` with one positive rate per weight."""
+
+    def __init__(self, n_weights: int, alpha: float = 0.01):
+        super().__init__(n_weights)
+        self.log_alpha = per_weight_log_parameter(n_weights, alpha)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """Per-weight learning rate."""
+        return self.log_alpha.exp()
+
+    def gain(self, trial: TrialStep) -> torch.Tensor:
+        """Scalar factor per animal (B,) or per weight (B, K) multiplying ``alpha * x``."""
+        raise NotImplementedError
+
+    def forward(self, w, trial: TrialStep, state=None):
+        """``dw = alpha * gain * x``."""
+        gain = self.gain(trial)
+        if gain.dim() == 1:
+            gain = gain.unsqueeze(-1)
+        return self.alpha * gain * trial.x, state
+
+
+class Reinforce(_RateRule):
+    """REINFORCE: ``dw = alpha * r * (y - p) * x``."""
+
+    name = "reinforce"
+    formula = "dw = alpha * r * (y - p) * x"
+
+    def gain(self, trial):
+        """``r (y - p)``."""
+        return trial.reward * (trial.y - trial.p)
+
+
+class ReinforceBaseline(_RateRule):
+    """REINFORCE with a per-weight reward baseline: ``dw = alpha * (r - beta) * (y - p) * x``."""
+
+    name = "reinforce_baseline"
+    formula = "dw = alpha * (r - beta) * (y - p) * x"
+
+    def __init__(self, n_weights: int, alpha: float = 0.01, beta: float = 0.5):
+        super().__init__(n_weights, alpha)
+        self.beta = nn.Parameter(torch.full((n_weights,), float(beta)))
+
+    def gain(self, trial):
+        """``(r - beta) (y - p)`` per weight."""
+        return (trial.reward.unsqueeze(-1) - self.beta) * (trial.y - trial.p).unsqueeze(-1)
+
+
+class RewardMax(_RateRule):
+    """Gradient ascent on expected reward: ``dw = alpha * (2c - 1) * p * (1 - p) * x``.
+
+    ``E[r] = p`` when right is correct and ``1 - p`` otherwise; its gradient with respect to
+    ``w`` is the update. It needs the correct side, not the animal's choice.
+    """
+
+    name = "reward_max"
+    formula = "dw = alpha * (2c - 1) * p * (1 - p) * x"
+
+    def gain(self, trial):
+        """``(2c - 1) p (1 - p)``."""
+        return (2.0 * trial.correct_side - 1.0) * trial.p * (1.0 - trial.p)
+
+
+class PredictionError(_RateRule):
+    """Reward-prediction-error rule: ``dw = alpha * (r - pi) * (2y - 1) * x``.
+
+    ``pi`` is the probability the policy gave to the action taken; the chosen side's drive
+    moves by the surprise in the reward it brought.
+    """
+
+    name = "prediction_error"
+    formula = "dw = alpha * (r - pi(y)) * (2y - 1) * x"
+
+    def gain(self, trial):
+        """``(r - pi(y)) (2y - 1)``."""
+        chosen = trial.y * trial.p + (1.0 - trial.y) * (1.0 - trial.p)
+        return (trial.reward - chosen) * (2.0 * trial.y - 1.0)
+
+
+class QLearning(LearningRule):
+    """Rescorla-Wagner / Q-learning of linear action values.
+
+    Each side has values ``Q_a(x) = q_a . x``; after choosing ``a``,
+    ``q_a += alpha * (r - Q_a(x)) * x``. The policy is a softmax with inverse temperature
+    ``beta``: ``w = w0 + beta * (q_right - q_left)``. The state holds ``(q_right, q_left)``.
+    """
+
+    name = "q_learning"
+    formula = "dq_a = alpha * (r - q_a . x) * x for the chosen a; w = w0 + beta (q_R - q_L)"
+
+    def __init__(self, n_weights: int, alpha: float = 0.005, beta: float = 3.0):
+        super().__init__(n_weights)
+        self.log_alpha = per_weight_log_parameter(n_weights, alpha)
+        self.log_beta = nn.Parameter(torch.tensor(float(beta)).log())
+
+    def initial_state(self, n_animals, device=None):
+        """Zero action values, shape (B, 2, K): right then left."""
+        return torch.zeros(n_animals, 2, self.n_weights, device=device)
+
+    def forward(self, w, trial: TrialStep, state=None):
+        """Update the chosen side's values; return the change of the policy weights."""
+        q = state
+        chosen = torch.stack([trial.y, 1.0 - trial.y], dim=-1)  # (B, 2) one-hot, right first
+        value = (q * trial.x.unsqueeze(1)).sum(-1)  # (B, 2)
+        delta = (trial.reward.unsqueeze(-1) - value) * chosen
+        dq = self.log_alpha.exp() * delta.unsqueeze(-1) * trial.x.unsqueeze(1)
+        dw = self.log_beta.exp() * (dq[:, 0] - dq[:, 1])
+        return dw, q + dq

@@ -1,0 +1,101 @@
+"""Learning rules parameterised by neural networks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import LearningRule, TrialStep
+
+__all__ = ["DNNRule", "RNNRule", "rule_inputs"]
+
+
+def rule_inputs(w: torch.Tensor, trial: TrialStep) -> torch.Tensor:
+    """Network input of a trial: ``[w, x, 2y-1, 2r-1, 2c-1, new_session]``, shape (B, 2K+4)."""
+    signs = torch.stack([trial.y, trial.reward, trial.correct_side], dim=-1) * 2.0 - 1.0
+    return torch.cat([w, trial.x, signs, trial.new_session.unsqueeze(-1)], dim=-1)
+
+
+def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
+    modules: list[nn.Module] = []
+    for i in range(layers):
+        modules += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.Tanh()]
+    modules.append(nn.Linear(hidden, n_out))
+    return nn.Sequential(*modules)
+
+
+class _ScaledOutput(LearningRule):
+    """``dw = scale * network output``, the per-weight scale positive and started small."""
+
+    def __init__(self, n_weights: int, scale: float):
+        super().__init__(n_weights)
+        self.log_scale = nn.Parameter(torch.full((n_weights,), math.log(scale)))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Per-weight output scale."""
+        return self.log_scale.exp()
+
+
+class DNNRule(_ScaledOutput):
+    """Markovian rule: ``dw = c * MLP(w, x, y, r, correct_side, new_session)``.
+
+    Parameters
+    ----------
+    n_weights : int
+        Number of GLM weights K.
+    hidden_size : int
+        Width of the hidden layers.
+    n_layers : int
+        Number of hidden layers.
+    scale : float
+        Initial per-weight output scale ``c`` (small, so training starts near "no learning").
+    """
+
+    name = "dnn"
+    formula = "dw = c * MLP(w, x, y, r, correct_side, new_session)"
+
+    def __init__(self, n_weights: int, hidden_size: int = 32, n_layers: int = 2,
+                 scale: float = 1e-3):
+        super().__init__(n_weights, scale)
+        self.mlp = _mlp(2 * n_weights + 4, hidden_size, n_weights, n_layers)
+
+    def forward(self, w, trial: TrialStep, state=None):
+        """One update from the trial's inputs."""
+        return self.scale * self.mlp(rule_inputs(w, trial)), state
+
+
+class RNNRule(_ScaledOutput):
+    """Non-Markovian rule: ``h_t = GRU(h_{t-1}, inputs_t)``, ``dw = c * MLP(h_t)``.
+
+    The hidden state can integrate the history of rewards and choices over many trials.
+
+    Parameters
+    ----------
+    n_weights : int
+        Number of GLM weights K.
+    hidden_size : int
+        Size of the GRU state and of the read-out MLP's hidden layer.
+    scale : float
+        Initial per-weight output scale ``c``.
+    """
+
+    name = "rnn"
+    formula = "h = GRU(h, w, x, y, r, correct_side, new_session); dw = c * MLP(h)"
+
+    def __init__(self, n_weights: int, hidden_size: int = 32, scale: float = 1e-3):
+        super().__init__(n_weights, scale)
+        self.hidden_size = hidden_size
+        self.gru = nn.GRUCell(2 * n_weights + 4, hidden_size)
+        self.readout = _mlp(hidden_size, hidden_size, n_weights, 1)
+
+    def initial_state(self, n_animals, device=None):
+        """Zero hidden state (B, H)."""
+        return torch.zeros(n_animals, self.hidden_size, device=device)
+
+    def forward(self, w, trial: TrialStep, state=None):
+        """Advance the GRU by one trial and read out the update."""
+        h = self.gru(rule_inputs(w, trial), state)
+        return self.scale * self.readout(h), h

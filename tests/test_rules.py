@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+from ibl_learnrules import available_rules, simulate
+from ibl_learnrules.rules import RULES, LearningRule, TrialStep, get_rule_class
+
+
+def step(x, y, r, c, p=None, new=0.0):
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+    x = t(x)
+    p = torch.full((x.shape[0],), 0.5) if p is None else t(p)
+    n = x.shape[0]
+    return TrialStep(x, t(np.broadcast_to(y, n)), t(np.broadcast_to(r, n)),
+                     t(np.broadcast_to(c, n)), t(np.broadcast_to(new, n)), p)
+
+
+def test_registry_lists_every_rule():
+    assert available_rules() == sorted(["none", "reinforce", "reinforce_baseline", "reward_max",
+                                        "prediction_error", "q_learning", "dnn", "rnn"])
+    with pytest.raises(ValueError, match="unknown rule 'hebb'.*choose from"):
+        get_rule_class("hebb")
+
+
+def test_a_new_rule_is_one_class():
+    class Hebbian(LearningRule):
+        name = "test_hebbian"
+
+        def forward(self, w, trial, state=None):
+            return 0.1 * (2 * trial.y - 1).unsqueeze(-1) * trial.x, state
+
+    try:
+        assert "test_hebbian" in available_rules()
+        dw, _ = get_rule_class("test_hebbian")(2)(torch.zeros(1, 2), step([[1.0, 1.0]], 1, 1, 1))
+        np.testing.assert_allclose(dw.numpy(), [[0.1, 0.1]])
+    finally:
+        RULES.pop("test_hebbian")
+
+
+@pytest.mark.parametrize("rule,learner", [
+    ("reinforce", simulate.Reinforce(alpha=0.02)),
+    ("reinforce_baseline", simulate.ReinforceBaseline(alpha=0.02, beta=0.3)),
+])
+def test_classic_rules_match_the_simulator_learners(rule, learner):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(50, 2))
+    x = np.c_[rng.uniform(-1, 1, 50), np.ones(50)]
+    y = rng.integers(0, 2, 50).astype(float)
+    r = rng.integers(0, 2, 50).astype(float)
+    p = 1 / (1 + np.exp(-(w * x).sum(1)))
+    params = {"alpha": 0.02} | ({"beta": 0.3} if rule == "reinforce_baseline" else {})
+    module = get_rule_class(rule)(2, **params)
+    dw, _ = module(torch.as_tensor(w, dtype=torch.float32), step(x, y, r, 0.0, p))
+    expected, _ = learner.delta_w(w, x, y, r)
+    np.testing.assert_allclose(dw.detach().numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_reward_max_and_prediction_error_formulas():
+    x = [[1.0, 1.0], [-1.0, 1.0]]
+    p = np.array([0.8, 0.3])
+    rm = get_rule_class("reward_max")(2, alpha=1.0)
+    dw, _ = rm(torch.zeros(2, 2), step(x, [1, 0], [1, 1], [1, 0], p))
+    # correct right: +p(1-p) x ; correct left: -p(1-p) x
+    np.testing.assert_allclose(dw.detach().numpy(), [[0.16, 0.16], [0.21, -0.21]], rtol=1e-5)
+    pe = get_rule_class("prediction_error")(2, alpha=1.0)
+    dw, _ = pe(torch.zeros(2, 2), step(x, [1, 0], [0, 1], [0, 0], p))
+    # right chosen with pi=0.8, no reward: -(0.8) * (+1) x
+    # left chosen with pi=0.7, reward: +0.3 * (-1) x
+    np.testing.assert_allclose(dw.detach().numpy(), [[-0.8, -0.8], [0.3, -0.3]], rtol=1e-5)
+
+
+def test_q_learning_updates_the_chosen_side_only():
+    q = get_rule_class("q_learning")(2, alpha=0.5, beta=2.0)
+    state = q.initial_state(1)
+    dw, state = q(torch.zeros(1, 2), step([[1.0, 1.0]], 1, 1, 1), state)
+    np.testing.assert_allclose(state[0, 0].detach().numpy(), [0.5, 0.5])  # right values
+    np.testing.assert_allclose(state[0, 1].detach().numpy(), [0.0, 0.0])  # left untouched
+    np.testing.assert_allclose(dw.detach().numpy(), [[1.0, 1.0]])  # beta * (dq_R - dq_L)
+
+
+def test_none_rule_never_moves_and_has_a_fitted_offset():
+    rule = get_rule_class("none")(3)
+    dw, _ = rule(torch.ones(4, 3), step(np.ones((4, 3)), 1, 1, 1))
+    assert torch.count_nonzero(dw) == 0
+    assert rule.policy_offset().shape == (3,)
+
+
+@pytest.mark.parametrize("name", ["dnn", "rnn"])
+def test_network_rules_start_small_and_have_shapes(name):
+    torch.manual_seed(0)
+    rule = get_rule_class(name)(3, hidden_size=8)
+    state = rule.initial_state(5)
+    dw, new_state = rule(torch.zeros(5, 3), step(np.ones((5, 3)), 1, 1, 1), state)
+    assert dw.shape == (5, 3)
+    assert dw.abs().max() < 1e-2  # the per-weight scale starts at 1e-3
+    if name == "rnn":
+        assert new_state.shape == (5, 8) and not torch.equal(new_state, state)
+    else:
+        assert new_state is None
+
+
+def test_bad_rule_construction():
+    with pytest.raises(ValueError, match="at least one weight"):
+        get_rule_class("dnn")(0)
