@@ -16,10 +16,10 @@ import platform
 import time
 
 import torch
+from sklearn.model_selection import GroupKFold
 
 from ibl_learnrules import LearningRuleGLM, simulate_cohort
 from ibl_learnrules.evaluation import compare_rules, paired_test
-from sklearn.model_selection import GroupKFold
 
 
 def seconds_per_epoch(trials, rule: str, epochs: int, device: str) -> float:
