@@ -322,8 +322,7 @@ class LearningRuleGLM(BaseEstimator):
         for k, name in enumerate(self.covariates_):
             out[f"w_{name}"] = w[:, k]
         out["p_right"] = p
-        original = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(out))
-        out.index = original[out.index.to_numpy()]
+        out.index = X.index[out.index.to_numpy()]
         return out
 
     def simulate(self, X_or_protocol, random_state=None) -> pd.DataFrame:
