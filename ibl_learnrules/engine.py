@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import fused
 from .rules.base import LearningRule, TrialStep
 from .trials import TrialArrays
 
@@ -29,6 +30,7 @@ __all__ = [
     "fit_initial_weights",
     "train_rule",
     "TrainingHistory",
+    "ChunkRunner",
 ]
 
 
@@ -235,10 +237,87 @@ class TrainingHistory:
     stopped_early: bool
 
 
-def _mean_nll(rule, batch, w0) -> float:
-    with torch.no_grad():
-        res = rollout(rule, batch, w0, rule.initial_state(batch.n_animals, w0.device))
-    return float(-res.loglik.sum() / batch.valid.sum().clamp(min=1))
+class ChunkRunner:
+    """Runs one TBPTT chunk: log-likelihood, carried state and (optionally) gradients.
+
+    The torch path calls :func:`rollout` and autograd; the fused path calls the compiled
+    kernels of :mod:`ibl_learnrules.fused` (``dnn`` / ``rnn`` rules on the CPU). Both leave
+    the gradient of ``-loglik.sum() / loss_norm`` in the parameters' ``.grad``.
+    """
+
+    def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto"):
+        if engine not in ("auto", "torch", "fused"):
+            raise ValueError(f"engine must be 'auto', 'torch' or 'fused', got {engine!r}")
+        self.rule, self.batch = rule, batch
+        fusable = batch.x.device.type == "cpu" and _fused_kind(rule) is not None
+        if engine == "fused" and not fusable:
+            raise ValueError("engine='fused' runs the dnn (2 hidden layers) and rnn rules on the "
+                             f"CPU only; got rule {rule.name!r} on {batch.x.device}")
+        self.fused = fusable and engine != "torch"
+        if self.fused:
+            b = batch
+            signs = torch.stack([b.y, b.reward, b.correct_side], -1) * 2.0 - 1.0
+            u = torch.cat([b.x, signs, b.new_session.unsqueeze(-1)], -1)
+            self._np = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+                        for name, t in (("x", b.x), ("u", u), ("y", b.y), ("valid", b.valid))}
+
+    def start(self, w0: torch.Tensor):
+        """Weights and state before the first trial, in this runner's representation."""
+        state = self.rule.initial_state(self.batch.n_animals, w0.device)
+        if not self.fused:
+            return w0, state
+        w = w0.detach().cpu().double().numpy().copy()
+        h = None if state is None else state.detach().cpu().double().numpy()
+        return w, h
+
+    def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
+        """Run trials ``start:stop``; return ``(loglik_sum, w, state)`` for the next chunk."""
+        if not self.fused:
+            with torch.set_grad_enabled(need_grad):
+                res = rollout(self.rule, self.batch, w, state, start=start, stop=stop)
+                if need_grad:
+                    (-res.loglik.sum() / loss_norm).backward()
+            return float(res.loglik.sum().detach()), res.w.detach(), _detach(res.state)
+        arrays = {k: np.ascontiguousarray(v[:, start:stop]) for k, v in self._np.items()}
+        params = dict(self.rule.named_parameters())
+        numpy_params = {k: v.detach().cpu().double().numpy() for k, v in params.items()}
+        scale = np.exp(numpy_params.pop("log_scale"))
+        order = _FUSED_PARAMS[_fused_kind(self.rule)]
+        args = (arrays["x"], arrays["u"], arrays["y"], arrays["valid"], w)
+        weights = [scale] + [numpy_params[name] for name in order[:-1]]
+        if _fused_kind(self.rule) == "dnn":
+            loglik, w, grads = fused.dnn_chunk(*args, weights, need_grad, loss_norm)
+        else:
+            loglik, w, state, grads = fused.rnn_chunk(*args, state, weights, need_grad, loss_norm)
+        if need_grad:
+            for name, grad in zip(order, grads, strict=True):
+                param = params[name]
+                g = torch.as_tensor(grad, dtype=param.dtype, device=param.device)
+                param.grad = g if param.grad is None else param.grad + g
+        return float(loglik.sum()), w, state
+
+
+_FUSED_PARAMS = {
+    "dnn": ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias", "mlp.4.weight",
+            "mlp.4.bias", "log_scale"),
+    "rnn": ("gru.weight_ih", "gru.weight_hh", "gru.bias_ih", "gru.bias_hh", "readout.0.weight",
+            "readout.0.bias", "readout.2.weight", "readout.2.bias", "log_scale"),
+}
+
+
+def _fused_kind(rule: LearningRule) -> str | None:
+    """Which compiled kernel implements ``rule`` (None: only the torch loop does)."""
+    names = {name for name, _ in rule.named_parameters()}
+    for kind, params in _FUSED_PARAMS.items():
+        if rule.name == kind and names == set(params):
+            return kind
+    return None
+
+
+def _mean_nll(runner: ChunkRunner, w0) -> float:
+    w, state = runner.start(w0)
+    loglik, _, _ = runner(w, state, 0, runner.batch.n_trials, need_grad=False)
+    return -loglik / max(float(runner.batch.valid.sum()), 1.0)
 
 
 def train_rule(
@@ -254,6 +333,7 @@ def train_rule(
     val_w0: torch.Tensor | None = None,
     patience: int = 10,
     progress: Callable | None = None,
+    engine: str = "auto",
 ) -> TrainingHistory:
     """Fit ``rule`` in place by maximising the mean per-trial log-likelihood.
 
@@ -277,6 +357,9 @@ def train_rule(
         Validation animals and their starting weights (early stopping).
     progress : callable, optional
         Called as ``progress(epoch, train_loss, val_loss)`` after each epoch.
+    engine : {"auto", "torch", "fused"}
+        ``"auto"`` uses the compiled kernels where they exist (``dnn``, ``rnn`` on the CPU),
+        the torch loop otherwise.
 
     Returns
     -------
@@ -284,28 +367,29 @@ def train_rule(
     """
     params = [p for p in rule.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr) if params else None
+    runner = ChunkRunner(rule, batch, engine)
+    val_runner = None if val_batch is None else ChunkRunner(rule, val_batch, engine)
     chunks = [(s, min(s + tbptt, batch.n_trials)) for s in range(0, batch.n_trials, tbptt)]
     n_valid = [float(batch.valid[:, a:b].sum()) for a, b in chunks]
     history = TrainingHistory([], [], best_epoch=-1, stopped_early=False)
     best_loss, best_params, waited = math.inf, None, 0
     for epoch in range(max_epochs):
-        w, state = w0, rule.initial_state(batch.n_animals, w0.device)
+        w, state = runner.start(w0)
         total = 0.0
         for (a, b), n in zip(chunks, n_valid, strict=True):
-            res = rollout(rule, batch, w, state, start=a, stop=b)
-            if n > 0 and optimizer is not None:
-                loss = -res.loglik.sum() / n
+            learn = n > 0 and optimizer is not None
+            if learn:
                 optimizer.zero_grad()
-                loss.backward()
+            loglik, w, state = runner(w, state, a, b, need_grad=learn, loss_norm=max(n, 1.0))
+            if learn:
                 if grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, grad_clip)
                 optimizer.step()
-            total -= float(res.loglik.sum().detach())
-            w, state = res.w.detach(), _detach(res.state)
+            total -= loglik
         history.train_loss.append(total / max(sum(n_valid), 1.0))
         val_loss = math.nan
-        if val_batch is not None:
-            val_loss = _mean_nll(rule, val_batch, val_w0)
+        if val_runner is not None:
+            val_loss = _mean_nll(val_runner, val_w0)
             history.val_loss.append(val_loss)
             if val_loss < best_loss - 1e-6:
                 best_loss, best_params, waited = val_loss, copy.deepcopy(rule.state_dict()), 0

@@ -63,6 +63,10 @@ class LearningRuleGLM(BaseEstimator):
         Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``).
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+    engine : {"auto", "torch", "fused"}
+        Training loop: ``"auto"`` runs the ``dnn`` and ``rnn`` rules through compiled CPU
+        kernels (same loss and gradients, many times faster) and everything else through the
+        per-trial torch loop; ``"torch"`` always uses the torch loop.
     random_state : int, optional
         Seed of the parameter initialisation and of the validation split.
     verbose : int
@@ -108,6 +112,7 @@ class LearningRuleGLM(BaseEstimator):
         grad_clip: float | None = 1.0,
         rule_params: Mapping | None = None,
         device: str = "auto",
+        engine: str = "auto",
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -125,6 +130,7 @@ class LearningRuleGLM(BaseEstimator):
         self.grad_clip = grad_clip
         self.rule_params = rule_params
         self.device = device
+        self.engine = engine
         self.random_state = random_state
         self.verbose = verbose
 
@@ -251,7 +257,7 @@ class LearningRuleGLM(BaseEstimator):
             history = engine.train_rule(
                 rule, batch, w0, max_epochs=self.max_epochs, lr=self.lr, tbptt=self.tbptt,
                 grad_clip=self.grad_clip, val_batch=val_batch, val_w0=val_w0,
-                patience=self.patience, progress=progress)
+                patience=self.patience, progress=progress, engine=self.engine)
         finally:
             bar.close()
         self.rule_ = rule.eval()

@@ -140,7 +140,8 @@ class QLearning(LearningRule):
 
     def initial_state(self, n_animals, device=None):
         """Zero action values, shape (B, 2, K): right then left."""
-        return torch.zeros(n_animals, 2, self.n_weights, device=device)
+        return torch.zeros(n_animals, 2, self.n_weights, device=device,
+                           dtype=self.log_alpha.dtype)
 
     def forward(self, w, trial: TrialStep, state=None):
         """Update the chosen side's values; return the change of the policy weights."""

@@ -93,7 +93,8 @@ class RNNRule(_ScaledOutput):
 
     def initial_state(self, n_animals, device=None):
         """Zero hidden state (B, H)."""
-        return torch.zeros(n_animals, self.hidden_size, device=device)
+        return torch.zeros(n_animals, self.hidden_size, device=device,
+                           dtype=self.gru.weight_hh.dtype)
 
     def forward(self, w, trial: TrialStep, state=None):
         """Advance the GRU by one trial and read out the update."""
