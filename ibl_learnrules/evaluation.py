@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from scipy import stats
 from sklearn.base import clone
 from sklearn.model_selection import GroupKFold
@@ -73,8 +74,20 @@ def compare_rules(
     seeds: Iterable[int] = (0,),
     *,
     estimator_params: Mapping | None = None,
+    n_jobs: int | None = None,
 ) -> pd.DataFrame:
     """Cross-validate learning rules on held-out animals.
+
+    Every (seed, rule, fold) fit is independent; with ``n_jobs`` they run through joblib,
+    so any joblib backend applies, e.g. a Dask cluster::
+
+        from dask.distributed import Client
+        from joblib import parallel_config
+        client = Client(cluster)            # LocalCluster, or dask_jobqueue.SLURMCluster(...)
+        with parallel_config(backend="dask"):
+            table = compare_rules(trials, rules, n_jobs=-1)
+
+    Results are identical to the serial run: each fit is seeded by its ``seed``.
 
     Parameters
     ----------
@@ -90,6 +103,8 @@ def compare_rules(
         ``random_state`` of each repeat of the whole comparison.
     estimator_params : dict, optional
         Keyword arguments shared by the estimators built from rule names.
+    n_jobs : int, optional
+        Number of fits run at once through joblib (``None``: one at a time).
 
     Returns
     -------
@@ -116,18 +131,22 @@ def compare_rules(
     cv = GroupKFold(n_splits=min(5, n_animals)) if cv is None else cv
     estimators = _as_estimators(rules, estimator_params)
     splits = list(cv.split(table, groups=groups))
-    rows = []
-    for seed in seeds:
-        for name, template in estimators.items():
-            for fold, (train, test) in enumerate(splits):
-                est = clone(template).set_params(random_state=seed)
-                est.fit(table.iloc[train])
-                scores = per_animal_scores(est, table.iloc[test])
-                scores.insert(0, "fold", fold)
-                scores.insert(0, "seed", seed)
-                scores.insert(0, "rule", name)
-                rows.append(scores)
+    jobs = [(seed, name, template, fold, train, test)
+            for seed in seeds for name, template in estimators.items()
+            for fold, (train, test) in enumerate(splits)]
+    rows = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_and_score)(table, template, seed, train, test, name=name, fold=fold)
+        for seed, name, template, fold, train, test in jobs)
     return pd.concat(rows, ignore_index=True)
+
+
+def _fit_and_score(table, template, seed, train, test, **labels) -> pd.DataFrame:
+    est = clone(template).set_params(random_state=seed).fit(table.iloc[train])
+    scores = per_animal_scores(est, table.iloc[test])
+    scores.insert(0, "fold", labels["fold"])
+    scores.insert(0, "seed", seed)
+    scores.insert(0, "rule", labels["name"])
+    return scores
 
 
 def paired_test(results: pd.DataFrame, rule_a: str, rule_b: str,

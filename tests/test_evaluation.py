@@ -70,3 +70,18 @@ def test_held_out_future_scores_only_later_sessions(ks014):
 def test_compare_rules_needs_two_animals(cohort):
     with pytest.raises(ValueError, match="at least 2 animals"):
         compare_rules(cohort[cohort["subject"] == "sim000"], ["none"])
+
+
+def test_parallel_and_dask_runs_match_the_serial_one(cohort):
+    from dask.distributed import Client, LocalCluster, get_task_stream
+    from joblib import parallel_config
+
+    kwargs = dict(cv=GroupKFold(2), seeds=(0, 1), estimator_params=FAST)
+    rules = ["reinforce", "dnn"]
+    serial = compare_rules(cohort, rules, **kwargs)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        with parallel_config(backend="dask"), get_task_stream(client) as tasks:
+            distributed = compare_rules(cohort, rules, n_jobs=-1, **kwargs)
+        assert len(tasks.data) >= 8  # the 2 x 2 x 2 fits ran on the cluster's workers
+    pd.testing.assert_frame_equal(serial, distributed)
