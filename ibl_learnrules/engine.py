@@ -249,7 +249,8 @@ class ChunkRunner:
         if engine not in ("auto", "torch", "fused"):
             raise ValueError(f"engine must be 'auto', 'torch' or 'fused', got {engine!r}")
         self.rule, self.batch = rule, batch
-        fusable = batch.x.device.type == "cpu" and _fused_kind(rule) is not None
+        self.kind = _fused_kind(rule)
+        fusable = batch.x.device.type == "cpu" and self.kind is not None
         if engine == "fused" and not fusable:
             raise ValueError("engine='fused' runs the dnn (2 hidden layers) and rnn rules on the "
                              f"CPU only; got rule {rule.name!r} on {batch.x.device}")
@@ -282,10 +283,10 @@ class ChunkRunner:
         params = dict(self.rule.named_parameters())
         numpy_params = {k: v.detach().cpu().double().numpy() for k, v in params.items()}
         scale = np.exp(numpy_params.pop("log_scale"))
-        order = _FUSED_PARAMS[_fused_kind(self.rule)]
+        order = _FUSED_PARAMS[self.kind]
         args = (arrays["x"], arrays["u"], arrays["y"], arrays["valid"], w)
         weights = [scale] + [numpy_params[name] for name in order[:-1]]
-        if _fused_kind(self.rule) == "dnn":
+        if self.kind == "dnn":
             loglik, w, grads = fused.dnn_chunk(*args, weights, need_grad, loss_norm)
         else:
             loglik, w, state, grads = fused.rnn_chunk(*args, state, weights, need_grad, loss_norm)
