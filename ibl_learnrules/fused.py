@@ -44,6 +44,60 @@ def _tanh(z):
 
 
 @numba.njit(inline="always")
+def _policy(w, x_t, u_t, y_t, v, inp_t):
+    """Fill the network input [w, u] of a trial; return (p_right, its log-likelihood * v)."""
+    K = w.shape[0]
+    z = 0.0
+    for k in range(K):
+        z += w[k] * x_t[k]
+        inp_t[k] = w[k]
+    for j in range(u_t.shape[0]):
+        inp_t[K + j] = u_t[j]
+    ll = 0.0
+    if v > 0:
+        ll = _log_sigmoid(z) if y_t > 0.5 else _log_sigmoid(-z)
+    return _sigmoid(z), ll
+
+
+@numba.njit(inline="always")
+def _dense(W, b, inputs, out, activate):
+    """Set ``out = tanh(W @ inputs + b)`` (without the tanh unless ``activate``)."""
+    for i in range(W.shape[0]):
+        s = b[i]
+        for j in range(W.shape[1]):
+            s += W[i, j] * inputs[j]
+        out[i] = _tanh(s) if activate else s
+
+
+@numba.njit(inline="always")
+def _back_tanh(WT, g_out, act, g_in, carry):
+    """g_in = (carry + W.T @ g_out) * tanh' at the layer's output ``act`` (``WT`` = W.T)."""
+    for j in range(WT.shape[0]):
+        s = carry[j]
+        for i in range(WT.shape[1]):
+            s += WT[j, i] * g_out[i]
+        g_in[j] = s * (1.0 - act[j] * act[j])
+
+
+@numba.njit(inline="always")
+def _back_output(gw, scale, out_t, go_t, gls_a):
+    """Gradient at the network output from d loss / d w_{t+1}; accumulates the log-scale's."""
+    for k in range(gw.shape[0]):
+        go_t[k] = gw[k] * scale[k]
+        gls_a[k] += go_t[k] * out_t[k]
+
+
+@numba.njit(inline="always")
+def _back_policy(gw, WT_in, g_first, x_t, y_t, p_t, loss_norm):
+    """Add to ``gw`` the paths to w_t: network input and the trial's likelihood."""
+    for k in range(gw.shape[0]):
+        s = 0.0
+        for i in range(WT_in.shape[1]):
+            s += WT_in[k, i] * g_first[i]
+        gw[k] += s - (y_t - p_t) * x_t[k] / loss_norm
+
+
+@numba.njit(inline="always")
 def _add_outer_sum(out, g, inputs):
     """Out += g.T @ inputs, as loops: BLAS called from numba's threads can deadlock OpenBLAS."""
     for t in range(g.shape[0]):
@@ -76,7 +130,9 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, need_grad, los
     gW3 = np.zeros((B,) + W3.shape)
     gb3 = np.zeros((B, K))
     gls = np.zeros((B, K))
-    W2T = W2.T.copy()  # the backward pass reads W2 by columns
+    # the backward pass reads the weights by columns
+    W1T, W2T, W3T = W1.T.copy(), W2.T.copy(), W3.T.copy()
+    no_carry = np.zeros(H)
     for a in numba.prange(B):
         inp = np.empty((T, D))
         h1 = np.empty((T, H))
@@ -85,32 +141,14 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, need_grad, los
         p = np.empty(T)
         w = w0[a].copy()
         for t in range(T):
-            z = 0.0
-            for k in range(K):
-                z += w[k] * x[a, t, k]
-                inp[t, k] = w[k]
-            for j in range(D - K):
-                inp[t, K + j] = u[a, t, j]
-            p[t] = _sigmoid(z)
             v = valid[a, t]
-            if v > 0:
-                loglik[a] += _log_sigmoid(z) if y[a, t] > 0.5 else _log_sigmoid(-z)
-            for i in range(H):
-                s = b1[i]
-                for j in range(D):
-                    s += W1[i, j] * inp[t, j]
-                h1[t, i] = _tanh(s)
-            for i in range(H):
-                s = b2[i]
-                for j in range(H):
-                    s += W2[i, j] * h1[t, j]
-                h2[t, i] = _tanh(s)
+            p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[t])
+            loglik[a] += ll
+            _dense(W1, b1, inp[t], h1[t], True)
+            _dense(W2, b2, h1[t], h2[t], True)
+            _dense(W3, b3, h2[t], out[t], False)
             for k in range(K):
-                s = b3[k]
-                for j in range(H):
-                    s += W3[k, j] * h2[t, j]
-                out[t, k] = s
-                w[k] += v * scale[k] * s
+                w[k] += v * scale[k] * out[t, k]
         w_end[a] = w
         if not need_grad:
             continue
@@ -123,25 +161,10 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, need_grad, los
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue  # the weights pass through unchanged
-            for k in range(K):
-                go[t, k] = gw[k] * scale[k]
-                gls[a, k] += go[t, k] * out[t, k]
-            for j in range(H):
-                s = 0.0
-                for k in range(K):
-                    s += W3[k, j] * go[t, k]
-                g2[t, j] = s * (1.0 - h2[t, j] * h2[t, j])
-            for j in range(H):
-                s = 0.0
-                for i in range(H):
-                    s += W2T[j, i] * g2[t, i]
-                g1[t, j] = s * (1.0 - h1[t, j] * h1[t, j])
-            for k in range(K):
-                s = 0.0
-                for i in range(H):
-                    s += W1[i, k] * g1[t, i]
-                # identity path + path through the network + this trial's likelihood
-                gw[k] += s - (y[a, t] - p[t]) * x[a, t, k] / loss_norm
+            _back_output(gw, scale, out[t], go[t], gls[a])
+            _back_tanh(W3T, go[t], h2[t], g2[t], no_carry)
+            _back_tanh(W2T, g2[t], h1[t], g1[t], no_carry)
+            _back_policy(gw, W1T, g1[t], x[a, t], y[a, t], p[t], loss_norm)
         _add_outer_sum(gW3[a], go, h2)
         _add_outer_sum(gW2[a], g2, h1)
         _add_outer_sum(gW1[a], g1, inp)
@@ -198,9 +221,10 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
     gc2 = np.zeros((B, K))
     gls = np.zeros((B, K))
     # the backward pass reads these by columns
-    R1T = R1.T.copy()
+    R1T, R2T = R1.T.copy(), R2.T.copy()
     WhhT = Whh.T.copy()
     WihT = Wih.T.copy()
+    no_carry = np.zeros(H)
     for a in numba.prange(B):
         inp = np.empty((T, D))
         hs = np.empty((T + 1, H))  # state before each trial
@@ -215,16 +239,9 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
         w = w0[a].copy()
         hs[0] = h0[a]
         for t in range(T):
-            z = 0.0
-            for k in range(K):
-                z += w[k] * x[a, t, k]
-                inp[t, k] = w[k]
-            for j in range(D - K):
-                inp[t, K + j] = u[a, t, j]
-            p[t] = _sigmoid(z)
             v = valid[a, t]
-            if v > 0:
-                loglik[a] += _log_sigmoid(z) if y[a, t] > 0.5 else _log_sigmoid(-z)
+            p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[t])
+            loglik[a] += ll
             for i in range(H):
                 ar = bih[i] + bhh[i]
                 az = bih[H + i] + bhh[H + i]
@@ -243,17 +260,10 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
                 hn[t, i] = hh
                 n[t, i] = _tanh(an + r[t, i] * hh)
                 hnew[t, i] = (1.0 - zg[t, i]) * n[t, i] + zg[t, i] * hs[t, i]
-            for i in range(H):
-                s = c1[i]
-                for j in range(H):
-                    s += R1[i, j] * hnew[t, j]
-                ro[t, i] = _tanh(s)
+            _dense(R1, c1, hnew[t], ro[t], True)
+            _dense(R2, c2, ro[t], out[t], False)
             for k in range(K):
-                s = c2[k]
-                for j in range(H):
-                    s += R2[k, j] * ro[t, j]
-                out[t, k] = s
-                w[k] += v * scale[k] * s
+                w[k] += v * scale[k] * out[t, k]
             for i in range(H):
                 hs[t + 1, i] = v * hnew[t, i] + (1.0 - v) * hs[t, i]
         w_end[a] = w
@@ -272,15 +282,9 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue  # weights and state pass through unchanged
-            for k in range(K):
-                go[t, k] = gw[k] * scale[k]
-                gls[a, k] += go[t, k] * out[t, k]
-            for j in range(H):
-                s = 0.0
-                for k in range(K):
-                    s += R2[k, j] * go[t, k]
-                gro[t, j] = s * (1.0 - ro[t, j] * ro[t, j])
-            for j in range(H):
+            _back_output(gw, scale, out[t], go[t], gls[a])
+            _back_tanh(R2T, go[t], ro[t], gro[t], no_carry)
+            for j in range(H):  # into the new state: from the read-out and from h_{t+1}
                 s = gh[j]
                 for i in range(H):
                     s += R1T[j, i] * gro[t, i]
@@ -300,11 +304,7 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
                 for i in range(3 * H):
                     s += WhhT[j, i] * g_hh[t, i]
                 gh[j] = s
-            for k in range(K):
-                s = 0.0
-                for i in range(3 * H):
-                    s += WihT[k, i] * g_ih[t, i]
-                gw[k] += s - (y[a, t] - p[t]) * x[a, t, k] / loss_norm
+            _back_policy(gw, WihT, g_ih[t], x[a, t], y[a, t], p[t], loss_norm)
         _add_outer_sum(gWih[a], g_ih, inp)
         _add_outer_sum(gWhh[a], g_hh, hs)
         _add_outer_sum(gR1[a], gro, hnew)
