@@ -1,0 +1,1 @@
+"""Adapters between data sources and the trials-table contract."""

@@ -1,0 +1,141 @@
+"""Load mice's behaviour through ONE, as trials tables in the contract.
+
+The same calls read a local ONE cache (``ONE(cache_dir=..., mode="local")``) and the IBL
+public database::
+
+    from one.api import ONE
+    one = ONE(base_url="https://openalyx.internationalbrainlab.org",
+              password="international", silent=True)
+    trials = load_subject_trials(one, "KS014", protocols=["training"], max_sessions=15)
+
+Nothing is written to the ONE cache by this module (ONE itself downloads missing files
+into it when it talks to a database).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..trials import REQUIRED_COLUMNS, validate_trials
+
+__all__ = ["load_subject_trials", "load_cohort"]
+
+_ALF_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "session", "trial")]
+
+
+def _sessions(one, subject: str) -> pd.DataFrame:
+    eids, details = one.search(subject=subject, details=True)
+    rows = []
+    for eid, info in zip(eids or [], details or [], strict=True):
+        # one.search matches subject names partially ("KS014" also finds "KS0140")
+        if info.get("subject") != subject:
+            continue
+        rows.append({"eid": str(eid), "date": pd.Timestamp(info.get("date")),
+                     "number": int(info.get("number") or 0),
+                     "task_protocol": info.get("task_protocol") or ""})
+    table = pd.DataFrame(rows, columns=["eid", "date", "number", "task_protocol"])
+    return table.sort_values(["date", "number"], kind="stable").reset_index(drop=True)
+
+
+def _load_trials(one, eid: str) -> pd.DataFrame:
+    trials = one.load_object(eid, "trials", collection="alf")
+    missing = [c for c in _ALF_COLUMNS if c not in trials]
+    if missing:
+        raise KeyError(f"trials object lacks {missing}")
+    n = len(trials["choice"])
+    return pd.DataFrame({c: np.asarray(trials[c], dtype=float).reshape(n) for c in _ALF_COLUMNS})
+
+
+def load_subject_trials(
+    one,
+    subject: str,
+    protocols: Sequence[str] | None = None,
+    max_sessions: int | None = None,
+    max_trials: int | None = None,
+) -> pd.DataFrame:
+    """Load one mouse's sessions through ONE as a trials table, in date order.
+
+    Parameters
+    ----------
+    one : one.api.One
+        A ONE instance: a local cache or a database connection.
+    subject : str
+        Exact subject name (partial matches of ``one.search`` are dropped).
+    protocols : sequence of str, optional
+        Keep sessions whose ``task_protocol`` contains one of these strings (e.g.
+        ``["training"]``). Sessions whose protocol the cache does not record are kept, with
+        one warning.
+    max_sessions : int, optional
+        Keep the first sessions only.
+    max_trials : int, optional
+        Cut the sequence after this many trials.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Validated trials table: ``subject``, ``session`` (eid), ``date``, ``session_number``,
+        ``task_protocol``, ``trial`` and the ALF columns. ALF conventions are kept as they are
+        (choice -1 = right); no-go trials are kept.
+
+    Raises
+    ------
+    ValueError
+        If no session of ``subject`` has a readable trials object.
+
+    Examples
+    --------
+    >>> from one.api import ONE  # doctest: +SKIP
+    >>> one = ONE(cache_dir="path/to/cache", mode="local")  # doctest: +SKIP
+    >>> trials = load_subject_trials(one, "KS014", protocols=["training"])  # doctest: +SKIP
+    """
+    sessions = _sessions(one, subject)
+    if sessions.empty:
+        raise ValueError(f"ONE found no session of subject {subject!r}")
+    if protocols is not None:
+        unknown = sessions["task_protocol"] == ""
+        if unknown.any():
+            warnings.warn(f"{int(unknown.sum())} session(s) of {subject} have no task_protocol in "
+                          "this ONE cache: kept whatever their protocol", stacklevel=2)
+        wanted = sessions["task_protocol"].apply(lambda p: any(s in p for s in protocols))
+        sessions = sessions[wanted | unknown]
+    tables, skipped = [], []
+    for row in sessions.itertuples():
+        if max_sessions is not None and len(tables) >= max_sessions:
+            break
+        try:
+            table = _load_trials(one, row.eid)
+        except Exception as err:  # noqa: BLE001 - any unreadable session is skipped, not fatal
+            skipped.append(f"{row.eid} ({type(err).__name__}: {err})")
+            continue
+        table.insert(0, "subject", subject)
+        table.insert(1, "session", row.eid)
+        table.insert(2, "date", row.date)
+        table.insert(3, "session_number", row.number)
+        table.insert(4, "task_protocol", row.task_protocol)
+        table.insert(5, "trial", np.arange(len(table)))
+        tables.append(table)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} session(s) of {subject} without a readable trials "
+                      f"object: {'; '.join(skipped)}", stacklevel=2)
+    if not tables:
+        raise ValueError(f"no session of {subject!r} has a readable trials object")
+    trials = pd.concat(tables, ignore_index=True)
+    if max_trials is not None:
+        trials = trials.iloc[:max_trials]
+    # validation orders sessions by date, and sessions of one date as they come here: by number
+    return validate_trials(trials).reset_index(drop=True)
+
+
+def load_cohort(one, subjects: Iterable[str], **kwargs) -> pd.DataFrame:
+    """Load several mice with :func:`load_subject_trials` into one trials table.
+
+    Examples
+    --------
+    >>> trials = load_cohort(one, ["KS014", "CSHL_007"], protocols=["training"])  # doctest: +SKIP
+    """
+    return pd.concat([load_subject_trials(one, s, **kwargs) for s in subjects],
+                     ignore_index=True)
