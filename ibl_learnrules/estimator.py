@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,7 @@ from .trials import check_covariates, featurize, validate_trials
 __all__ = ["LearningRuleGLM"]
 
 _INIT_WEIGHTS = ("zero", "fitted")
+_SAVE_FORMAT = "ibl_learnrules.LearningRuleGLM/1"
 
 
 class LearningRuleGLM(BaseEstimator):
@@ -358,6 +361,87 @@ class LearningRuleGLM(BaseEstimator):
             return self._run_protocol(dict(X_or_protocol), random_state)
         raise TypeError("simulate needs a trials DataFrame or a dict of protocol arguments, "
                         f"got {type(X_or_protocol).__name__}")
+
+    # --------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Save the fitted estimator to one file: JSON configuration + torch state dict.
+
+        The file loads with ``torch.load(weights_only=True)``: no pickled code is executed.
+
+        Examples
+        --------
+        >>> est.save("reinforce.pt")  # doctest: +SKIP
+        >>> same = LearningRuleGLM.load("reinforce.pt")  # doctest: +SKIP
+        """
+        from . import __version__
+
+        self._check_fitted()
+        params = self.get_params()
+        params["covariates"] = list(params["covariates"])
+        config = {
+            "format": _SAVE_FORMAT,
+            "package_version": __version__,
+            "params": params,
+            "fitted": {
+                "rule": self.rule_name_,
+                "covariates": list(self.covariates_),
+                "subjects": list(self.subjects_),
+                "n_iter": self.n_iter_,
+                "best_epoch": self.best_epoch_,
+                "history": self.history_.to_dict(orient="list"),
+            },
+        }
+        state = {k: v.detach().cpu() for k, v in self.rule_.state_dict().items()}
+        path = Path(path)
+        torch.save({"config": json.dumps(config), "state_dict": state}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu",
+             allow_version_mismatch: bool = False) -> LearningRuleGLM:
+        """Load an estimator written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or Path
+            File written by :meth:`save`.
+        device : str
+            Where the loaded rule lives (``"cpu"``, ``"cuda"``, ``"auto"``).
+        allow_version_mismatch : bool
+            Load a file saved by another version of the package (else ValueError).
+        """
+        from . import __version__
+
+        try:
+            blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+            config = json.loads(blob["config"])
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError,
+                __import__("pickle").UnpicklingError) as err:
+            raise ValueError(f"{path} is not a model saved by LearningRuleGLM.save: "
+                             f"{type(err).__name__}: {err}") from None
+        if config.get("format") != _SAVE_FORMAT:
+            raise ValueError(f"{path} has format {config.get('format')!r}, expected "
+                             f"{_SAVE_FORMAT!r}")
+        saved = config["package_version"]
+        if saved != __version__ and not allow_version_mismatch:
+            raise ValueError(f"{path} was saved by ibl_learnrules {saved}, this is {__version__}; "
+                             "refit, or pass allow_version_mismatch=True to load it anyway")
+        params = dict(config["params"], device=device)
+        params["covariates"] = tuple(params["covariates"])
+        est = cls(**params)
+        fitted = config["fitted"]
+        est.device_ = engine.resolve_device(device)
+        est.covariates_ = tuple(fitted["covariates"])
+        rule = est._build_rule(len(est.covariates_))
+        rule.load_state_dict(blob["state_dict"])
+        est.rule_ = rule.to(est.device_).eval()
+        est.rule_name_ = fitted["rule"]
+        est.subjects_ = tuple(fitted["subjects"])
+        est.n_iter_ = fitted["n_iter"]
+        est.best_epoch_ = fitted["best_epoch"]
+        est.history_ = pd.DataFrame(fitted["history"])
+        est.classes_ = np.array([0, 1])
+        return est
 
     def _replay(self, X, random_state) -> pd.DataFrame:
         table, arrays, batch, w0 = self._prepare(X)

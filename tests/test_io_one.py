@@ -28,13 +28,13 @@ def cache(tmp_path_factory, ks014):
     root = tmp_path_factory.mktemp("one_cache")
     sessions = list(ks014.groupby("session_idx"))
     # written in reverse order, so the file system's order is not the date order
-    for idx, table in reversed(sessions):
+    for _, table in reversed(sessions):
         write_session(root, "KS014", table["date"].iloc[0].date(), 1, table)
     sim = simulate_cohort(1, n_sessions=3, random_state=0)
+    # sessions 0 and 1 share a day with their numbers reversed: the number orders them
+    placement = {0: ("2020-01-01", 2), 1: ("2020-01-01", 1), 2: ("2020-01-02", 1)}
     for idx, table in sim.groupby("session_idx"):
-        # two sessions on one day: the session number orders them
-        write_session(root, "KS0140", "2020-01-01", 2 - idx if idx < 2 else 1, table) \
-            if idx < 2 else write_session(root, "KS0140", "2020-01-02", 1, table)
+        write_session(root, "KS0140", *placement[idx], table)
     # a session with no trials object, and one whose file is unreadable
     write_session(root, "KS014", "2019-07-01", 1, None).joinpath("_ibl_wheel.position.npy") \
         .write_bytes(np.zeros(3).tobytes())

@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ibl_learnrules import LearningRuleGLM, __version__, simulate_cohort
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return simulate_cohort(3, n_trials=300, random_state=0, alpha=0.05)
+
+
+@pytest.mark.parametrize("rule", ["none", "q_learning", "dnn", "rnn"])
+def test_save_load_round_trip_predicts_identically(tmp_path, cohort, rule):
+    est = LearningRuleGLM(rule=rule, hidden_size=8, max_epochs=2, tbptt=100,
+                          init_weights="fitted", random_state=0).fit(cohort)
+    path = est.save(tmp_path / "model.pt")
+    loaded = LearningRuleGLM.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(cohort), est.predict_proba(cohort))
+    assert loaded.get_params() == est.get_params() | {"device": "cpu"}
+    assert loaded.subjects_ == est.subjects_ and loaded.n_iter_ == 2
+    assert loaded.history_.equals(est.history_)
+
+
+def test_the_file_loads_without_pickle(tmp_path, cohort):
+    path = LearningRuleGLM(rule="reinforce", max_epochs=1, random_state=0).fit(cohort) \
+        .save(tmp_path / "m.pt")
+    blob = torch.load(path, weights_only=True)
+    config = json.loads(blob["config"])
+    assert config["package_version"] == __version__
+    assert set(blob["state_dict"]) == {"log_alpha"}
+
+
+def test_version_mismatch_is_a_clear_error(tmp_path, cohort):
+    path = LearningRuleGLM(rule="reinforce", max_epochs=1, random_state=0).fit(cohort) \
+        .save(tmp_path / "m.pt")
+    blob = torch.load(path, weights_only=True)
+    config = json.loads(blob["config"])
+    config["package_version"] = "0.0.1"
+    torch.save({"config": json.dumps(config), "state_dict": blob["state_dict"]}, path)
+    with pytest.raises(ValueError, match=rf"saved by ibl_learnrules 0.0.1, this is {__version__}"):
+        LearningRuleGLM.load(path)
+    assert LearningRuleGLM.load(path, allow_version_mismatch=True).rule_name_ == "reinforce"
+
+
+def test_unfitted_save_and_foreign_files_are_refused(tmp_path):
+    with pytest.raises(Exception, match="not fitted"):
+        LearningRuleGLM().save(tmp_path / "x.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_text("hello")
+    with pytest.raises(ValueError, match="is not a model saved by LearningRuleGLM.save"):
+        LearningRuleGLM.load(junk)
