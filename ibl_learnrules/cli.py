@@ -52,6 +52,79 @@ def _simulate(args: argparse.Namespace) -> None:
         print(f"wrote {len(cohort)} simulated trials to {args.out}")
 
 
+def _read_trials(args: argparse.Namespace):
+    """Read the trials named by --trials (CSV/parquet) or by --one-cache and --subject."""
+    import pandas as pd
+
+    if (args.trials is None) == (args.one_cache is None):
+        raise UsageError("give either --trials FILE or --one-cache DIR with --subject")
+    if args.trials is not None:
+        path = Path(args.trials)
+        if not path.is_file():
+            raise UsageError(f"no such file: {path}")
+        try:
+            table = (pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path))
+        except Exception as err:  # noqa: BLE001 - any unreadable input is a user error
+            raise UsageError(f"cannot read {path}: {type(err).__name__}: {err}") from None
+        if args.subject:
+            table = table[table["subject"].astype(str).isin(args.subject)]
+        return table
+    if not args.subject:
+        raise UsageError("--one-cache needs --subject")
+    from one.api import ONE
+
+    from .io.one import load_cohort
+
+    if not Path(args.one_cache).is_dir():
+        raise UsageError(f"no such ONE cache folder: {args.one_cache}")
+    one = ONE(cache_dir=args.one_cache, mode="local")
+    return load_cohort(one, args.subject)
+
+
+def _estimator_params(args: argparse.Namespace) -> dict:
+    return {"max_epochs": args.epochs, "lr": args.lr, "tbptt": args.tbptt,
+            "random_state": args.seed, "verbose": 0 if args.quiet else 1}
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from .estimator import LearningRuleGLM
+
+    trials = _read_trials(args)
+    est = LearningRuleGLM(rule=args.rule, **_estimator_params(args)).fit(trials)
+    est.save(args.out)
+    if not args.quiet:
+        print(f"fitted rule {args.rule!r} on {len(est.subjects_)} animal(s), {len(trials)} "
+              f"trials: {est.score(trials):.4f} nats/trial; saved to {args.out}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from sklearn.model_selection import GroupKFold
+
+    from .evaluation import compare_rules, paired_test
+
+    trials = _read_trials(args)
+    rules = [r for r in args.rules.split(",") if r]
+    n_animals = trials["subject"].nunique()
+    if n_animals < 2:
+        raise UsageError(f"compare needs at least 2 animals, the input has {n_animals}")
+    table = compare_rules(trials, rules, cv=GroupKFold(min(args.folds, n_animals)),
+                          estimator_params=_estimator_params(args) | {"verbose": 0})
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out, index=False)
+    if args.quiet:
+        return
+    summary = table.groupby("rule")[["loglik", "bits", "accuracy"]].mean()
+    print(f"held-out animals ({n_animals}, GroupKFold), mean per animal:")
+    print(summary.sort_values("loglik", ascending=False).round(4).to_string())
+    best = summary["loglik"].idxmax()
+    for other in summary.index.drop(best):
+        test = paired_test(table, best, other)
+        print(f"{best} > {other}: {test['mean_diff']:+.4f} nats/trial, "
+              f"{int(test['n_a_better'])}/{int(test['n_animals'])} animals, "
+              f"Wilcoxon p = {test['wilcoxon_p']:.3g}")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -81,6 +154,35 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default=None, help="write the trials table (.csv or .parquet)")
     sim.add_argument("--quiet", action="store_true", help="print nothing")
     sim.set_defaults(func=_simulate)
+
+    from .rules import available_rules
+
+    def data_and_training(command):
+        command.add_argument("--trials", help="trials table (.csv or .parquet)")
+        command.add_argument("--one-cache", help="a local ONE cache folder (with --subject)")
+        command.add_argument("--subject", nargs="+", help="subject(s) to use")
+        command.add_argument("--epochs", type=_positive_int, default=50)
+        command.add_argument("--lr", type=float, default=0.01)
+        command.add_argument("--tbptt", type=_positive_int, default=500)
+        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--quiet", action="store_true", help="print nothing")
+
+    fit = sub.add_parser("fit", help="fit a learning rule and save the model",
+                         description="Fit one learning rule on a trials table or ONE cache.")
+    data_and_training(fit)
+    fit.add_argument("--rule", choices=available_rules(), default="dnn")
+    fit.add_argument("--out", required=True, help="model file to write (.pt)")
+    fit.set_defaults(func=_fit)
+
+    compare = sub.add_parser("compare", help="compare rules on held-out animals",
+                             description="Cross-validate rules by animal (GroupKFold) and test "
+                                         "them pairwise across animals.")
+    data_and_training(compare)
+    compare.add_argument("--rules", default="none,reinforce,dnn",
+                         help="comma-separated rule names")
+    compare.add_argument("--folds", type=_positive_int, default=5)
+    compare.add_argument("--out", help="write the per-animal table (.csv)")
+    compare.set_defaults(func=_compare)
     return parser
 
 

@@ -26,3 +26,66 @@ def test_bad_usage_exits_with_2(capsys):
         main(["simulate", "--n-subjects", "zero"])
     assert exc.value.code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trials_file(tmp_path_factory):
+    from ibl_learnrules import simulate_cohort
+
+    path = tmp_path_factory.mktemp("cli") / "cohort.csv"
+    simulate_cohort(3, n_trials=300, random_state=0, alpha=0.05).to_csv(path, index=False)
+    return path
+
+
+def test_fit_saves_a_loadable_model(trials_file, tmp_path, capsys):
+    from ibl_learnrules import LearningRuleGLM
+
+    out = tmp_path / "model.pt"
+    args = ["fit", "--trials", str(trials_file), "--rule", "reinforce", "--epochs", "2",
+            "--out", str(out)]
+    assert main(args) == 0
+    assert "fitted rule 'reinforce' on 3 animal(s), 900 trials" in capsys.readouterr().out
+    trials = pd.read_csv(trials_file)
+    assert LearningRuleGLM.load(out).score(trials) < 0
+
+
+def test_compare_writes_the_table(trials_file, tmp_path, capsys):
+    out = tmp_path / "table.csv"
+    args = ["compare", "--trials", str(trials_file), "--rules", "none,reinforce", "--folds", "3",
+            "--epochs", "2", "--out", str(out)]
+    assert main(args) == 0
+    table = pd.read_csv(out)
+    assert sorted(table["rule"].unique()) == ["none", "reinforce"] and len(table) == 6
+    assert "Wilcoxon p" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["fit", "--out", "m.pt"], "either --trials FILE or --one-cache DIR"),
+    (["fit", "--trials", "missing.csv", "--out", "m.pt"], "no such file: missing.csv"),
+    (["fit", "--one-cache", "/nonexistent", "--subject", "A", "--out", "m.pt"],
+     "no such ONE cache folder"),
+    (["fit", "--one-cache", "/tmp", "--out", "m.pt"], "--one-cache needs --subject"),
+])
+def test_bad_inputs_are_one_line_errors(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0
+
+
+def test_unreadable_and_invalid_tables(tmp_path, capsys):
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    assert main(["fit", "--trials", str(bad), "--out", str(tmp_path / "m.pt")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    invalid = tmp_path / "invalid.csv"
+    pd.DataFrame({"subject": ["a"], "choice": [1]}).to_csv(invalid, index=False)
+    assert main(["fit", "--trials", str(invalid), "--out", str(tmp_path / "m.pt")]) == 2
+    assert "missing required column" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_help(capsys):
+    for command in ("simulate", "fit", "compare"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        assert "usage: ibl-learnrules " + command in capsys.readouterr().out

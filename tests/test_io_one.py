@@ -108,3 +108,14 @@ def test_unknown_subject(cache):
     root, _ = cache
     with pytest.raises(ValueError, match="ONE found no session of subject 'nobody'"):
         load_subject_trials(one_local(root), "nobody")
+
+
+def test_cli_fits_from_a_one_cache(cache, tmp_path, capsys):
+    from ibl_learnrules.cli import main
+
+    root, sim = cache
+    out = tmp_path / "model.pt"
+    args = ["fit", "--one-cache", str(root), "--subject", "KS0140", "--rule", "none",
+            "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    assert out.is_file() and capsys.readouterr().out == ""
