@@ -119,3 +119,10 @@ def test_cli_fits_from_a_one_cache(cache, tmp_path, capsys):
             "--epochs", "1", "--quiet", "--out", str(out)]
     assert main(args) == 0
     assert out.is_file() and capsys.readouterr().out == ""
+
+
+def test_until_cuts_at_the_training_stage(cache):
+    root, _ = cache
+    with pytest.warns(UserWarning, match="skipped 2"):
+        trials = load_subject_trials(one_local(root), "KS014", until="trained_1a")
+    assert trials["session"].nunique() == 14

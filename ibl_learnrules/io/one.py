@@ -20,11 +20,13 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..stages import cut_at_stage
 from ..trials import REQUIRED_COLUMNS, validate_trials
 
 __all__ = ["load_subject_trials", "load_cohort"]
 
 _ALF_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "session", "trial")]
+_TIMING_COLUMNS = ["stimOn_times", "goCue_times", "response_times", "feedback_times"]
 
 
 def _sessions(one, subject: str) -> pd.DataFrame:
@@ -47,13 +49,16 @@ def _load_trials(one, eid: str) -> pd.DataFrame:
     if missing:
         raise KeyError(f"trials object lacks {missing}")
     n = len(trials["choice"])
-    return pd.DataFrame({c: np.asarray(trials[c], dtype=float).reshape(n) for c in _ALF_COLUMNS})
+    # timing columns, when the session has them, let brainbox judge training stage 1b
+    columns = _ALF_COLUMNS + [c for c in _TIMING_COLUMNS if c in trials]
+    return pd.DataFrame({c: np.asarray(trials[c], dtype=float).reshape(n) for c in columns})
 
 
 def load_subject_trials(
     one,
     subject: str,
     protocols: Sequence[str] | None = None,
+    until: str | None = None,
     max_sessions: int | None = None,
     max_trials: int | None = None,
 ) -> pd.DataFrame:
@@ -69,6 +74,9 @@ def load_subject_trials(
         Keep sessions whose ``task_protocol`` contains one of these strings (e.g.
         ``["training"]``). Sessions whose protocol the cache does not record are kept, with
         one warning.
+    until : {"trained_1a", "trained_1b"}, optional
+        End the sequence at the session where the mouse reached this training stage, judged
+        by brainbox's criteria on the loaded trials (:func:`ibl_learnrules.stages.cut_at_stage`).
     max_sessions : int, optional
         Keep the first sessions only.
     max_trials : int, optional
@@ -124,6 +132,8 @@ def load_subject_trials(
     if not tables:
         raise ValueError(f"no session of {subject!r} has a readable trials object")
     trials = pd.concat(tables, ignore_index=True)
+    if until is not None:
+        trials = cut_at_stage(trials, until)
     if max_trials is not None:
         trials = trials.iloc[:max_trials]
     # validation orders sessions by date, and sessions of one date as they come here: by number
