@@ -21,6 +21,12 @@ def _simulate(args: argparse.Namespace) -> None:
 
     cohort = simulate_cohort(args.n_subjects, rule=args.rule, n_sessions=args.n_sessions,
                              random_state=args.seed)
+    if args.one_cache is not None:
+        from .io.one import write_one_cache
+
+        if Path(args.one_cache).exists() and any(Path(args.one_cache).iterdir()):
+            raise UsageError(f"--one-cache folder {args.one_cache} is not empty")
+        write_one_cache(cohort, args.one_cache)
     if args.out is not None:
         out = Path(args.out)
         if out.suffix not in (".csv", ".parquet", ".pqt"):
@@ -125,6 +131,13 @@ def _compare(args: argparse.Namespace) -> None:
               f"Wilcoxon p = {test['wilcoxon_p']:.3g}")
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import QUICK, DemoSizes, run_demo
+
+    run_demo(args.out, QUICK if args.quick else DemoSizes(),
+             report=(lambda line: None) if args.quiet else print)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -144,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Infer how mice learn the IBL task: learning rules over a dynamic GLM.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="the main job: compare rules on KS014 and a cohort",
+                          description="Fit the fixed GLM, the classic rules and the DNN/RNN "
+                                      "rules; compare them on held-out simulated mice and on "
+                                      "KS014's later sessions; write figures, models and a "
+                                      "JSON summary.")
+    demo.add_argument("--out", default="ibl_learnrules_demo", help="output folder")
+    demo.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
+    demo.add_argument("--quiet", action="store_true", help="print nothing")
+    demo.set_defaults(func=_demo)
     sim = sub.add_parser("simulate", help="simulate a cohort learning the IBL training protocol",
                          description="Simulate mice learning the IBL training protocol with a "
                                      "known rule; print their learning curve beside KS014's.")
@@ -152,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rule", choices=sorted(LEARNERS), default="reinforce")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", default=None, help="write the trials table (.csv or .parquet)")
+    sim.add_argument("--one-cache", default=None,
+                     help="also write the cohort as ALF sessions in a new local ONE cache")
     sim.add_argument("--quiet", action="store_true", help="print nothing")
     sim.set_defaults(func=_simulate)
 

@@ -89,3 +89,21 @@ def test_every_subcommand_has_help(capsys):
             main([command, "--help"])
         assert exc.value.code == 0
         assert "usage: ibl-learnrules " + command in capsys.readouterr().out
+
+
+def test_demo_quick_writes_every_output(tmp_path, capsys):
+    import json
+
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out animals" in printed and "KS014, sessions 2-14 held out" in printed
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {r["rule"] for r in summary["cohort"]["rules"]} == {
+        "none", "reinforce", "reinforce_baseline", "reward_max", "prediction_error",
+        "q_learning", "dnn", "rnn"}
+    for name in summary["figures"]:
+        assert (tmp_path / name).stat().st_size > 10_000  # a real PNG, not an empty canvas
+    from ibl_learnrules import LearningRuleGLM, load_ks014
+
+    for name in summary["models"]:
+        assert LearningRuleGLM.load(tmp_path / name).score(load_ks014()) < 0

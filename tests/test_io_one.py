@@ -126,3 +126,16 @@ def test_until_cuts_at_the_training_stage(cache):
     with pytest.warns(UserWarning, match="skipped 2"):
         trials = load_subject_trials(one_local(root), "KS014", until="trained_1a")
     assert trials["session"].nunique() == 14
+
+
+def test_simulated_cohort_round_trips_through_a_written_cache(tmp_path):
+    from ibl_learnrules.cli import main
+
+    root = tmp_path / "sim_cache"
+    assert main(["simulate", "--n-subjects", "2", "--n-sessions", "3", "--quiet",
+                 "--one-cache", str(root)]) == 0
+    sim = simulate_cohort(2, n_sessions=3, random_state=0)
+    loaded = load_cohort(one_local(root), ["sim000", "sim001"])
+    for col in ALF:
+        np.testing.assert_array_equal(loaded[col].to_numpy(), sim[col].to_numpy(), err_msg=col)
+    assert main(["simulate", "--quiet", "--one-cache", str(root)]) == 2  # not empty: refused

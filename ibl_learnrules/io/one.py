@@ -23,7 +23,7 @@ import pandas as pd
 from ..stages import cut_at_stage
 from ..trials import REQUIRED_COLUMNS, validate_trials
 
-__all__ = ["load_subject_trials", "load_cohort"]
+__all__ = ["load_subject_trials", "load_cohort", "write_one_cache"]
 
 _ALF_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "session", "trial")]
 _TIMING_COLUMNS = ["stimOn_times", "goCue_times", "response_times", "feedback_times"]
@@ -149,3 +149,37 @@ def load_cohort(one, subjects: Iterable[str], **kwargs) -> pd.DataFrame:
     """
     return pd.concat([load_subject_trials(one, s, **kwargs) for s in subjects],
                      ignore_index=True)
+
+
+def write_one_cache(trials: pd.DataFrame, root, lab: str = "simlab"):
+    """Write a trials table as ALF sessions and index them as a local ONE cache.
+
+    Each session becomes ``root/lab/Subjects/<subject>/<date>/<number>/alf/
+    _ibl_trials.table.pqt``; ONE's own cache builder then writes the cache tables, so that
+    ``ONE(cache_dir=root, mode="local")`` and :func:`load_subject_trials` read it back.
+    Sessions need a ``date`` column (one session per date, or a ``session_number``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``root``.
+    """
+    from pathlib import Path
+
+    from one.alf.cache import make_parquet_db
+
+    table = validate_trials(trials)
+    if "date" not in table:
+        raise ValueError("write_one_cache needs a 'date' column to place the sessions")
+    root = Path(root)
+    for (subject, _), session in table.groupby(["subject", "session"], sort=False):
+        date = pd.Timestamp(session["date"].iloc[0]).date()
+        number = int(session["session_number"].iloc[0]) if "session_number" in session else 1
+        folder = root / lab / "Subjects" / subject / str(date) / f"{number:03d}" / "alf"
+        if folder.exists():
+            raise ValueError(f"two sessions of {subject} would share {folder}")
+        folder.mkdir(parents=True)
+        session[_ALF_COLUMNS].reset_index(drop=True).to_parquet(
+            folder / "_ibl_trials.table.pqt")
+    make_parquet_db(root, hash_ids=True, hash_files=True)
+    return root

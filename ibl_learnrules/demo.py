@@ -1,0 +1,186 @@
+"""The main job: compare learning rules on the bundled real mouse and a simulated cohort.
+
+``ibl-learnrules demo --out DIR`` runs :func:`run_demo`: it fits the fixed GLM, the classic
+rules and the DNN/RNN rules, prints the held-out comparison tables (held-out animals for the
+simulated cohort, held-out later sessions for KS014), and writes figures, fitted models and a
+JSON summary into ``DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import GroupKFold
+
+from .datasets import KS014_ATTRIBUTION, load_ks014
+from .estimator import LearningRuleGLM
+from .evaluation import compare_rules, held_out_future, paired_test
+from .simulate import simulate_cohort
+
+__all__ = ["DemoSizes", "run_demo"]
+
+CLASSIC = ["none", "reinforce", "reinforce_baseline", "reward_max", "prediction_error",
+           "q_learning"]
+NETWORKS = ["dnn", "rnn"]
+
+
+@dataclass(frozen=True)
+class DemoSizes:
+    """How much work the demo does (the defaults finish in a few minutes on 2 CPU cores)."""
+
+    n_animals: int = 8
+    n_trials: int = 1000
+    folds: int = 4
+    classic_epochs: int = 10
+    network_epochs: int = 60
+    ks014_train_sessions: int = 10
+    ks014_rules: tuple[str, ...] = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
+
+
+QUICK = DemoSizes(n_animals=4, n_trials=300, folds=2, classic_epochs=1, network_epochs=2,
+                  ks014_train_sessions=2, ks014_rules=("none", "dnn"))
+
+
+def _params(rule: str, sizes: DemoSizes) -> dict:
+    network = rule in NETWORKS
+    return {"max_epochs": sizes.network_epochs if network else sizes.classic_epochs,
+            "lr": 0.01 if network else 0.05, "tbptt": 250, "random_state": 0}
+
+
+def _summary(table: pd.DataFrame) -> pd.DataFrame:
+    means = table.groupby("rule")[["loglik", "bits", "accuracy"]].mean()
+    return means.sort_values("loglik", ascending=False)
+
+
+def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    per_animal = cohort_table.groupby(["rule", "subject"])["loglik"].mean().unstack("rule")
+    order = _summary(cohort_table).index[::-1]
+    for i, rule in enumerate(order):
+        ax.plot([i] * len(per_animal), per_animal[rule], "o", alpha=0.4, color="0.5")
+        ax.plot(i, per_animal[rule].mean(), "s", color="k")
+    ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
+    ax.set_ylabel("held-out log-likelihood (nats/trial)")
+    ax.set_title("Simulated cohort: held-out animals")
+    fig.tight_layout()
+    paths.append(out / "cohort_comparison.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    traj = ks014_model.predict_trajectory(ks014)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    x = range(len(traj))
+    for col in [c for c in traj.columns if c.startswith("w_")]:
+        ax.plot(x, traj[col], label=col[2:])
+    starts = traj.index[traj["trial"] == 0]
+    for s in starts:
+        ax.axvline(traj.index.get_loc(s), color="0.85", lw=0.8, zorder=0)
+    ax.set_xlabel("trial (grey lines: session starts)")
+    ax.set_ylabel("GLM weight")
+    ax.set_title(f"KS014: weights under the fitted {ks014_model.rule} rule")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out / "ks014_weights.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    means = _summary(ks014_table)["loglik"][::-1]
+    ax.barh(means.index, means.to_numpy() + 0.6931, left=-0.6931, color="0.6")
+    ax.set_xlabel("log-likelihood on later sessions (nats/trial; bars start at chance)")
+    ax.set_title("KS014: held-out later sessions")
+    fig.tight_layout()
+    paths.append(out / "ks014_future.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
+             report: Callable[[str], None] = print) -> dict:
+    """Run the demo and write its outputs into ``out_dir``; return the JSON summary.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Folder for figures (PNG), fitted models (``.pt``) and ``summary.json``.
+    sizes : DemoSizes
+        Amount of work; ``ibl_learnrules.demo.QUICK`` is a seconds-long smoke run.
+    report : callable
+        Receives the progress lines and tables (``print`` by default).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rules = CLASSIC + NETWORKS
+    report(f"simulating {sizes.n_animals} REINFORCE-with-baseline mice x {sizes.n_trials} trials")
+    cohort = simulate_cohort(sizes.n_animals, "reinforce_baseline", n_trials=sizes.n_trials,
+                             random_state=0, alpha=0.05, w0=(0.0, 0.0))
+    tables = []
+    for rule in rules:
+        report(f"held-out animals: fitting {rule}")
+        tables.append(compare_rules(cohort, {rule: LearningRuleGLM(rule=rule,
+                                                                   **_params(rule, sizes))},
+                                    cv=GroupKFold(sizes.folds)))
+    cohort_table = pd.concat(tables, ignore_index=True)
+    report("\nSimulated cohort, held-out animals (mean per animal):")
+    report(_summary(cohort_table).round(4).to_string())
+
+    ks014 = load_ks014()
+    tables = []
+    for rule in sizes.ks014_rules:
+        report(f"KS014 later sessions: fitting {rule}")
+        tables.append(held_out_future(ks014, {rule: LearningRuleGLM(rule=rule,
+                                                                    **_params(rule, sizes))},
+                                      n_train_sessions=sizes.ks014_train_sessions))
+    ks014_table = pd.concat(tables, ignore_index=True)
+    report(f"\nKS014, sessions {sizes.ks014_train_sessions}-14 held out "
+           f"(fit on sessions 0-{sizes.ks014_train_sessions - 1}):")
+    report(_summary(ks014_table).round(4).to_string())
+
+    best = _summary(cohort_table).index[0]
+    tests = {other: paired_test(cohort_table, best, other).to_dict()
+             for other in rules if other != best}
+    report(f"\npaired tests across held-out animals, {best} against each rule:")
+    for other, t in tests.items():
+        report(f"  {best} > {other}: {t['mean_diff']:+.4f} nats/trial, "
+               f"{int(t['n_a_better'])}/{int(t['n_animals'])} animals, "
+               f"Wilcoxon p = {t['wilcoxon_p']:.3g}")
+
+    report("fitting each rule on all of KS014's sessions")
+    fitted = {rule: LearningRuleGLM(rule=rule, **_params(rule, sizes)).fit(ks014)
+              for rule in sizes.ks014_rules}
+    models = [est.save(out / f"ks014_{rule}.pt") for rule, est in fitted.items()]
+    shown = fitted.get("dnn", list(fitted.values())[-1])
+    figures = _figures(out, cohort_table, ks014_table, shown, ks014)
+    cohort_table.to_csv(out / "cohort_heldout_animals.csv", index=False)
+    ks014_table.to_csv(out / "ks014_heldout_sessions.csv", index=False)
+    report("\nNWB output: skipped (the NWB writer is not part of this version)")
+    summary = {
+        "cohort": {"rules": _summary(cohort_table).reset_index().to_dict(orient="records"),
+                   "paired_tests": {f"{best} > {k}": v for k, v in tests.items()},
+                   "n_animals": sizes.n_animals, "n_trials": sizes.n_trials},
+        "ks014": {"rules": _summary(ks014_table).reset_index().to_dict(orient="records"),
+                  "train_sessions": sizes.ks014_train_sessions,
+                  "attribution": KS014_ATTRIBUTION},
+        "figures": [p.name for p in figures],
+        "models": [p.name for p in models],
+        "seconds": round(time.perf_counter() - start, 1),
+        "machine": platform.machine(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    report(f"\nwrote {len(figures)} figures, {len(models)} models and summary.json to {out} "
+           f"in {summary['seconds']:.0f} s")
+    return summary
