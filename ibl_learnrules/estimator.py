@@ -370,8 +370,14 @@ class LearningRuleGLM(BaseEstimator):
 
         Examples
         --------
-        >>> est.save("reinforce.pt")  # doctest: +SKIP
-        >>> same = LearningRuleGLM.load("reinforce.pt")  # doctest: +SKIP
+        >>> import pathlib, tempfile
+        >>> from ibl_learnrules import simulate_cohort
+        >>> trials = simulate_cohort(2, n_trials=200, random_state=0)
+        >>> est = LearningRuleGLM(rule="reinforce", max_epochs=1).fit(trials)
+        >>> path = est.save(pathlib.Path(tempfile.mkdtemp()) / "reinforce.pt")
+        >>> same = LearningRuleGLM.load(path)
+        >>> bool((same.predict_proba(trials) == est.predict_proba(trials)).all())
+        True
         """
         from . import __version__
 

@@ -96,9 +96,14 @@ def load_subject_trials(
 
     Examples
     --------
-    >>> from one.api import ONE  # doctest: +SKIP
-    >>> one = ONE(cache_dir="path/to/cache", mode="local")  # doctest: +SKIP
-    >>> trials = load_subject_trials(one, "KS014", protocols=["training"])  # doctest: +SKIP
+    >>> import tempfile
+    >>> from one.api import ONE
+    >>> from ibl_learnrules import simulate_cohort
+    >>> cohort = simulate_cohort(2, n_sessions=3, random_state=0)
+    >>> one = ONE(cache_dir=write_one_cache(cohort, tempfile.mkdtemp()), mode="local")
+    >>> trials = load_subject_trials(one, "sim001", max_sessions=2)
+    >>> trials["session"].nunique(), len(load_cohort(one, ["sim000", "sim001"])) == len(cohort)
+    (2, True)
     """
     sessions = _sessions(one, subject)
     if sessions.empty:
@@ -143,9 +148,7 @@ def load_subject_trials(
 def load_cohort(one, subjects: Iterable[str], **kwargs) -> pd.DataFrame:
     """Load several mice with :func:`load_subject_trials` into one trials table.
 
-    Examples
-    --------
-    >>> trials = load_cohort(one, ["KS014", "CSHL_007"], protocols=["training"])  # doctest: +SKIP
+    See :func:`load_subject_trials` for the keyword arguments and an example.
     """
     return pd.concat([load_subject_trials(one, s, **kwargs) for s in subjects],
                      ignore_index=True)
