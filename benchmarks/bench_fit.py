@@ -19,7 +19,7 @@ import torch
 from sklearn.model_selection import GroupKFold
 
 from ibl_learnrules import LearningRuleGLM, simulate_cohort
-from ibl_learnrules.evaluation import compare_rules, paired_test
+from ibl_learnrules.evaluation import compare_rules, comparison_report
 
 
 def seconds_per_epoch(trials, rule: str, epochs: int, device: str) -> float:
@@ -59,14 +59,7 @@ def main() -> None:
     print(f"\nheld-out comparison: {args.animals} simulated REINFORCE mice (alpha 0.05) x "
           f"{args.compare_trials} trials, GroupKFold(4), {args.compare_epochs} epochs "
           f"({time.perf_counter() - start:.0f} s)")
-    summary = table.groupby("rule")[["loglik", "bits", "accuracy"]].mean()
-    print(summary.sort_values("loglik", ascending=False).round(4).to_string())
-    best = summary["loglik"].idxmax()
-    for other in summary.index.drop(best):
-        test = paired_test(table, best, other)
-        print(f"{best} > {other}: mean diff {test['mean_diff']:.4f} nats, "
-              f"{int(test['n_a_better'])}/{int(test['n_animals'])} animals, "
-              f"Wilcoxon p = {test['wilcoxon_p']:.3g}")
+    print(comparison_report(table))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def _fit(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from sklearn.model_selection import GroupKFold
 
-    from .evaluation import compare_rules, paired_test
+    from .evaluation import compare_rules, comparison_report
 
     trials = _read_trials(args)
     rules = [r for r in args.rules.split(",") if r]
@@ -120,15 +120,8 @@ def _compare(args: argparse.Namespace) -> None:
         table.to_csv(args.out, index=False)
     if args.quiet:
         return
-    summary = table.groupby("rule")[["loglik", "bits", "accuracy"]].mean()
     print(f"held-out animals ({n_animals}, GroupKFold), mean per animal:")
-    print(summary.sort_values("loglik", ascending=False).round(4).to_string())
-    best = summary["loglik"].idxmax()
-    for other in summary.index.drop(best):
-        test = paired_test(table, best, other)
-        print(f"{best} > {other}: {test['mean_diff']:+.4f} nats/trial, "
-              f"{int(test['n_a_better'])}/{int(test['n_animals'])} animals, "
-              f"Wilcoxon p = {test['wilcoxon_p']:.3g}")
+    print(comparison_report(table))
 
 
 def _demo(args: argparse.Namespace) -> None:

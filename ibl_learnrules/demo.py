@@ -20,7 +20,13 @@ from sklearn.model_selection import GroupKFold
 
 from .datasets import KS014_ATTRIBUTION, load_ks014
 from .estimator import LearningRuleGLM
-from .evaluation import compare_rules, held_out_future, paired_test
+from .evaluation import (
+    compare_rules,
+    comparison_report,
+    held_out_future,
+    paired_test,
+    summarize,
+)
 from .simulate import simulate_cohort
 
 __all__ = ["DemoSizes", "run_demo"]
@@ -53,11 +59,6 @@ def _params(rule: str, sizes: DemoSizes) -> dict:
             "lr": 0.01 if network else 0.05, "tbptt": 250, "random_state": 0}
 
 
-def _summary(table: pd.DataFrame) -> pd.DataFrame:
-    means = table.groupby("rule")[["loglik", "bits", "accuracy"]].mean()
-    return means.sort_values("loglik", ascending=False)
-
-
 def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[Path]:
     import matplotlib
 
@@ -67,7 +68,7 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[P
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4))
     per_animal = cohort_table.groupby(["rule", "subject"])["loglik"].mean().unstack("rule")
-    order = _summary(cohort_table).index[::-1]
+    order = summarize(cohort_table).index[::-1]
     for i, rule in enumerate(order):
         ax.plot([i] * len(per_animal), per_animal[rule], "o", alpha=0.4, color="0.5")
         ax.plot(i, per_animal[rule].mean(), "s", color="k")
@@ -97,7 +98,7 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[P
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    means = _summary(ks014_table)["loglik"][::-1]
+    means = summarize(ks014_table)["loglik"][::-1]
     ax.barh(means.index, means.to_numpy() + 0.6931, left=-0.6931, color="0.6")
     ax.set_xlabel("log-likelihood on later sessions (nats/trial; bars start at chance)")
     ax.set_title("KS014: held-out later sessions")
@@ -135,8 +136,9 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
                                                                    **_params(rule, sizes))},
                                     cv=GroupKFold(sizes.folds)))
     cohort_table = pd.concat(tables, ignore_index=True)
-    report("\nSimulated cohort, held-out animals (mean per animal):")
-    report(_summary(cohort_table).round(4).to_string())
+    report("\nSimulated cohort, held-out animals (mean per animal), and the best rule against "
+           "each other one across animals:")
+    report(comparison_report(cohort_table))
 
     ks014 = load_ks014()
     tables = []
@@ -148,16 +150,11 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
     ks014_table = pd.concat(tables, ignore_index=True)
     report(f"\nKS014, sessions {sizes.ks014_train_sessions}-14 held out "
            f"(fit on sessions 0-{sizes.ks014_train_sessions - 1}):")
-    report(_summary(ks014_table).round(4).to_string())
+    report(summarize(ks014_table).round(4).to_string())
 
-    best = _summary(cohort_table).index[0]
+    best = summarize(cohort_table).index[0]
     tests = {other: paired_test(cohort_table, best, other).to_dict()
              for other in rules if other != best}
-    report(f"\npaired tests across held-out animals, {best} against each rule:")
-    for other, t in tests.items():
-        report(f"  {best} > {other}: {t['mean_diff']:+.4f} nats/trial, "
-               f"{int(t['n_a_better'])}/{int(t['n_animals'])} animals, "
-               f"Wilcoxon p = {t['wilcoxon_p']:.3g}")
 
     report("fitting each rule on all of KS014's sessions")
     fitted = {rule: LearningRuleGLM(rule=rule, **_params(rule, sizes)).fit(ks014)
@@ -169,10 +166,10 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
     ks014_table.to_csv(out / "ks014_heldout_sessions.csv", index=False)
     report("\nNWB output: skipped (the NWB writer is not part of this version)")
     summary = {
-        "cohort": {"rules": _summary(cohort_table).reset_index().to_dict(orient="records"),
+        "cohort": {"rules": summarize(cohort_table).reset_index().to_dict(orient="records"),
                    "paired_tests": {f"{best} > {k}": v for k, v in tests.items()},
                    "n_animals": sizes.n_animals, "n_trials": sizes.n_trials},
-        "ks014": {"rules": _summary(ks014_table).reset_index().to_dict(orient="records"),
+        "ks014": {"rules": summarize(ks014_table).reset_index().to_dict(orient="records"),
                   "train_sessions": sizes.ks014_train_sessions,
                   "attribution": KS014_ATTRIBUTION},
         "figures": [p.name for p in figures],

@@ -18,7 +18,8 @@ from sklearn.model_selection import GroupKFold
 from .estimator import LearningRuleGLM
 from .trials import validate_trials
 
-__all__ = ["per_animal_scores", "compare_rules", "paired_test", "held_out_future"]
+__all__ = ["per_animal_scores", "compare_rules", "paired_test", "held_out_future", "summarize",
+           "comparison_report"]
 
 _LN2 = math.log(2.0)
 
@@ -248,3 +249,31 @@ def held_out_future(
             scores.insert(0, "rule", name)
             rows.append(scores)
     return pd.concat(rows, ignore_index=True)
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ``loglik``, ``bits`` and ``accuracy`` per rule, best log-likelihood first."""
+    means = results.groupby("rule")[["loglik", "bits", "accuracy"]].mean()
+    return means.sort_values("loglik", ascending=False)
+
+
+def comparison_report(results: pd.DataFrame) -> str:
+    """Text report: :func:`summarize`, then the best rule paired-tested against each other one.
+
+    Examples
+    --------
+    >>> results = pd.DataFrame({"rule": ["a"] * 3 + ["b"] * 3, "subject": list("xyz") * 2,
+    ...                         "loglik": [-0.5, -0.4, -0.45, -0.6, -0.5, -0.52],
+    ...                         "bits": 0.0, "accuracy": 0.8})
+    >>> print(comparison_report(results).splitlines()[-1])
+    a > b: +0.0900 nats/trial, 3/3 animals, Wilcoxon p = 0.125
+    """
+    summary = summarize(results)
+    lines = [summary.round(4).to_string()]
+    best = summary.index[0]
+    for other in summary.index[1:]:
+        test = paired_test(results, best, other)
+        lines.append(f"{best} > {other}: {test['mean_diff']:+.4f} nats/trial, "
+                     f"{int(test['n_a_better'])}/{int(test['n_animals'])} animals, "
+                     f"Wilcoxon p = {test['wilcoxon_p']:.3g}")
+    return "\n".join(lines)
