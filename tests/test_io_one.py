@@ -9,9 +9,6 @@ from one.api import ONE
 from ibl_learnrules import simulate_cohort
 from ibl_learnrules.io.one import load_cohort, load_subject_trials
 
-# ONE's cache builder records no default revision; ONE then warns on every load
-pytestmark = pytest.mark.filterwarnings("ignore:No default revision:Warning")
-
 ALF = ["contrastLeft", "contrastRight", "choice", "feedbackType", "probabilityLeft"]
 
 
