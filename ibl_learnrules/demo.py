@@ -65,6 +65,12 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def save(fig, name: str) -> Path:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        return out / name
+
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4))
     per_animal = cohort_table.groupby(["rule", "subject"])["loglik"].mean().unstack("rule")
@@ -75,10 +81,7 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[P
     ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
     ax.set_ylabel("held-out log-likelihood (nats/trial)")
     ax.set_title("Simulated cohort: held-out animals")
-    fig.tight_layout()
-    paths.append(out / "cohort_comparison.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save(fig, "cohort_comparison.png"))
 
     traj = ks014_model.predict_trajectory(ks014)
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -92,20 +95,14 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[P
     ax.set_ylabel("GLM weight")
     ax.set_title(f"KS014: weights under the fitted {ks014_model.rule} rule")
     ax.legend()
-    fig.tight_layout()
-    paths.append(out / "ks014_weights.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save(fig, "ks014_weights.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     means = summarize(ks014_table)["loglik"][::-1]
     ax.barh(means.index, means.to_numpy() + 0.6931, left=-0.6931, color="0.6")
     ax.set_xlabel("log-likelihood on later sessions (nats/trial; bars start at chance)")
     ax.set_title("KS014: held-out later sessions")
-    fig.tight_layout()
-    paths.append(out / "ks014_future.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save(fig, "ks014_future.png"))
     return paths
 
 

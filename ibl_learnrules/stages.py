@@ -57,16 +57,20 @@ def training_status(trials: pd.DataFrame) -> pd.DataFrame:
     >>> status["status"].iloc[-1]
     'trained 1a'
     """
+    return _status(validate_trials(trials))
+
+
+def _status(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`training_status` of an already validated table."""
     from brainbox.behavior.training import get_training_status
 
-    table = validate_trials(trials)
     rows = []
     for subject, animal in table.groupby("subject", sort=False):
         sessions = [(sid, _as_alf(s)) for sid, s in animal.groupby("session", sort=False)]
         for i, (sid, _) in enumerate(sessions):
             status = "in training"
             if i >= 2:
-                window = {f"{k}": alf for k, (_, alf) in enumerate(sessions[i - 2:i + 1])}
+                window = {str(k): alf for k, (_, alf) in enumerate(sessions[i - 2:i + 1])}
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # NaN reaction times
                     status = get_training_status(window, ["training"] * 3, [], 0)[0]
@@ -95,7 +99,7 @@ def cut_at_stage(trials: pd.DataFrame, stage: str) -> pd.DataFrame:
         raise ValueError(f"unknown training stage {stage!r}; choose from {list(STAGES)}")
     needed = STAGES.index(stage) + 1
     table = validate_trials(trials)
-    status = training_status(table)
+    status = _status(table)
     status["reached"] = status["status"].map(_RANK) >= needed
     keep = set()
     for subject, rows in status.groupby("subject", sort=False):
