@@ -59,12 +59,21 @@ def _simulate(args: argparse.Namespace) -> None:
 
 
 def _read_trials(args: argparse.Namespace):
-    """Read the trials named by --trials (CSV/parquet) or by --one-cache and --subject."""
+    """Read the trials named by --trials (CSV/parquet), --nwb, or --one-cache and --subject."""
     import pandas as pd
 
-    if (args.trials is None) == (args.one_cache is None):
-        raise UsageError("give either --trials FILE or --one-cache DIR with --subject")
-    if args.trials is not None:
+    given = [name for name in ("trials", "nwb", "one_cache") if getattr(args, name)]
+    if len(given) != 1:
+        raise UsageError("give one of --trials FILE, --nwb FILE [FILE ...], or --one-cache DIR "
+                         "with --subject")
+    if args.nwb:
+        from .io.nwb import read_trials
+
+        missing = [p for p in args.nwb if not Path(p).is_file()]
+        if missing:
+            raise UsageError(f"no such NWB file: {', '.join(missing)}")
+        table = read_trials(args.nwb)
+    elif args.trials is not None:
         path = Path(args.trials)
         if not path.is_file():
             raise UsageError(f"no such file: {path}")
@@ -72,19 +81,22 @@ def _read_trials(args: argparse.Namespace):
             table = (pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path))
         except Exception as err:  # noqa: BLE001 - any unreadable input is a user error
             raise UsageError(f"cannot read {path}: {type(err).__name__}: {err}") from None
-        if args.subject:
-            table = table[table["subject"].astype(str).isin(args.subject)]
-        return table
-    if not args.subject:
-        raise UsageError("--one-cache needs --subject")
-    from one.api import ONE
+    else:
+        if not args.subject:
+            raise UsageError("--one-cache needs --subject")
+        from one.api import ONE
 
-    from .io.one import load_cohort
+        from .io.one import load_cohort
 
-    if not Path(args.one_cache).is_dir():
-        raise UsageError(f"no such ONE cache folder: {args.one_cache}")
-    one = ONE(cache_dir=args.one_cache, mode="local")
-    return load_cohort(one, args.subject)
+        if not Path(args.one_cache).is_dir():
+            raise UsageError(f"no such ONE cache folder: {args.one_cache}")
+        one = ONE(cache_dir=args.one_cache, mode="local")
+        return load_cohort(one, args.subject)
+    if args.subject:
+        table = table[table["subject"].astype(str).isin(args.subject)]
+        if table.empty:
+            raise UsageError(f"no trials of subject(s) {', '.join(args.subject)} in the input")
+    return table
 
 
 def _estimator_params(args: argparse.Namespace) -> dict:
@@ -101,6 +113,18 @@ def _fit(args: argparse.Namespace) -> None:
     if not args.quiet:
         print(f"fitted rule {args.rule!r} on {len(est.subjects_)} animal(s), {len(trials)} "
               f"trials: {est.score(trials):.4f} nats/trial; saved to {args.out}")
+    if args.nwb_results:
+        if not args.nwb:
+            raise UsageError("--nwb-results needs --nwb input files")
+        from .io.nwb import write_results
+
+        folder = Path(args.nwb_results)
+        folder.mkdir(parents=True, exist_ok=True)
+        for source in args.nwb:
+            out = write_results(source, est, trials=trials,
+                                output=folder / f"{Path(source).stem}_learning_rules.nwb")
+            if not args.quiet:
+                print(f"wrote {out} (linked to {source})")
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -176,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_and_training(command):
         command.add_argument("--trials", help="trials table (.csv or .parquet)")
+        command.add_argument("--nwb", nargs="+", metavar="FILE",
+                             help="IBL NWB session files (either column vocabulary)")
         command.add_argument("--one-cache", help="a local ONE cache folder (with --subject)")
         command.add_argument("--subject", nargs="+", help="subject(s) to use")
         command.add_argument("--epochs", type=_positive_int, default=50)
@@ -185,10 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--quiet", action="store_true", help="print nothing")
 
     fit = sub.add_parser("fit", help="fit a learning rule and save the model",
-                         description="Fit one learning rule on a trials table or ONE cache.")
+                         description="Fit one learning rule on a trials table, NWB files or a "
+                                     "ONE cache.")
     data_and_training(fit)
     fit.add_argument("--rule", choices=available_rules(), default="dnn")
     fit.add_argument("--out", required=True, help="model file to write (.pt)")
+    fit.add_argument("--nwb-results", metavar="DIR",
+                     help="with --nwb: write one results file per session into DIR "
+                          "(trajectory, fitted rule), linked to the untouched source file")
     fit.set_defaults(func=_fit)
 
     compare = sub.add_parser("compare", help="compare rules on held-out animals",

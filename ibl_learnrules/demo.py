@@ -2,8 +2,8 @@
 
 ``ibl-learnrules demo --out DIR`` runs :func:`run_demo`: it fits the fixed GLM, the classic
 rules and the DNN/RNN rules, prints the held-out comparison tables (held-out animals for the
-simulated cohort, held-out later sessions for KS014), and writes figures, fitted models and a
-JSON summary into ``DIR``.
+simulated cohort, held-out later sessions for KS014), and writes figures, fitted models, KS014's
+sessions as NWB files carrying the fitted rule's results, and a JSON summary into ``DIR``.
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ class DemoSizes:
     network_epochs: int = 60
     ks014_train_sessions: int = 10
     ks014_rules: tuple[str, ...] = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
+    nwb_sessions: int | None = None  # KS014 sessions written as NWB files (None: all)
 
 
 QUICK = DemoSizes(n_animals=4, n_trials=300, folds=2, classic_epochs=1, network_epochs=2,
-                  ks014_train_sessions=2, ks014_rules=("none", "dnn"))
+                  ks014_train_sessions=2, ks014_rules=("none", "dnn"), nwb_sessions=2)
 
 
 def _params(rule: str, sizes: DemoSizes) -> dict:
@@ -106,6 +107,21 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[P
     return paths
 
 
+def _write_nwb(folder: Path, ks014, model, comparison, n_sessions: int | None) -> list[Path]:
+    """Write KS014's sessions as NWB files and append the model's results to each."""
+    from .io.nwb import trials_to_nwb, write_results
+
+    keep = sorted(ks014["session_idx"].unique())[:n_sessions]
+    sessions = ks014[ks014["session_idx"].isin(keep)]
+    paths = trials_to_nwb(sessions, folder, overwrite=True, subject_metadata={
+        "description": "IBL mouse KS014 (cortexlab); " + KS014_ATTRIBUTION})
+    for i, path in enumerate(paths):
+        # the whole history: each session's slice continues the weights of the one before
+        write_results(path, model, trials=ks014,
+                      comparison=comparison if i == len(paths) - 1 else None)
+    return paths
+
+
 def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
              report: Callable[[str], None] = print) -> dict:
     """Run the demo and write its outputs into ``out_dir``; return the JSON summary.
@@ -113,7 +129,8 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
     Parameters
     ----------
     out_dir : str or Path
-        Folder for figures (PNG), fitted models (``.pt``) and ``summary.json``.
+        Folder for figures (PNG), fitted models (``.pt``), NWB session files with results
+        (``nwb/``) and ``summary.json``.
     sizes : DemoSizes
         Amount of work; ``ibl_learnrules.demo.QUICK`` is a seconds-long smoke run.
     report : callable
@@ -161,7 +178,9 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
     figures = _figures(out, cohort_table, ks014_table, shown, ks014)
     cohort_table.to_csv(out / "cohort_heldout_animals.csv", index=False)
     ks014_table.to_csv(out / "ks014_heldout_sessions.csv", index=False)
-    report("\nNWB output: skipped (the NWB writer is not part of this version)")
+    nwb_files = _write_nwb(out / "nwb", ks014, shown, ks014_table, sizes.nwb_sessions)
+    report(f"\nwrote KS014's {len(nwb_files)} session(s) as NWB files with the {shown.rule} "
+           f"rule's trajectory and model in {out / 'nwb'}")
     summary = {
         "cohort": {"rules": summarize(cohort_table).reset_index().to_dict(orient="records"),
                    "paired_tests": {f"{best} > {k}": v for k, v in tests.items()},
@@ -171,6 +190,7 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
                   "attribution": KS014_ATTRIBUTION},
         "figures": [p.name for p in figures],
         "models": [p.name for p in models],
+        "nwb": [str(p.relative_to(out)) for p in nwb_files],
         "seconds": round(time.perf_counter() - start, 1),
         "machine": platform.machine(),
     }

@@ -362,6 +362,55 @@ class LearningRuleGLM(BaseEstimator):
         raise TypeError("simulate needs a trials DataFrame or a dict of protocol arguments, "
                         f"got {type(X_or_protocol).__name__}")
 
+    def _config(self) -> dict:
+        """JSON-able description of the fitted estimator (everything but the parameters)."""
+        from . import __version__
+
+        self._check_fitted()
+        params = self.get_params()
+        params["covariates"] = list(params["covariates"])
+        return {
+            "format": _SAVE_FORMAT,
+            "package_version": __version__,
+            "params": params,
+            "fitted": {
+                "rule": self.rule_name_,
+                "covariates": list(self.covariates_),
+                "subjects": list(self.subjects_),
+                "n_iter": self.n_iter_,
+                "best_epoch": self.best_epoch_,
+                "history": self.history_.to_dict(orient="list"),
+            },
+        }
+
+    @classmethod
+    def _from_config(cls, config: dict, state_dict: Mapping, device: str,
+                     allow_version_mismatch: bool, source: str) -> LearningRuleGLM:
+        """Rebuild a fitted estimator from :meth:`_config` output and the rule's state dict."""
+        from . import __version__
+
+        saved = config["package_version"]
+        if saved != __version__ and not allow_version_mismatch:
+            raise ValueError(f"{source} was saved by ibl_learnrules {saved}, this is "
+                             f"{__version__}; refit, or pass allow_version_mismatch=True to "
+                             "load it anyway")
+        params = dict(config["params"], device=device)
+        params["covariates"] = tuple(params["covariates"])
+        est = cls(**params)
+        fitted = config["fitted"]
+        est.device_ = engine.resolve_device(device)
+        est.covariates_ = tuple(fitted["covariates"])
+        rule = est._build_rule(len(est.covariates_))
+        rule.load_state_dict(state_dict)
+        est.rule_ = rule.to(est.device_).eval()
+        est.rule_name_ = fitted["rule"]
+        est.subjects_ = tuple(fitted["subjects"])
+        est.n_iter_ = fitted["n_iter"]
+        est.best_epoch_ = fitted["best_epoch"]
+        est.history_ = pd.DataFrame(fitted["history"])
+        est.classes_ = np.array([0, 1])
+        return est
+
     # --------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Save the fitted estimator to one file: JSON configuration + torch state dict.
@@ -379,24 +428,7 @@ class LearningRuleGLM(BaseEstimator):
         >>> bool((same.predict_proba(trials) == est.predict_proba(trials)).all())
         True
         """
-        from . import __version__
-
-        self._check_fitted()
-        params = self.get_params()
-        params["covariates"] = list(params["covariates"])
-        config = {
-            "format": _SAVE_FORMAT,
-            "package_version": __version__,
-            "params": params,
-            "fitted": {
-                "rule": self.rule_name_,
-                "covariates": list(self.covariates_),
-                "subjects": list(self.subjects_),
-                "n_iter": self.n_iter_,
-                "best_epoch": self.best_epoch_,
-                "history": self.history_.to_dict(orient="list"),
-            },
-        }
+        config = self._config()
         state = {k: v.detach().cpu() for k, v in self.rule_.state_dict().items()}
         path = Path(path)
         torch.save({"config": json.dumps(config), "state_dict": state}, path)
@@ -416,8 +448,6 @@ class LearningRuleGLM(BaseEstimator):
         allow_version_mismatch : bool
             Load a file saved by another version of the package (else ValueError).
         """
-        from . import __version__
-
         try:
             blob = torch.load(Path(path), map_location="cpu", weights_only=True)
             config = json.loads(blob["config"])
@@ -428,26 +458,35 @@ class LearningRuleGLM(BaseEstimator):
         if config.get("format") != _SAVE_FORMAT:
             raise ValueError(f"{path} has format {config.get('format')!r}, expected "
                              f"{_SAVE_FORMAT!r}")
-        saved = config["package_version"]
-        if saved != __version__ and not allow_version_mismatch:
-            raise ValueError(f"{path} was saved by ibl_learnrules {saved}, this is {__version__}; "
-                             "refit, or pass allow_version_mismatch=True to load it anyway")
-        params = dict(config["params"], device=device)
-        params["covariates"] = tuple(params["covariates"])
-        est = cls(**params)
-        fitted = config["fitted"]
-        est.device_ = engine.resolve_device(device)
-        est.covariates_ = tuple(fitted["covariates"])
-        rule = est._build_rule(len(est.covariates_))
-        rule.load_state_dict(blob["state_dict"])
-        est.rule_ = rule.to(est.device_).eval()
-        est.rule_name_ = fitted["rule"]
-        est.subjects_ = tuple(fitted["subjects"])
-        est.n_iter_ = fitted["n_iter"]
-        est.best_epoch_ = fitted["best_epoch"]
-        est.history_ = pd.DataFrame(fitted["history"])
-        est.classes_ = np.array([0, 1])
-        return est
+        return cls._from_config(config, blob["state_dict"], device, allow_version_mismatch,
+                                str(path))
+
+    @classmethod
+    def from_nwb(cls, path: str | Path, name: str | None = None, device: str = "cpu",
+                 allow_version_mismatch: bool = False) -> LearningRuleGLM:
+        """Rebuild a fitted estimator from an NWB file.
+
+        The file holds what :func:`ibl_learnrules.io.nwb.write_results` wrote.
+
+        Parameters
+        ----------
+        path : str or Path
+            NWB file holding a ``LearningRuleModel`` in its ``behavior`` module.
+        name : str, optional
+            The container's name (``learning_rule_<rule>``); needed when the file holds more
+            than one fitted rule.
+        device, allow_version_mismatch
+            As in :meth:`load`.
+
+        Returns
+        -------
+        LearningRuleGLM
+            Fitted, with predictions equal to the estimator that was written.
+        """
+        from .io.nwb import read_model
+
+        return read_model(path, name=name, device=device,
+                          allow_version_mismatch=allow_version_mismatch)
 
     def _replay(self, X, random_state) -> pd.DataFrame:
         table, arrays, batch, w0 = self._prepare(X)

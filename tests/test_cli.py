@@ -1,7 +1,8 @@
+import numpy as np
 import pandas as pd
 import pytest
 
-from ibl_learnrules import validate_trials
+from ibl_learnrules import simulate_cohort, validate_trials
 from ibl_learnrules.cli import main
 
 
@@ -30,8 +31,6 @@ def test_bad_usage_exits_with_2(capsys):
 
 @pytest.fixture(scope="module")
 def trials_file(tmp_path_factory):
-    from ibl_learnrules import simulate_cohort
-
     path = tmp_path_factory.mktemp("cli") / "cohort.csv"
     simulate_cohort(3, n_trials=300, random_state=0, alpha=0.05).to_csv(path, index=False)
     return path
@@ -49,6 +48,28 @@ def test_fit_saves_a_loadable_model(trials_file, tmp_path, capsys):
     assert LearningRuleGLM.load(out).score(trials) < 0
 
 
+def test_fit_reads_nwb_and_writes_linked_results(tmp_path, capsys):
+    from ibl_learnrules import LearningRuleGLM
+    from ibl_learnrules.io.nwb import read_trajectory, read_trials, trials_to_nwb
+
+    sources = trials_to_nwb(simulate_cohort(1, n_trials=600, n_sessions=2, random_state=0),
+                            tmp_path / "sessions")
+    before = [p.read_bytes() for p in sources]
+    args = ["fit", "--nwb", *map(str, sources), "--rule", "reinforce", "--epochs", "1",
+            "--out", str(tmp_path / "m.pt"), "--nwb-results", str(tmp_path / "results")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "fitted rule 'reinforce' on 1 animal(s), 600 trials" in printed
+    assert [p.read_bytes() for p in sources] == before
+    est = LearningRuleGLM.load(tmp_path / "m.pt")
+    whole = est.predict_trajectory(read_trials(sources))
+    for source in sources:
+        written = read_trajectory(tmp_path / "results" / f"{source.stem}_learning_rules.nwb")
+        expected = whole[whole["session"] == source.stem]
+        assert f"linked to {source}" in printed
+        np.testing.assert_allclose(written["w_stimulus"], expected["w_stimulus"], rtol=1e-6)
+
+
 def test_compare_writes_the_table(trials_file, tmp_path, capsys):
     out = tmp_path / "table.csv"
     args = ["compare", "--trials", str(trials_file), "--rules", "none,reinforce", "--folds", "3",
@@ -60,7 +81,9 @@ def test_compare_writes_the_table(trials_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["fit", "--out", "m.pt"], "either --trials FILE or --one-cache DIR"),
+    (["fit", "--out", "m.pt"], "give one of --trials FILE, --nwb FILE"),
+    (["fit", "--trials", "a.csv", "--nwb", "b.nwb", "--out", "m.pt"], "give one of"),
+    (["fit", "--nwb", "missing.nwb", "--out", "m.pt"], "no such NWB file: missing.nwb"),
     (["fit", "--trials", "missing.csv", "--out", "m.pt"], "no such file: missing.csv"),
     (["fit", "--one-cache", "/nonexistent", "--subject", "A", "--out", "m.pt"],
      "no such ONE cache folder"),
@@ -107,3 +130,12 @@ def test_demo_quick_writes_every_output(tmp_path, capsys):
 
     for name in summary["models"]:
         assert LearningRuleGLM.load(tmp_path / name).score(load_ks014()) < 0
+    from pynwb import validate
+
+    from ibl_learnrules.io.nwb import read_comparison, read_trajectory
+
+    assert len(summary["nwb"]) == 2  # QUICK writes KS014's first two sessions
+    for name in summary["nwb"]:
+        assert validate(path=str(tmp_path / name)) == []
+        assert len(read_trajectory(tmp_path / name)) > 300
+    assert set(read_comparison(tmp_path / summary["nwb"][-1])["rule"]) == {"none", "dnn"}
