@@ -8,7 +8,7 @@ import pandas as pd
 
 from .trials import validate_trials
 
-__all__ = ["load_ks014", "KS014_ATTRIBUTION"]
+__all__ = ["load_ks014", "KS014_ATTRIBUTION", "tutorial_size", "TUTORIAL_SCALE_VARIABLE"]
 
 KS014_ATTRIBUTION = (
     "International Brain Laboratory public behavioural data (CC BY 4.0); trial tables as "
@@ -45,3 +45,31 @@ def load_ks014() -> pd.DataFrame:
     raw.insert(2, "trial", raw.groupby("session_idx").cumcount())
     raw["date"] = pd.to_datetime(raw["date"])
     return validate_trials(raw).reset_index(drop=True)
+
+
+#: Environment variable that shrinks the tutorials' work (the test suite sets it).
+TUTORIAL_SCALE_VARIABLE = "IBL_LEARNRULES_TUTORIAL_SCALE"
+
+
+def tutorial_size(n: int) -> int:
+    """Scale a tutorial's amount of work (epochs, animals, trials) by the environment.
+
+    The tutorials run in full by hand and, with ``IBL_LEARNRULES_TUTORIAL_SCALE`` set to a
+    number in (0, 1], smaller in the test suite.
+
+    Examples
+    --------
+    >>> 1 <= tutorial_size(60) <= 60
+    True
+    """
+    import os
+
+    text = os.environ.get(TUTORIAL_SCALE_VARIABLE, "1")
+    try:
+        scale = float(text)
+    except ValueError:
+        raise ValueError(f"{TUTORIAL_SCALE_VARIABLE} must be a number in (0, 1], got "
+                         f"{text!r}") from None
+    if not 0 < scale <= 1:
+        raise ValueError(f"{TUTORIAL_SCALE_VARIABLE} must be a number in (0, 1], got {text!r}")
+    return max(1, round(n * scale))

@@ -63,8 +63,11 @@ def _params(rule: str, sizes: DemoSizes) -> dict:
 def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[Path]:
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # the demo only writes files; no display needed
     import matplotlib.pyplot as plt
+
+    from .plotting import plot_learning_curve, plot_model_comparison, plot_weight_trajectory
+    from .stages import training_status
 
     def save(fig, name: str) -> Path:
         fig.tight_layout()
@@ -74,34 +77,21 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[P
 
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4))
-    per_animal = cohort_table.groupby(["rule", "subject"])["loglik"].mean().unstack("rule")
-    order = summarize(cohort_table).index[::-1]
-    for i, rule in enumerate(order):
-        ax.plot([i] * len(per_animal), per_animal[rule], "o", alpha=0.4, color="0.5")
-        ax.plot(i, per_animal[rule].mean(), "s", color="k")
-    ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
-    ax.set_ylabel("held-out log-likelihood (nats/trial)")
+    plot_model_comparison(cohort_table, ax=ax)
     ax.set_title("Simulated cohort: held-out animals")
     paths.append(save(fig, "cohort_comparison.png"))
 
-    traj = ks014_model.predict_trajectory(ks014)
-    fig, ax = plt.subplots(figsize=(9, 4))
-    x = range(len(traj))
-    for col in [c for c in traj.columns if c.startswith("w_")]:
-        ax.plot(x, traj[col], label=col[2:])
-    starts = traj.index[traj["trial"] == 0]
-    for s in starts:
-        ax.axvline(traj.index.get_loc(s), color="0.85", lw=0.8, zorder=0)
-    ax.set_xlabel("trial (grey lines: session starts)")
-    ax.set_ylabel("GLM weight")
-    ax.set_title(f"KS014: weights under the fitted {ks014_model.rule} rule")
-    ax.legend()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), height_ratios=[3, 2])
+    traj = ks014_model.predict_trajectory(ks014)  # also holds p(right): one rollout for both
+    plot_weight_trajectory(traj, stages=training_status(ks014), ax=top)
+    top.set_title(f"KS014: weights under the fitted {ks014_model.rule} rule")
+    plot_learning_curve(ks014, traj.loc[ks014.index, "p_right"].to_numpy(), ax=bottom)
+    bottom.set_title("KS014: fraction correct per session, mouse and model (teacher-forced)")
     paths.append(save(fig, "ks014_weights.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    means = summarize(ks014_table)["loglik"][::-1]
-    ax.barh(means.index, means.to_numpy() + 0.6931, left=-0.6931, color="0.6")
-    ax.set_xlabel("log-likelihood on later sessions (nats/trial; bars start at chance)")
+    plot_model_comparison(ks014_table, ax=ax)
+    ax.set_ylabel("log-likelihood on later sessions (nats/trial)")
     ax.set_title("KS014: held-out later sessions")
     paths.append(save(fig, "ks014_future.png"))
     return paths

@@ -93,7 +93,7 @@ def hand_made_tidy_file(path, wheel, subject_id="M1"):
         nwbfile.add_trial_column(name, name)
     rows = [(100.0, "left", True, 0.5), (25.0, "right", True, 0.5),
             (0.0, "left", False, 0.2), (6.25, "right", False, 0.8)]
-    for i, ((contrast, side, rewarded, prior), choice) in enumerate(zip(rows, wheel)):
+    for i, ((contrast, side, rewarded, prior), choice) in enumerate(zip(rows, wheel, strict=True)):
         nwbfile.add_trial(start_time=float(i), stop_time=i + 0.9,
                           gabor_stimulus_contrast=contrast, gabor_stimulus_side=side,
                           mouse_wheel_choice=choice, is_mouse_rewarded=rewarded,

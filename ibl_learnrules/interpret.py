@@ -1,0 +1,546 @@
+"""Read a learning rule: weight-update grids, reward-history conditioning, psychometrics.
+
+Questions a fitted rule should answer, each with the same code for the inferred rule and
+for a ground-truth learner of :mod:`ibl_learnrules.simulate`:
+
+* how one trial moves the weights, as a function of stimulus, choice, reward and the
+  current weights (:func:`delta_w_grid`);
+* whether updates are larger after runs of rewarded trials, as reported for mice
+  (:func:`reward_history_updates`, :func:`summarize_reward_history`);
+* whether the model's choices reproduce the animal's psychometric and learning curves
+  (:func:`psychometric_curves`, :func:`learning_curve`).
+
+Choices follow the model convention here: ``choice`` 1 = right, 0 = left; ``stimulus`` is the
+signed contrast ``contrastRight - contrastLeft`` in [-1, 1] (positive = right).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .estimator import LearningRuleGLM
+from .rules.base import LearningRule, TrialStep
+from .trials import TrialArrays, check_covariates, covariate_matrix, featurize, validate_trials
+
+__all__ = [
+    "CONTRASTS",
+    "CONTEXTS",
+    "delta_w_grid",
+    "reward_history_updates",
+    "summarize_reward_history",
+    "Psychometric",
+    "psychometric_curves",
+    "learning_curve",
+]
+
+#: Signed contrasts of the IBL task (default stimulus axis of :func:`delta_w_grid`).
+CONTRASTS = (-1.0, -0.25, -0.125, -0.0625, 0.0, 0.0625, 0.125, 0.25, 1.0)
+#: Reward-history contexts of :func:`reward_history_updates`, in display order.
+CONTEXTS = ("unrewarded", "mixed", "rewarded", "start")
+_HISTORY = ("prev_choice", "prev_reward_side")
+_DEFAULT_COVARIATES = ("stimulus", "bias")
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _resolve(model, covariates) -> tuple[object, tuple[str, ...]]:
+    """Return ``(rule, covariates)``: a torch rule or a learner with ``delta_w``."""
+    if isinstance(model, LearningRuleGLM):
+        model._check_fitted()
+        if covariates is not None and check_covariates(covariates) != model.covariates_:
+            raise ValueError(f"the estimator was fitted with covariates {list(model.covariates_)}"
+                             f", not {list(covariates)}")
+        return model.rule_, model.covariates_
+    covariates = check_covariates(_DEFAULT_COVARIATES if covariates is None else covariates)
+    if isinstance(model, LearningRule):
+        if model.n_weights != len(covariates):
+            raise ValueError(f"the rule has {model.n_weights} weights but {len(covariates)} "
+                             f"covariates were given: {list(covariates)}")
+        return model, covariates
+    if callable(getattr(model, "delta_w", None)):
+        return model, covariates
+    raise TypeError("expected a fitted LearningRuleGLM, a LearningRule or a ground-truth learner "
+                    f"with a delta_w method, got {type(model).__name__}")
+
+
+# ----------------------------------------------------------------------------- Δw grid
+def _weight_rows(weights, covariates: tuple[str, ...]) -> np.ndarray:
+    """Weight vectors (n, K) of the grid from ``None``, a mapping of axes or an array."""
+    k = len(covariates)
+    if weights is None:
+        return np.zeros((1, k))
+    if isinstance(weights, Mapping):
+        unknown = set(weights) - set(covariates)
+        if unknown:
+            raise ValueError(f"weights names {sorted(unknown)} are not covariates "
+                             f"{list(covariates)}")
+        axes = [np.atleast_1d(np.asarray(weights.get(c, 0.0), dtype=float)) for c in covariates]
+        return np.array(list(itertools.product(*axes)), dtype=float).reshape(-1, k)
+    rows = np.atleast_2d(np.asarray(weights, dtype=float))
+    if rows.ndim != 2 or rows.shape[1] != k:
+        raise ValueError(f"weights must have {k} values per row (one per covariate "
+                         f"{list(covariates)}), got shape {np.shape(weights)}")
+    return rows
+
+
+def _binary_axis(name: str, values) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(values, dtype=float))
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError(f"{name} values must be 0 or 1, got {values.tolist()}")
+    return values
+
+
+def _evaluate(rule, w, x, y, reward, correct_side, new_session) -> np.ndarray:
+    """Update of every row of the grid, from the rule's initial state."""
+    if isinstance(rule, LearningRule):
+        # a float64 CPU copy: the grid is then exact to rounding, wherever the rule was fitted
+        rule = copy.deepcopy(rule).to(device="cpu", dtype=torch.float64).eval()
+        offset = rule.policy_offset()
+        offset = np.zeros(w.shape[1]) if offset is None else offset.detach().numpy()
+        p = _sigmoid(np.sum(w * x, axis=-1))
+
+        def t(a):
+            return torch.as_tensor(np.asarray(a, dtype=float))
+
+        step = TrialStep(t(x), t(y), t(reward), t(correct_side), t(new_session), t(p))
+        with torch.no_grad():
+            # the rule sees its own weights: the policy's minus its constant offset
+            dw, _ = rule(t(w - offset), step, rule.initial_state(len(w)))
+        return dw.numpy()
+    dw, _ = rule.delta_w(w, x, y, reward, correct_side=correct_side, new_session=new_session,
+                         state=rule.initial_state())
+    return np.broadcast_to(np.asarray(dw, dtype=float), w.shape)
+
+
+def delta_w_grid(
+    rule,
+    stimulus: Sequence[float] = CONTRASTS,
+    choice: Sequence[int] = (0, 1),
+    reward: Sequence[int] = (0, 1),
+    weights=None,
+    covariates: Sequence[str] | None = None,
+    *,
+    history: Mapping[str, Sequence[float]] | None = None,
+    new_session: bool = False,
+) -> pd.DataFrame:
+    """Weight update of one trial on a grid of stimulus, choice, reward and current weights.
+
+    Parameters
+    ----------
+    rule : LearningRuleGLM, LearningRule or Learner
+        A fitted estimator (its ``rule_`` and ``covariates_`` are used), a rule module, or a
+        ground-truth learner of :mod:`ibl_learnrules.simulate` (``Reinforce``, ...).
+    stimulus : sequence of float
+        Signed contrasts ``cR - cL`` in [-1, 1]; positive = right. The stimulus, and so the
+        correct side, is on the right for positive values and on the left for negative ones;
+        **0 is taken as a zero-contrast stimulus on the right** (right is the correct side).
+        Covariates are built from it exactly as :func:`~ibl_learnrules.featurize` builds them.
+    choice : sequence of {0, 1}
+        Choices, 1 = right.
+    reward : sequence of {0, 1}
+        Rewards. Every combination is evaluated, also those the task cannot produce (a
+        correct choice unrewarded); the ``consistent`` column marks the ones it can.
+    weights : None, mapping or array-like, optional
+        Current (policy) weights: zero by default; a mapping ``{covariate: values}`` (grid of
+        their product, unnamed covariates at 0); or an array of weight vectors ``(n, K)``.
+    covariates : sequence of str, optional
+        Covariates of a learner or rule module (default ``("stimulus", "bias")``); an
+        estimator's own are used and may not be changed.
+    history : mapping, optional
+        Values of the history covariates ``prev_choice`` / ``prev_reward_side`` (+1 right,
+        -1 left, 0 none), which the stimulus does not determine: each becomes a grid axis.
+        Required when the rule uses them.
+    new_session : bool
+        Evaluate the update of a session's first trial.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per grid point: the axes (``stimulus``, ``choice``, ``reward`` and any history
+        covariate), ``correct_side`` (1 = right), ``consistent`` (reward == choice is correct),
+        ``x_<covariate>``, ``w_<covariate>`` (policy weights before the trial), ``p_right`` and
+        ``dw_<covariate>``.
+
+    Notes
+    -----
+    A rule with memory (``rnn``, ``q_learning``, a learner with state) is evaluated from its
+    initial state: the grid shows the update **from a fresh memory**, i.e. at the first trial
+    it sees. What the update becomes after a history of trials is the job of
+    :func:`reward_history_updates`.
+
+    Examples
+    --------
+    >>> from ibl_learnrules.simulate import Reinforce
+    >>> grid = delta_w_grid(Reinforce(alpha=0.1), stimulus=[1.0], choice=[1], reward=[1])
+    >>> grid[["dw_stimulus", "dw_bias"]].round(3).values.tolist()
+    [[0.05, 0.05]]
+    """
+    model, covariates = _resolve(rule, covariates)
+    stimulus = np.atleast_1d(np.asarray(stimulus, dtype=float))
+    if not (np.abs(stimulus) <= 1).all():
+        raise ValueError(f"stimulus values are signed contrasts in [-1, 1], got {stimulus}")
+    history = dict(history or {})
+    unknown = set(history) - set(_HISTORY)
+    if unknown:
+        raise ValueError(f"history takes {list(_HISTORY)}, not {sorted(unknown)}")
+    for name in covariates:
+        if name in _HISTORY and name not in history:
+            raise ValueError(f"covariate {name!r} is not determined by the stimulus: give its "
+                             f"values, e.g. history={{{name!r}: (-1, 0, 1)}}")
+    history = {k: v for k, v in history.items() if k in covariates}
+    w_rows = _weight_rows(weights, covariates)
+    axes = {"weights": np.arange(len(w_rows)), "stimulus": stimulus,
+            "choice": _binary_axis("choice", choice), "reward": _binary_axis("reward", reward),
+            **{k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in history.items()}}
+    grid = pd.DataFrame(list(itertools.product(*axes.values())), columns=list(axes))
+    s = grid["stimulus"].to_numpy()
+    right = s >= 0  # zero contrast: stimulus on the right (the documented convention)
+    c_left = np.where(right, np.nan, -s)
+    c_right = np.where(right, s, np.nan)
+    x = covariate_matrix(covariates, c_left, c_right, grid.get("prev_choice"),
+                         grid.get("prev_reward_side"))
+    w = w_rows[grid.pop("weights").to_numpy()]
+    grid["correct_side"] = right.astype(float)
+    grid["consistent"] = grid["reward"] == (grid["choice"] == grid["correct_side"])
+    y, r = grid["choice"].to_numpy(), grid["reward"].to_numpy()
+    dw = _evaluate(model, w, x, y, r, grid["correct_side"].to_numpy(),
+                   np.full(len(grid), float(new_session)))
+    for k, name in enumerate(covariates):
+        grid[f"x_{name}"] = x[:, k]
+    for k, name in enumerate(covariates):
+        grid[f"w_{name}"] = w[:, k]
+    grid["p_right"] = _sigmoid(np.sum(w * x, axis=-1))
+    for k, name in enumerate(covariates):
+        grid[f"dw_{name}"] = dw[:, k]
+    return grid
+
+
+# ----------------------------------------------------------------- reward history
+def _learner_rollout(learner, arrays: TrialArrays, w0: np.ndarray):
+    """Teacher-forced weights before each trial (A, T, K), p(right) and updates of a learner."""
+    shape = arrays.x.shape
+    weights, dws = np.zeros(shape), np.zeros(shape)
+    p_right = np.zeros(shape[:2])
+    for a in range(arrays.n_animals):
+        w, state = np.array(w0[a], dtype=float), learner.initial_state()
+        for t in range(int(arrays.lengths[a])):
+            x = arrays.x[a, t]
+            weights[a, t], p_right[a, t] = w, _sigmoid(w @ x)
+            if not arrays.valid[a, t]:  # no-go: no update, memory untouched (as the engine)
+                continue
+            dw, state = learner.delta_w(w, x, arrays.y[a, t], arrays.reward[a, t],
+                                        correct_side=arrays.correct_side[a, t],
+                                        new_session=arrays.new_session[a, t], state=state)
+            dws[a, t] = dw
+            w = w + dws[a, t]
+    return weights, p_right, dws
+
+
+def _estimator_rollout(est: LearningRuleGLM, trials: pd.DataFrame):
+    """Teacher-forced policy weights, p(right) and updates of a fitted estimator."""
+    table, arrays, batch, w0 = est._prepare(trials)
+    res = est._rollout(batch, w0)
+    weights = res.weights.cpu().double().numpy()
+    offset = est.rule_.policy_offset()
+    final = res.w.cpu().double().numpy()
+    if offset is not None:
+        final = final + offset.detach().cpu().double().numpy()
+    # dw_t = w_{t+1} - w_t; padding and no-go trials leave the weights unchanged, so the
+    # weights after an animal's last trial are its final ones
+    after = np.concatenate([weights[:, 1:], final[:, None]], axis=1)
+    return table, arrays, weights, res.p_right.cpu().double().numpy(), after - weights
+
+
+def _contexts(table: pd.DataFrame, k: int) -> np.ndarray:
+    """Label each trial by the rewards of the k trials before it in its session."""
+    rewarded = (table["feedbackType"].to_numpy() == 1).astype(float)
+    csum = np.r_[0.0, np.cumsum(rewarded)]  # csum[i] = rewards of rows before i
+    i = np.arange(len(table))
+    key = table["subject"] + "\x00" + table["session"]
+    position = key.groupby(key, sort=False).cumcount().to_numpy()
+    before = csum[i] - csum[np.maximum(i - k, 0)]  # rows are sorted, sessions contiguous
+    label = np.where(before == k, "rewarded", np.where(before == 0, "unrewarded", "mixed"))
+    return np.where(position >= k, label, "start")
+
+
+def reward_history_updates(
+    model,
+    trials: pd.DataFrame,
+    k: int = 3,
+    covariates: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Per-trial weight updates along real trials, labelled by the recent reward history.
+
+    The rule is rolled over each animal's trials with its own choices and rewards (teacher
+    forcing, as in :meth:`LearningRuleGLM.predict_trajectory`), so a rule with memory sees the
+    real history. ``dw`` of a trial is the update it causes: ``w_{t+1} - w_t``. Nothing is
+    reset at a session boundary: weights (and a rule's memory) carry over, and the rule is
+    told ``new_session`` on each session's first trial; the update of a session's last trial
+    is the change of weights before the next session's first.
+
+    Parameters
+    ----------
+    model : LearningRuleGLM or Learner
+        A fitted estimator, or a ground-truth learner of :mod:`ibl_learnrules.simulate` (it
+        starts from the table's ``true_w_<covariate>`` at each animal's first trial when
+        present, as for a simulated cohort, else from zero).
+    trials : pandas.DataFrame
+        Trials table.
+    k : int
+        Number of previous trials that define the context.
+    covariates : sequence of str, optional
+        Covariates of a learner (default ``("stimulus", "bias")``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per trial with a choice (no-go trials do not update the weights and are left
+        out), in contract order and indexed like ``trials``: ``subject``, ``session``,
+        ``trial``, ``context``, ``choice`` (1 = right), ``reward`` (0/1), ``p_right``,
+        ``dw_<covariate>`` and ``grad_<covariate>`` = ``(choice - p_right) x``, the gradient of
+        the log-probability of the choice made (the learning signal of REINFORCE-type rules).
+        ``context`` is ``"rewarded"`` when the k previous trials of the session were all
+        rewarded, ``"unrewarded"`` when none was (no-go trials count as unrewarded: no reward
+        came), ``"mixed"`` otherwise and ``"start"`` for a session's first k trials.
+
+    Examples
+    --------
+    >>> from ibl_learnrules import simulate_cohort
+    >>> from ibl_learnrules.simulate import ReinforceBaseline
+    >>> trials = simulate_cohort(1, "reinforce_baseline", n_trials=300, random_state=0)
+    >>> updates = reward_history_updates(ReinforceBaseline(), trials, k=3)
+    >>> sorted(updates["context"].unique())
+    ['mixed', 'rewarded', 'start', 'unrewarded']
+    """
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    rule, covariates = _resolve(model, covariates)
+    if isinstance(model, LearningRuleGLM):
+        table, arrays, weights, p_right, dw = _estimator_rollout(model, trials)
+    elif isinstance(rule, LearningRule):
+        raise TypeError("a bare LearningRule has no starting weights: wrap it in a fitted "
+                        "LearningRuleGLM, or pass a ground-truth learner")
+    else:
+        table = validate_trials(trials.reset_index(drop=True))
+        arrays = featurize(table, covariates, validated=True, warn_nogo=False)
+        true = [f"true_w_{c}" for c in covariates]
+        w0 = np.zeros((arrays.n_animals, len(covariates)))
+        if all(c in table.columns for c in true):
+            w0 = table.groupby("subject", sort=False)[true].first().loc[
+                list(arrays.subjects)].to_numpy(dtype=float)
+        weights, p_right, dw = _learner_rollout(rule, arrays, w0)
+    keep = arrays.valid
+    rows = arrays.row_position[keep]
+    out = table.iloc[rows][["subject", "session", "trial"]].copy()
+    out["context"] = _contexts(table, k)[rows]
+    out["choice"] = arrays.y[keep]
+    out["reward"] = arrays.reward[keep]
+    out["p_right"] = p_right[keep]
+    grad = (arrays.y - p_right)[..., None] * arrays.x
+    for j, name in enumerate(covariates):
+        out[f"dw_{name}"] = dw[..., j][keep]
+    for j, name in enumerate(covariates):
+        out[f"grad_{name}"] = grad[..., j][keep]
+    out.index = trials.index[out.index.to_numpy()]
+    return out
+
+
+def summarize_reward_history(updates: pd.DataFrame) -> pd.DataFrame:
+    """Update size per reward-history context and reward of the trial itself.
+
+    The trial's own reward is kept apart because it sets the sign and size of most rules'
+    update, and it is more often rewarded after a rewarded run: pooling would credit
+    history with what the current outcome did.
+
+    Parameters
+    ----------
+    updates : pandas.DataFrame
+        Output of :func:`reward_history_updates`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (``context``, ``reward``, ``covariate``), contexts in the order of
+        :data:`CONTEXTS`: ``n_trials`` and ``fraction`` (the distribution of contexts in the
+        data), ``mean_abs_dw`` (mean absolute update) and ``rate``, the effective learning
+        rate: the least-squares slope of ``dw`` on ``grad`` through the origin,
+        ``sum(dw * grad) / sum(grad ** 2)``. For REINFORCE with baseline it is exactly
+        ``alpha * (reward - beta)`` in every context; a rule whose step grows after rewarded
+        runs shows a larger ``|rate|`` in the ``"rewarded"`` context. Unlike ``mean_abs_dw``,
+        it does not shrink merely because the policy is surer (``|choice - p|`` smaller) after
+        a run of rewards.
+
+    Examples
+    --------
+    >>> updates = pd.DataFrame({"context": ["rewarded", "rewarded", "unrewarded"],
+    ...                         "reward": [1.0, 1.0, 0.0], "dw_bias": [0.2, -0.1, 0.05],
+    ...                         "grad_bias": [0.4, -0.2, -0.5]})
+    >>> summarize_reward_history(updates)[["context", "reward", "n_trials", "rate"]]
+          context  reward  n_trials  rate
+    0  unrewarded     0.0         1  -0.1
+    1    rewarded     1.0         2   0.5
+    """
+    names = [c[3:] for c in updates.columns if c.startswith("dw_")]
+    rows = []
+    for (context, reward), group in updates.groupby(["context", "reward"], sort=False):
+        for name in names:
+            dw, grad = group[f"dw_{name}"].to_numpy(), group[f"grad_{name}"].to_numpy()
+            norm = np.sum(grad ** 2)
+            rows.append({"context": context, "reward": reward, "covariate": name,
+                         "n_trials": len(group), "fraction": len(group) / len(updates),
+                         "mean_abs_dw": np.abs(dw).mean(),
+                         "rate": np.sum(dw * grad) / norm if norm > 0 else np.nan})
+    out = pd.DataFrame(rows)
+    order = out["context"].map({c: i for i, c in enumerate(CONTEXTS)}).fillna(len(CONTEXTS))
+    out = out.assign(_order=order).sort_values(["_order", "reward"], kind="stable")
+    return out.drop(columns="_order").reset_index(drop=True)
+
+
+# --------------------------------------------------------------- choice curves
+def _go_table(trials: pd.DataFrame, p_right) -> pd.DataFrame:
+    """Return the validated trials with a choice, plus the model's p(right) aligned to them."""
+    table = validate_trials(trials.reset_index(drop=True))
+    if p_right is not None:
+        p_right = np.asarray(p_right, dtype=float).ravel()
+        if len(p_right) != len(trials):
+            raise ValueError(f"p_right has {len(p_right)} values for {len(trials)} trials")
+        table["p_model"] = p_right[table.index.to_numpy()]
+    table = table[table["choice"] != 0].copy()
+    table["session_idx"] = table.groupby("subject", sort=False)["session"].transform(
+        lambda s: pd.factorize(s)[0])
+    return table
+
+
+def learning_curve(trials: pd.DataFrame, p_right=None) -> pd.DataFrame:
+    """Fraction correct per session, of the animal and (optionally) of the model.
+
+    Parameters
+    ----------
+    trials : pandas.DataFrame
+        Trials table.
+    p_right : array-like, optional
+        The model's p(right) of each row of ``trials`` (e.g.
+        ``est.predict_proba(trials)[:, 1]``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per session in order: ``subject``, ``session``, ``session_idx`` (rank within
+        the animal), ``n_trials`` (trials with a choice; no-go trials are left out),
+        ``p_correct`` (rewarded fraction) and, with ``p_right``, ``p_correct_model`` (mean
+        probability the model gave to the correct side).
+
+    Examples
+    --------
+    >>> from ibl_learnrules import load_ks014
+    >>> curve = learning_curve(load_ks014())
+    >>> len(curve), bool(curve["p_correct"].iloc[-1] > curve["p_correct"].iloc[0])
+    (15, True)
+    """
+    table = _go_table(trials, p_right)
+    table["correct"] = (table["feedbackType"] == 1).astype(float)
+    agg = {"n_trials": ("correct", "size"), "p_correct": ("correct", "mean")}
+    if p_right is not None:
+        right = table["contrastRight"].notna()
+        table["p_correct_model"] = np.where(right, table["p_model"], 1.0 - table["p_model"])
+        agg["p_correct_model"] = ("p_correct_model", "mean")
+    keys = ["subject", "session", "session_idx"]
+    return table.groupby(keys, sort=False).agg(**agg).reset_index()
+
+
+class Psychometric(NamedTuple):
+    """What :func:`psychometric_curves` returns (two tidy tables)."""
+
+    #: One row per (session, signed contrast): ``n_trials``, ``p_right`` (data) and
+    #: ``p_right_model``.
+    points: pd.DataFrame
+    #: One row per (session, source): erf fit ``bias``, ``threshold`` (in % contrast),
+    #: ``lapse_left``, ``lapse_right``.
+    fits: pd.DataFrame
+
+
+def _fit_psychometric(contrast, n, p) -> np.ndarray:
+    import psychofit
+
+    # brainbox's plotting settings (bias, threshold in % contrast, two lapses); psychofit
+    # draws its restarts from numpy's global generator: seed it, then restore the caller's
+    saved = np.random.get_state()  # noqa: NPY002 - psychofit uses the legacy global API
+    np.random.seed(0)  # noqa: NPY002
+    try:
+        pars, _ = psychofit.mle_fit_psycho(
+            np.vstack([100.0 * contrast, n, p]), P_model="erf_psycho_2gammas",
+            parstart=np.array([0.0, 40.0, 0.1, 0.1]), parmin=np.array([-50.0, 10.0, 0.0, 0.0]),
+            parmax=np.array([50.0, 50.0, 0.2, 0.2]), nfits=10)
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
+    return pars
+
+
+def psychometric_curves(trials: pd.DataFrame, p_right=None, fit: bool = True) -> Psychometric:
+    """Per-session psychometric curves of the animal and the model, with erf fits.
+
+    Parameters
+    ----------
+    trials : pandas.DataFrame
+        Trials table.
+    p_right : array-like, optional
+        The model's p(right) of each row of ``trials`` (e.g.
+        ``est.predict_proba(trials)[:, 1]``).
+    fit : bool
+        Fit psychofit's ``erf_psycho_2gammas`` per session (to the data, and to the model's
+        mean p(right) with the same trial counts), with the starting values and bounds that
+        brainbox uses for plotting.
+
+    Returns
+    -------
+    Psychometric
+        ``points``: ``subject``, ``session``, ``session_idx``, ``contrast`` (signed, right
+        positive), ``n_trials``, ``p_right`` and ``p_right_model``; ``fits``: ``subject``,
+        ``session``, ``session_idx``, ``source`` (``"data"`` / ``"model"``), ``bias``,
+        ``threshold``, ``lapse_left`` (p(right) for strong left stimuli) and ``lapse_right``
+        (p(left) for strong right ones). No-go trials are left out.
+
+    Examples
+    --------
+    >>> from ibl_learnrules import simulate_cohort
+    >>> trials = simulate_cohort(1, n_sessions=2, random_state=0, alpha=0.05)
+    >>> curves = psychometric_curves(trials)
+    >>> curves.points.groupby("session_idx")["n_trials"].sum().tolist() == [
+    ...     (trials["session_idx"] == s).sum() for s in (0, 1)]
+    True
+    >>> list(curves.fits.columns)[-4:]
+    ['bias', 'threshold', 'lapse_left', 'lapse_right']
+    """
+    table = _go_table(trials, p_right)
+    table["contrast"] = (table["contrastRight"].fillna(0.0) - table["contrastLeft"].fillna(0.0))
+    table["right"] = (table["choice"] == -1).astype(float)
+    agg = {"n_trials": ("right", "size"), "p_right": ("right", "mean")}
+    if p_right is not None:
+        agg["p_right_model"] = ("p_model", "mean")
+    keys = ["subject", "session", "session_idx"]
+    points = (table.groupby(keys + ["contrast"], sort=False).agg(**agg).reset_index()
+              .sort_values(["subject", "session_idx", "contrast"], kind="stable")
+              .reset_index(drop=True))
+    rows = []
+    if fit:
+        sources = ["p_right"] + (["p_right_model"] if p_right is not None else [])
+        for (subject, session, idx), group in points.groupby(keys, sort=False):
+            for column in sources:
+                pars = _fit_psychometric(group["contrast"].to_numpy(), group["n_trials"].to_numpy(),
+                                         group[column].to_numpy())
+                rows.append({"subject": subject, "session": session, "session_idx": idx,
+                             "source": "data" if column == "p_right" else "model",
+                             **dict(zip(("bias", "threshold", "lapse_left", "lapse_right"),
+                                        pars, strict=True))})
+    fits = pd.DataFrame(rows, columns=keys + ["source", "bias", "threshold", "lapse_left",
+                                              "lapse_right"])
+    return Psychometric(points, fits)
