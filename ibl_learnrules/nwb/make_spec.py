@@ -17,6 +17,19 @@ VERSION = "0.1.0"
 SPEC_DIR = Path(__file__).parent / "spec"
 
 
+def _column(name: str, dtype: str, doc: str):
+    from pynwb.spec import NWBDatasetSpec
+
+    return NWBDatasetSpec(name=name, neurodata_type_inc="VectorData", dtype=dtype, doc=doc)
+
+
+def _index(column: str):
+    from pynwb.spec import NWBDatasetSpec
+
+    return NWBDatasetSpec(name=f"{column}_index", neurodata_type_inc="VectorIndex",
+                          doc=f"Index into the {column} column.")
+
+
 def build_types() -> list:
     """Return the extension's neurodata types as pynwb spec objects."""
     from pynwb.spec import NWBAttributeSpec, NWBDatasetSpec, NWBGroupSpec, NWBLinkSpec
@@ -86,16 +99,11 @@ def build_types() -> list:
         neurodata_type_inc="DynamicTable",
         doc="One row per parameter tensor of a learning rule, values flattened in C order.",
         datasets=[
-            NWBDatasetSpec(name="parameter", neurodata_type_inc="VectorData", dtype="text",
-                           doc="Name of the tensor in the rule's state dict."),
-            NWBDatasetSpec(name="shape", neurodata_type_inc="VectorData", dtype="int64",
-                           doc="Shape of the tensor (empty for a scalar)."),
-            NWBDatasetSpec(name="shape_index", neurodata_type_inc="VectorIndex",
-                           doc="Index into the shape column."),
-            NWBDatasetSpec(name="values", neurodata_type_inc="VectorData", dtype="float32",
-                           doc="Values of the tensor, flattened in C order."),
-            NWBDatasetSpec(name="values_index", neurodata_type_inc="VectorIndex",
-                           doc="Index into the values column."),
+            _column("parameter", "text", "Name of the tensor in the rule's state dict."),
+            _column("shape", "int64", "Shape of the tensor (empty for a scalar)."),
+            _index("shape"),
+            _column("values", "float32", "Values of the tensor, flattened in C order."),
+            _index("values"),
         ],
     )
     comparison = NWBGroupSpec(
@@ -103,21 +111,15 @@ def build_types() -> list:
         neurodata_type_inc="DynamicTable",
         doc="Held-out performance of learning rules, one row per rule, animal and seed.",
         datasets=[
-            NWBDatasetSpec(name="rule", neurodata_type_inc="VectorData", dtype="text",
-                           doc="Learning rule."),
-            NWBDatasetSpec(name="subject", neurodata_type_inc="VectorData", dtype="text",
-                           doc="Held-out animal."),
-            NWBDatasetSpec(name="seed", neurodata_type_inc="VectorData", dtype="int64",
-                           doc="Random seed of the fit."),
-            NWBDatasetSpec(name="n_trials", neurodata_type_inc="VectorData", dtype="int64",
-                           doc="Scored trials with a choice."),
-            NWBDatasetSpec(name="log_likelihood", neurodata_type_inc="VectorData",
-                           dtype="float64", doc="Mean log-likelihood per trial (nats)."),
-            NWBDatasetSpec(name="bits_per_trial", neurodata_type_inc="VectorData",
-                           dtype="float64",
-                           doc="Information gain over a fair coin (bits per trial)."),
-            NWBDatasetSpec(name="accuracy", neurodata_type_inc="VectorData", dtype="float64",
-                           doc="Share of trials whose more likely choice was made."),
+            _column("rule", "text", "Learning rule."),
+            _column("subject", "text", "Held-out animal."),
+            _column("seed", "int64", "Random seed of the fit."),
+            _column("n_trials", "int64", "Scored trials with a choice."),
+            _column("log_likelihood", "float64", "Mean log-likelihood per trial (nats)."),
+            _column("bits_per_trial", "float64",
+                    "Information gain over a fair coin (bits per trial)."),
+            _column("accuracy", "float64",
+                    "Share of trials whose more likely choice was made."),
         ],
     )
     return [trajectory, parameters, model, comparison]
