@@ -26,6 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from pynwb import NWBHDF5IO, NWBFile
+from pynwb.file import Subject
+
+from ..estimator import LearningRuleGLM
+from ..nwb import LearningRuleModel, LearningTrajectory, ModelComparisonTable, RuleParameters
+from ..trials import validate_trials
 
 __all__ = ["read_trials", "trials_to_nwb", "write_results", "read_trajectory", "read_model",
            "read_comparison", "VOCABULARIES"]
@@ -157,8 +164,6 @@ def read_trials(source, subject: str | None = None) -> pd.DataFrame:
     >>> len(paths), table["session"].nunique(), bool(table["choice"].isin([-1, 0, 1]).all())
     (2, 2, True)
     """
-    from pynwb import NWBHDF5IO, NWBFile
-
     if isinstance(source, (str, os.PathLike, NWBFile)):
         source = [source]
     tables = []
@@ -242,11 +247,6 @@ def trials_to_nwb(trials: pd.DataFrame, directory: str | Path, vocabulary: str =
         The files, in table order. Trials without ``intervals_0`` / ``intervals_1`` get
         consecutive 1-second intervals (the NWB trials table requires times).
     """
-    from pynwb import NWBFile
-    from pynwb.file import Subject
-
-    from ..trials import validate_trials
-
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"vocabulary must be one of {list(VOCABULARIES)}, got {vocabulary!r}")
     table = validate_trials(trials)
@@ -286,8 +286,6 @@ def trials_to_nwb(trials: pd.DataFrame, directory: str | Path, vocabulary: str =
 
 # ---------------------------------------------------------------------- results
 def _write_new(path: Path, nwbfile, manager=None) -> None:
-    from pynwb import NWBHDF5IO
-
     with NWBHDF5IO(str(path), "w", **({"manager": manager} if manager else {})) as io:
         io.write(nwbfile)
 
@@ -317,8 +315,6 @@ def _behavior_module(nwbfile):
 
 
 def _model_container(estimator, name: str):
-    from ..nwb import LearningRuleModel, RuleParameters
-
     config = estimator._config()
     parameters = RuleParameters(name="parameters",
                                 description=f"Parameters of the fitted {estimator.rule_name_} "
@@ -340,8 +336,6 @@ def _model_container(estimator, name: str):
 
 
 def _comparison_container(results: pd.DataFrame, name: str):
-    from ..nwb import ModelComparisonTable
-
     table = ModelComparisonTable(name=name, description="Held-out performance of learning "
                                                         "rules (ibl_learnrules).")
     seeds = results["seed"] if "seed" in results else pd.Series(0, index=results.index)
@@ -354,8 +348,6 @@ def _comparison_container(results: pd.DataFrame, name: str):
 
 def _trajectory_container(estimator, nwbfile, trials: pd.DataFrame | None, name: str,
                           source: str):
-    from ..nwb import LearningTrajectory
-
     session = nwbfile.identifier
     subject = getattr(nwbfile.subject, "subject_id", None)
     if nwbfile.trials is None:
@@ -433,11 +425,6 @@ def write_results(path: str | Path, estimator, trials: pd.DataFrame | None = Non
         The file written. Either way the write goes to a temporary file that replaces the
         target only when complete: a failure leaves ``path`` byte-identical.
     """
-    from pynwb import NWBHDF5IO, NWBFile
-    from pynwb.file import Subject
-
-    from .. import nwb as _extension  # noqa: F401 - registers the extension's types
-
     estimator._check_fitted()
     path = Path(path)
     if not path.is_file():
@@ -504,10 +491,6 @@ def read_trajectory(path: str | Path, name: str | None = None) -> pd.DataFrame:
 
     Returns ``subject``, ``session``, ``trial``, ``w_<covariate>`` and ``p_right``.
     """
-    from pynwb import NWBHDF5IO
-
-    from .. import nwb as _extension  # noqa: F401
-
     with NWBHDF5IO(str(path), "r") as io:
         found = _find(_open_behavior(io, str(path)), "LearningTrajectory", name, str(path))
         weights = np.asarray(found.weights[:])
@@ -521,10 +504,6 @@ def read_trajectory(path: str | Path, name: str | None = None) -> pd.DataFrame:
 
 def read_comparison(path: str | Path, name: str | None = None) -> pd.DataFrame:
     """Read a ``ModelComparisonTable`` back with the column names of ``compare_rules``."""
-    from pynwb import NWBHDF5IO
-
-    from .. import nwb as _extension  # noqa: F401
-
     with NWBHDF5IO(str(path), "r") as io:
         found = _find(_open_behavior(io, str(path)), "ModelComparisonTable", name, str(path))
         frame = found.to_dataframe().reset_index(drop=True)
@@ -532,17 +511,11 @@ def read_comparison(path: str | Path, name: str | None = None) -> pd.DataFrame:
 
 
 def read_model(path: str | Path, name: str | None = None, device: str = "cpu",
-               allow_version_mismatch: bool = False):
+               allow_version_mismatch: bool = False) -> LearningRuleGLM:
     """Rebuild the fitted :class:`~ibl_learnrules.LearningRuleGLM` stored in an NWB file.
 
     See :meth:`ibl_learnrules.LearningRuleGLM.from_nwb`.
     """
-    import torch
-    from pynwb import NWBHDF5IO
-
-    from .. import nwb as _extension  # noqa: F401
-    from ..estimator import LearningRuleGLM
-
     with NWBHDF5IO(str(path), "r") as io:
         model = _find(_open_behavior(io, str(path)), "LearningRuleModel", name, str(path))
         params = model.parameters.to_dataframe()
