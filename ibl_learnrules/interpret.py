@@ -33,6 +33,7 @@ __all__ = [
     "CONTRASTS",
     "CONTEXTS",
     "delta_w_grid",
+    "expected_update",
     "reward_history_updates",
     "summarize_reward_history",
     "Psychometric",
@@ -131,6 +132,7 @@ def delta_w_grid(
     *,
     history: Mapping[str, Sequence[float]] | None = None,
     new_session: bool = False,
+    zero_contrast_side: str = "right",
 ) -> pd.DataFrame:
     """Weight update of one trial on a grid of stimulus, choice, reward and current weights.
 
@@ -142,7 +144,7 @@ def delta_w_grid(
     stimulus : sequence of float
         Signed contrasts ``cR - cL`` in [-1, 1]; positive = right. The stimulus, and so the
         correct side, is on the right for positive values and on the left for negative ones;
-        **0 is taken as a zero-contrast stimulus on the right** (right is the correct side).
+        **0 is a zero-contrast stimulus on** ``zero_contrast_side`` (right by default).
         Covariates are built from it exactly as :func:`~ibl_learnrules.featurize` builds them.
     choice : sequence of {0, 1}
         Choices, 1 = right.
@@ -161,6 +163,8 @@ def delta_w_grid(
         Required when the rule uses them.
     new_session : bool
         Evaluate the update of a session's first trial.
+    zero_contrast_side : {"right", "left"}
+        Side of a zero-contrast stimulus, i.e. the side that is rewarded.
 
     Returns
     -------
@@ -185,6 +189,9 @@ def delta_w_grid(
     [[0.05, 0.05]]
     """
     model, covariates = _resolve(rule, covariates)
+    if zero_contrast_side not in ("right", "left"):
+        raise ValueError(f"zero_contrast_side must be 'right' or 'left', got "
+                         f"{zero_contrast_side!r}")
     stimulus = np.atleast_1d(np.asarray(stimulus, dtype=float))
     if not (np.abs(stimulus) <= 1).all():
         raise ValueError(f"stimulus values are signed contrasts in [-1, 1], got {stimulus}")
@@ -203,7 +210,7 @@ def delta_w_grid(
             **{k: np.atleast_1d(np.asarray(v, dtype=float)) for k, v in history.items()}}
     grid = pd.DataFrame(list(itertools.product(*axes.values())), columns=list(axes))
     s = grid["stimulus"].to_numpy()
-    right = s >= 0  # zero contrast: stimulus on the right (the documented convention)
+    right = (s > 0) | ((s == 0) & (zero_contrast_side == "right"))
     c_left = np.where(right, np.nan, -s)
     c_right = np.where(right, s, np.nan)
     x = covariate_matrix(covariates, c_left, c_right, grid.get("prev_choice"),
@@ -222,6 +229,76 @@ def delta_w_grid(
     for k, name in enumerate(covariates):
         grid[f"dw_{name}"] = dw[:, k]
     return grid
+
+
+def _stimulus_distribution(stimuli) -> pd.Series:
+    if isinstance(stimuli, pd.DataFrame):
+        table = validate_trials(stimuli)
+        signed = table["contrastRight"].fillna(0.0) - table["contrastLeft"].fillna(0.0)
+        # a zero contrast is on either side: split it evenly, as the protocol draws it
+        return signed.round(6).value_counts(normalize=True).sort_index()
+    if stimuli is None:  # the full IBL contrast set, zero half as often as each other level
+        stimuli = {c: (0.5 if c == 0 else 1.0) for c in CONTRASTS}
+    dist = pd.Series(dict(stimuli), dtype=float)
+    if (dist < 0).any() or dist.sum() <= 0 or not (dist.index.to_numpy().__abs__() <= 1).all():
+        raise ValueError("stimuli must map signed contrasts in [-1, 1] to non-negative "
+                         "probabilities")
+    return (dist / dist.sum()).sort_index()
+
+
+def expected_update(rule, weights=None, stimuli=None,
+                    covariates: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean weight update at given weights, over the task's trials and the policy's choices.
+
+    ``E[dw | w] = sum_s P(s) sum_y P(y | w, s) dw(w, s, y, r(s, y))``: the drift that moves
+    the weights. Single updates are small and the choices see only their sum over many
+    trials, so this expected update, not the update of each (stimulus, choice, reward) cell,
+    is what an animal's choices determine; it is the quantity on which a fitted rule can be
+    compared with a true one. A zero-contrast stimulus is on either side with equal
+    probability.
+
+    Parameters
+    ----------
+    rule : LearningRuleGLM, LearningRule or Learner
+        As in :func:`delta_w_grid` (rules with memory are evaluated from a fresh memory).
+    weights : None, mapping or array-like
+        Current policy weights, as in :func:`delta_w_grid`.
+    stimuli : mapping or pandas.DataFrame, optional
+        Probability of each signed contrast, or a trials table whose stimuli give it; by
+        default the IBL contrast set with zero half as frequent as each other level.
+    covariates : sequence of str, optional
+        As in :func:`delta_w_grid`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per weight vector: ``w_<covariate>`` and ``dw_<covariate>`` (expected).
+
+    Examples
+    --------
+    >>> from ibl_learnrules.simulate import Reinforce
+    >>> field = expected_update(Reinforce(alpha=0.1), weights={"stimulus": [0.0, 2.0]},
+    ...                         stimuli={-1.0: 0.5, 1.0: 0.5})
+    >>> field["dw_stimulus"].round(4).tolist()
+    [0.025, 0.0105]
+    """
+    dist = _stimulus_distribution(stimuli)
+    nonzero, zero = dist[dist.index != 0], dist[dist.index == 0]
+    # (levels, their probabilities, side of a zero contrast): zero is split between sides
+    calls = [(nonzero, "right")] if len(nonzero) else []
+    calls += [(zero * 0.5, side) for side in ("right", "left")] if len(zero) else []
+    parts = []
+    for levels, side in calls:
+        grid = delta_w_grid(rule, stimulus=levels.index.to_numpy(), weights=weights,
+                            covariates=covariates, zero_contrast_side=side)
+        grid = grid[grid["consistent"]]
+        p_choice = np.where(grid["choice"] == 1, grid["p_right"], 1 - grid["p_right"])
+        parts.append(grid.assign(_weight=grid["stimulus"].map(levels).to_numpy() * p_choice))
+    grid = pd.concat(parts, ignore_index=True)
+    w_cols = [c for c in grid if c.startswith("w_")]
+    dw_cols = [c for c in grid if c.startswith("dw_")]
+    weighted = grid[dw_cols].mul(grid["_weight"], axis=0)
+    return weighted.groupby([grid[c] for c in w_cols], sort=False).sum().reset_index()
 
 
 # ----------------------------------------------------------------- reward history

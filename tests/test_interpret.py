@@ -6,6 +6,7 @@ from scipy.special import erf, expit
 from ibl_learnrules import LearningRuleGLM, load_ks014, simulate_cohort
 from ibl_learnrules.interpret import (
     delta_w_grid,
+    expected_update,
     learning_curve,
     psychometric_curves,
     reward_history_updates,
@@ -31,6 +32,38 @@ def test_grid_of_the_true_reinforce_learner_is_the_formula():
     assert len(grid) == 9 * 2 * 2 * 3
     np.testing.assert_allclose(grid[["dw_stimulus", "dw_bias"]], reinforce_formula(grid, 0.07),
                                rtol=1e-12, atol=1e-15)
+
+
+def reinforce_expectation(w, stimuli, alpha):
+    """E[dw | w] of REINFORCE summed by hand: only rewarded (correct) choices update."""
+    total = np.zeros(2)
+    for s, prob in stimuli.items():
+        x = np.array([np.sign(s) * np.tanh(5 * abs(s)) / np.tanh(5), 1.0])
+        p = expit(w @ x)
+        sides = [1, 0] if s == 0 else [1 if s > 0 else 0]  # a zero contrast is on either side
+        for correct in sides:
+            p_correct = p if correct == 1 else 1 - p
+            total += prob / len(sides) * p_correct * alpha * (correct - p) * x
+    return total
+
+
+def test_expected_update_is_the_reinforce_expectation():
+    stimuli = {-1.0: 0.3, -0.25: 0.2, 0.0: 0.1, 0.5: 0.4}
+    field = expected_update(Reinforce(alpha=0.05), weights=WEIGHTS, stimuli=stimuli)
+    expected = [reinforce_expectation(w, stimuli, 0.05) for w in WEIGHTS]
+    np.testing.assert_allclose(field[["w_stimulus", "w_bias"]], WEIGHTS)
+    np.testing.assert_allclose(field[["dw_stimulus", "dw_bias"]], expected, rtol=1e-10)
+
+
+def test_expected_update_takes_the_stimuli_of_a_trials_table():
+    trials = simulate_cohort(1, n_trials=400, random_state=0)
+    signed = (trials["contrastRight"].fillna(0) - trials["contrastLeft"].fillna(0)).round(6)
+    stimuli = signed.value_counts(normalize=True).to_dict()
+    field = expected_update(Reinforce(alpha=0.05), weights=WEIGHTS[1:2], stimuli=trials)
+    np.testing.assert_allclose(field[["dw_stimulus", "dw_bias"]].to_numpy()[0],
+                               reinforce_expectation(WEIGHTS[1], stimuli, 0.05), rtol=1e-10)
+    with pytest.raises(ValueError, match="non-negative probabilities"):
+        expected_update(Reinforce(), stimuli={2.0: 1.0})
 
 
 def test_grid_of_the_torch_reinforce_rule_is_the_formula():

@@ -31,7 +31,7 @@ import numpy as np
 
 from ibl_learnrules import LearningRuleGLM, simulate_cohort
 from ibl_learnrules.datasets import tutorial_size
-from ibl_learnrules.interpret import delta_w_grid
+from ibl_learnrules.interpret import delta_w_grid, expected_update
 from ibl_learnrules.plotting import plot_delta_w_grid, plot_weight_trajectory
 from ibl_learnrules.simulate import Reinforce
 
@@ -75,10 +75,35 @@ axes[1].set_title("fitted DNN rule")
 fig.tight_layout()
 
 # %% [markdown]
-# Both rules fit the choices about equally well, and the DNN's weight trajectories follow
-# the true ones, but its update on individual (stimulus, choice, reward) cells need not equal
-# REINFORCE's: many different per-trial updates add up to the same weight path, and the
-# likelihood sees only the path. The trajectory is what the data determine.
+# Both rules fit the choices about equally well, but the DNN's update on individual
+# (stimulus, choice, reward) cells need not equal REINFORCE's: single updates are tiny, the
+# choices see only their sum over many trials, and many splits across cells give the same sum.
+# What the data determine is the *expected* update at each weight, averaged over the task's
+# stimuli and the policy's choices: `expected_update` computes it, and there the DNN agrees
+# with the truth.
+
+# %%
+grid = {name: np.linspace(cohort[f"true_w_{name}"].quantile(0.05),
+                          cohort[f"true_w_{name}"].quantile(0.95), 6)
+        for name in ("stimulus", "bias")}
+true_field = expected_update(Reinforce(alpha=ALPHA), weights=grid, stimuli=cohort)
+dnn_field = expected_update(dnn, weights=grid, stimuli=cohort)
+columns = ["dw_stimulus", "dw_bias"]
+error = (np.linalg.norm(dnn_field[columns] - true_field[columns])
+         / np.linalg.norm(true_field[columns]))
+print(f"expected update over the visited weights: relative error {error:.2f}")
+
+fig, ax = plt.subplots(figsize=(5, 3.5))
+at_zero_bias = true_field["w_bias"].abs() == true_field["w_bias"].abs().min()  # nearest 0
+ax.plot(true_field.loc[at_zero_bias, "w_stimulus"], true_field.loc[at_zero_bias, "dw_stimulus"],
+        "k-", label="true REINFORCE")
+ax.plot(dnn_field.loc[at_zero_bias, "w_stimulus"], dnn_field.loc[at_zero_bias, "dw_stimulus"],
+        "o--", label="fitted DNN rule")
+ax.set_xlabel("current stimulus weight")
+ax.set_ylabel("expected update of the stimulus weight")
+ax.legend()
+
+# %% [markdown]
 #
 # ### Example 3: trajectories against the truth
 
