@@ -100,7 +100,8 @@ def _read_trials(args: argparse.Namespace):
 
 
 def _estimator_params(args: argparse.Namespace) -> dict:
-    return {"max_epochs": args.epochs, "lr": args.lr, "tbptt": args.tbptt,
+    return {"max_epochs": args.epochs, "lr": args.lr, "lr_schedule": args.lr_schedule,
+            "tbptt": args.tbptt,
             "random_state": args.seed, "verbose": 0 if args.quiet else 1}
 
 
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="print nothing")
     sim.set_defaults(func=_simulate)
 
+    from .engine import LR_SCHEDULES
     from .rules import available_rules
 
     def data_and_training(command):
@@ -206,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--subject", nargs="+", help="subject(s) to use")
         command.add_argument("--epochs", type=_positive_int, default=50)
         command.add_argument("--lr", type=float, default=0.01)
+        command.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                             help="learning rate over the epochs (cosine: anneal to 0)")
         command.add_argument("--tbptt", type=_positive_int, default=500)
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--quiet", action="store_true", help="print nothing")

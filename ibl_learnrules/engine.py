@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -235,6 +235,7 @@ class TrainingHistory:
     val_loss: list[float]
     best_epoch: int
     stopped_early: bool
+    lr: list[float] = field(default_factory=list)  # Adam's rate in each epoch
 
 
 class ChunkRunner:
@@ -321,6 +322,25 @@ def _mean_nll(runner: ChunkRunner, w0) -> float:
     return -loglik / max(float(runner.batch.valid.sum()), 1.0)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def check_lr_schedule(name: str) -> None:
+    """Raise ValueError unless ``name`` is one of :data:`LR_SCHEDULES`."""
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {name!r}")
+
+
+def _lr_schedule(optimizer, name: str, max_epochs: int):
+    """Build the per-epoch learning-rate scheduler called ``name`` (None: constant)."""
+    check_lr_schedule(name)
+    if optimizer is None or name == "constant":
+        return None
+    # the chunks of an epoch span the whole of learning, from naive to expert, and every
+    # one moves the parameters; only a falling step size lets them settle between them
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+
+
 def train_rule(
     rule: LearningRule,
     batch: TensorBatch,
@@ -329,6 +349,7 @@ def train_rule(
     max_epochs: int,
     lr: float,
     tbptt: int,
+    lr_schedule: str = "constant",
     grad_clip: float | None = 1.0,
     val_batch: TensorBatch | None = None,
     val_w0: torch.Tensor | None = None,
@@ -354,6 +375,9 @@ def train_rule(
         Their starting weights.
     max_epochs, lr, tbptt, grad_clip, patience
         Optimisation settings.
+    lr_schedule : {"constant", "cosine"}
+        ``"cosine"`` anneals the learning rate from ``lr`` to 0 over ``max_epochs`` (one
+        step per epoch).
     val_batch, val_w0 : optional
         Validation animals and their starting weights (early stopping).
     progress : callable, optional
@@ -368,6 +392,7 @@ def train_rule(
     """
     params = [p for p in rule.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr) if params else None
+    schedule = _lr_schedule(optimizer, lr_schedule, max_epochs)
     runner = ChunkRunner(rule, batch, engine)
     val_runner = None if val_batch is None else ChunkRunner(rule, val_batch, engine)
     chunks = [(s, min(s + tbptt, batch.n_trials)) for s in range(0, batch.n_trials, tbptt)]
@@ -377,6 +402,8 @@ def train_rule(
     for epoch in range(max_epochs):
         w, state = runner.start(w0)
         total = 0.0
+        if optimizer is not None:
+            history.lr.append(optimizer.param_groups[0]["lr"])
         for (a, b), n in zip(chunks, n_valid, strict=True):
             learn = n > 0 and optimizer is not None
             if learn:
@@ -388,6 +415,8 @@ def train_rule(
                 optimizer.step()
             total -= loglik
         history.train_loss.append(total / max(sum(n_valid), 1.0))
+        if schedule is not None:
+            schedule.step()
         val_loss = math.nan
         if val_runner is not None:
             val_loss = _mean_nll(val_runner, val_w0)

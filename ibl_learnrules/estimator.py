@@ -46,6 +46,10 @@ class LearningRuleGLM(BaseEstimator):
         Number of passes over the data (exact, unless early stopping ends training sooner).
     lr : float
         Adam learning rate.
+    lr_schedule : {"constant", "cosine"}
+        Learning rate over the epochs: constant, or annealed from ``lr`` to 0 along a cosine
+        over ``max_epochs``. Cosine lets network rules settle: with a constant rate their
+        parameters keep moving between the early-learning and expert parts of the data.
     tbptt : int
         Trials per chunk of truncated back-propagation through time.
     init_weights : {"zero", "fitted"}
@@ -106,6 +110,7 @@ class LearningRuleGLM(BaseEstimator):
         hidden_size: int = 32,
         max_epochs: int = 100,
         lr: float = 0.01,
+        lr_schedule: str = "constant",
         tbptt: int = 500,
         init_weights: str = "zero",
         n_init_trials: int = 100,
@@ -124,6 +129,7 @@ class LearningRuleGLM(BaseEstimator):
         self.hidden_size = hidden_size
         self.max_epochs = max_epochs
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.tbptt = tbptt
         self.init_weights = init_weights
         self.n_init_trials = n_init_trials
@@ -147,6 +153,7 @@ class LearningRuleGLM(BaseEstimator):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        engine.check_lr_schedule(self.lr_schedule)
         if self.init_weights not in _INIT_WEIGHTS:
             raise ValueError(f"init_weights must be one of {list(_INIT_WEIGHTS)}, "
                              f"got {self.init_weights!r}")
@@ -258,9 +265,10 @@ class LearningRuleGLM(BaseEstimator):
         rule.train()
         try:
             history = engine.train_rule(
-                rule, batch, w0, max_epochs=self.max_epochs, lr=self.lr, tbptt=self.tbptt,
-                grad_clip=self.grad_clip, val_batch=val_batch, val_w0=val_w0,
-                patience=self.patience, progress=progress, engine=self.engine)
+                rule, batch, w0, max_epochs=self.max_epochs, lr=self.lr,
+                lr_schedule=self.lr_schedule, tbptt=self.tbptt, grad_clip=self.grad_clip,
+                val_batch=val_batch, val_w0=val_w0, patience=self.patience, progress=progress,
+                engine=self.engine)
         finally:
             bar.close()
         self.rule_ = rule.eval()

@@ -41,11 +41,13 @@ def test_fit_saves_a_loadable_model(trials_file, tmp_path, capsys):
 
     out = tmp_path / "model.pt"
     args = ["fit", "--trials", str(trials_file), "--rule", "reinforce", "--epochs", "2",
-            "--out", str(out)]
+            "--lr-schedule", "cosine", "--out", str(out)]
     assert main(args) == 0
     assert "fitted rule 'reinforce' on 3 animal(s), 900 trials" in capsys.readouterr().out
     trials = pd.read_csv(trials_file)
-    assert LearningRuleGLM.load(out).score(trials) < 0
+    model = LearningRuleGLM.load(out)
+    assert model.score(trials) < 0
+    assert model.lr_schedule == "cosine"
 
 
 def test_fit_reads_nwb_and_writes_linked_results(tmp_path, capsys):

@@ -85,3 +85,23 @@ def test_fused_engine_refuses_other_rules(batch):
         ChunkRunner(get_rule_class("reinforce")(2).double(), batch, "fused")
     with pytest.raises(ValueError, match="engine must be"):
         ChunkRunner(make_rule("dnn"), batch, "numba")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_learning_rate_schedule(batch, schedule):
+    torch.manual_seed(0)
+    rule = get_rule_class("reinforce")(2).double()
+    w0 = torch.zeros(batch.n_animals, 2, dtype=torch.float64)
+    epochs, lr = 4, 0.02
+    hist = train_rule(rule, batch, w0, max_epochs=epochs, lr=lr, tbptt=200, lr_schedule=schedule)
+    expected = np.full(epochs, lr)
+    if schedule == "cosine":  # from lr towards 0 along half a cosine, one step per epoch
+        expected = lr * (1 + np.cos(np.pi * np.arange(epochs) / epochs)) / 2
+    np.testing.assert_allclose(hist.lr, expected, rtol=1e-12)
+
+
+def test_unknown_learning_rate_schedule_is_refused(batch):
+    rule = get_rule_class("reinforce")(2).double()
+    w0 = torch.zeros(batch.n_animals, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"lr_schedule must be one of \['constant', 'cosine'\]"):
+        train_rule(rule, batch, w0, max_epochs=1, lr=0.01, tbptt=200, lr_schedule="step")

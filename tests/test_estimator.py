@@ -125,6 +125,7 @@ def test_changed_covariates_or_rule_after_fit_are_refused(cohort):
     (dict(covariates=("stim",)), "unknown covariate"),
     (dict(max_epochs=0), "max_epochs must be a positive integer"),
     (dict(lr=-1.0), "lr must be a positive number"),
+    (dict(lr_schedule="linear"), "lr_schedule must be one of"),
     (dict(init_weights="random"), "init_weights must be one of"),
     (dict(validation_fraction=1.5), "validation_fraction"),
     (dict(device="tpu"), "unknown device"),

@@ -5,10 +5,11 @@ justified next to each assertion.
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ibl_learnrules import LearningRuleGLM, simulate_cohort
-from ibl_learnrules.evaluation import per_animal_scores
+from ibl_learnrules.evaluation import paired_test, per_animal_scores
 from ibl_learnrules.interpret import expected_update
 from ibl_learnrules.simulate import Reinforce
 
@@ -109,3 +110,48 @@ def test_fitted_dnn_beats_no_learning_on_held_out_mice(reinforce_cohorts, dnn_fi
     # (measured gap: 0.048 nats/trial on average, 0.034 at the smallest)
     assert (learned > fixed).all()
     assert learned.mean() - fixed.mean() > 0.02
+
+
+# The reward-history learner: REINFORCE with baseline whose step grows with the run of
+# rewards before the trial (x3 after 1 reward, x11 after 5 or more). The bias learns fast
+# (0.2), so a run's gain shows in the next low-contrast choices; the stimulus slowly (0.01),
+# so the mice stay in the learning regime (90% correct over 1,000 trials).
+HISTORY_RULE = dict(alpha=(0.01, 0.2), beta=0.5, gamma=2.0, max_run=5)
+
+
+@pytest.fixture(scope="module")
+def reward_history_scores():
+    """Held-out log-likelihood per mouse of rnn, dnn, reinforce and reinforce_baseline."""
+    # 60 training mice: with 30 the RNN fits the training mice better than the true rule
+    # does and gains little on new ones (measured: train -0.1916 vs -0.1927 for the truth)
+    train = simulate_cohort(60, "reward_history", n_trials=1000, random_state=0,
+                            w0=(0.0, 0.0), **HISTORY_RULE)
+    test = simulate_cohort(12, "reward_history", n_trials=1000, random_state=100,
+                           w0=(0.0, 0.0), **HISTORY_RULE)
+    # both networks anneal the rate: with a constant one the RNN's parameters keep moving
+    # between the naive and expert chunks of each epoch (measured: -0.2004 constant,
+    # -0.1976 cosine, on a 60 x 1,500 cohort). The DNN gets the larger network.
+    networks = dict(max_epochs=150, lr=0.01, lr_schedule="cosine", tbptt=100,
+                    rule_params={"scale": 0.05}, random_state=0)
+    classic = dict(max_epochs=30, lr=0.05, tbptt=100, random_state=0)
+    estimators = {
+        "rnn": LearningRuleGLM(rule="rnn", hidden_size=16, **networks),
+        "dnn": LearningRuleGLM(rule="dnn", hidden_size=32, **networks),
+        "reinforce": LearningRuleGLM(rule="reinforce", **classic),
+        "reinforce_baseline": LearningRuleGLM(rule="reinforce_baseline", **classic),
+    }
+    return pd.concat([per_animal_scores(est.fit(train), test).assign(rule=name)
+                      for name, est in estimators.items()], ignore_index=True)
+
+
+@pytest.mark.parametrize("markovian", ["dnn", "reinforce", "reinforce_baseline"])
+def test_rnn_beats_markovian_rules_on_a_reward_history_cohort(reward_history_scores, markovian):
+    test = paired_test(reward_history_scores, "rnn", markovian)
+    # Measured with this cohort and fit (seeds 0): rnn - dnn +0.0055 nats/trial, 11/12 mice,
+    # Wilcoxon p 0.0005; rnn - reinforce +0.014 and rnn - reinforce_baseline +0.011, 12/12,
+    # p 0.0002. Re-seeding the cohorts or the fits (three more runs): rnn - dnn +0.0056 to
+    # +0.0064, p 0.0002 to 0.01. Where the RNN does not exploit the history it ties the DNN:
+    # fitted on 12-30 mice of similar cohorts it scored -0.017 to +0.003 (mostly about 0),
+    # and on cohorts with a weak history effect ±0.0006 (issue 3's earlier runs).
+    assert test["mean_diff"] > 0.002, test
+    assert test["wilcoxon_p"] < 0.05, test
