@@ -101,8 +101,7 @@ def _read_trials(args: argparse.Namespace):
 
 def _estimator_params(args: argparse.Namespace) -> dict:
     return {"max_epochs": args.epochs, "lr": args.lr, "lr_schedule": args.lr_schedule,
-            "tbptt": args.tbptt,
-            "random_state": args.seed, "verbose": 0 if args.quiet else 1}
+            "tbptt": args.tbptt, "random_state": args.seed, "verbose": 0 if args.quiet else 1}
 
 
 def _fit(args: argparse.Namespace) -> None:
