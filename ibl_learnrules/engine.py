@@ -18,8 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import fused
-from .rules.base import LearningRule, TrialStep
+from .rules.base import ChunkInputs, LearningRule, TrialStep
 from .trials import TrialArrays
 
 __all__ = [
@@ -238,39 +237,71 @@ class TrainingHistory:
     lr: list[float] = field(default_factory=list)  # Adam's rate in each epoch
 
 
+def _to_numpy(state):
+    """A rule state (tensor, tuple of tensors or None) as numpy arrays."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu().numpy()
+    return type(state)(_to_numpy(s) for s in state)
+
+
+class _KernelChunk(torch.autograd.Function):
+    """A rule's chunk kernel seen by autograd as one function of the rule's parameters.
+
+    Forward returns the chunk's loss ``-loglik.sum() / loss_norm`` and appends the kernel's
+    result (carried weights and state) to ``carry``; backward hands out the gradients the
+    kernel computed.
+    """
+
+    @staticmethod
+    def forward(ctx, kernel, inputs, w, state, need_grad, loss_norm, carry, *params):
+        result = kernel(inputs, w, state, need_grad, loss_norm)
+        carry.append(result)
+        ctx.grads = result.grads
+        return params[0].new_tensor(-float(result.loglik.sum()) / loss_norm)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grads = tuple(grad_loss * torch.as_tensor(g, dtype=grad_loss.dtype,
+                                                  device=grad_loss.device)
+                      for g in ctx.grads)
+        return (None,) * 7 + grads
+
+
 class ChunkRunner:
     """Runs one TBPTT chunk: log-likelihood, carried state and (optionally) gradients.
 
-    The torch path calls :func:`rollout` and autograd; the fused path calls the compiled
-    kernels of :mod:`ibl_learnrules.fused` (``dnn`` / ``rnn`` rules on the CPU). Both leave
-    the gradient of ``-loglik.sum() / loss_norm`` in the parameters' ``.grad``.
+    The reference path calls :func:`rollout` under autograd; the kernel path calls the rule's
+    own compiled chunk (:meth:`~ibl_learnrules.rules.LearningRule.chunk_kernel`, on the CPU)
+    through one autograd function. Both leave the gradient of ``-loglik.sum() / loss_norm``
+    in the parameters' ``.grad``.
     """
 
     def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto"):
-        if engine not in ("auto", "torch", "fused"):
-            raise ValueError(f"engine must be 'auto', 'torch' or 'fused', got {engine!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
         self.rule, self.batch = rule, batch
-        self.kind = _fused_kind(rule)
-        fusable = batch.x.device.type == "cpu" and self.kind is not None
-        if engine == "fused" and not fusable:
-            raise ValueError("engine='fused' runs the dnn (2 hidden layers) and rnn rules on the "
-                             f"CPU only; got rule {rule.name!r} on {batch.x.device}")
-        self.fused = fusable and engine != "torch"
+        kernel = rule.chunk_kernel() if batch.x.device.type == "cpu" else None
+        if engine == "fused" and kernel is None:
+            raise ValueError(f"engine='fused' needs a rule with a compiled kernel on the CPU; "
+                             f"rule {rule.name!r} on {batch.x.device} has none")
+        self.kernel = kernel if engine != "torch" else None
+        self.fused = self.kernel is not None
         if self.fused:
+            dtype = next(rule.parameters()).detach().numpy().dtype
             b = batch
             signs = torch.stack([b.y, b.reward, b.correct_side], -1) * 2.0 - 1.0
             u = torch.cat([b.x, signs, b.new_session.unsqueeze(-1)], -1)
-            self._np = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
-                        for name, t in (("x", b.x), ("u", u), ("y", b.y), ("valid", b.valid))}
+            self._arrays = ChunkInputs(*(t.detach().cpu().numpy().astype(dtype) for t in (
+                b.x, b.y, b.reward, b.correct_side, b.new_session, b.valid, u)))
 
     def start(self, w0: torch.Tensor):
         """Weights and state before the first trial, in this runner's representation."""
         state = self.rule.initial_state(self.batch.n_animals, w0.device)
         if not self.fused:
             return w0, state
-        w = w0.detach().cpu().double().numpy().copy()
-        h = None if state is None else state.detach().cpu().double().numpy()
-        return w, h
+        return w0.detach().cpu().numpy().astype(self._arrays.x.dtype), _to_numpy(state)
 
     def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
         """Run trials ``start:stop``; return ``(loglik_sum, w, state)`` for the next chunk."""
@@ -280,40 +311,15 @@ class ChunkRunner:
                 if need_grad:
                     (-res.loglik.sum() / loss_norm).backward()
             return float(res.loglik.sum().detach()), res.w.detach(), _detach(res.state)
-        arrays = {k: np.ascontiguousarray(v[:, start:stop]) for k, v in self._np.items()}
-        params = dict(self.rule.named_parameters())
-        numpy_params = {k: v.detach().cpu().double().numpy() for k, v in params.items()}
-        scale = np.exp(numpy_params.pop("log_scale"))
-        order = _FUSED_PARAMS[self.kind]
-        args = (arrays["x"], arrays["u"], arrays["y"], arrays["valid"], w)
-        weights = [scale] + [numpy_params[name] for name in order[:-1]]
-        if self.kind == "dnn":
-            loglik, w, grads = fused.dnn_chunk(*args, weights, need_grad, loss_norm)
-        else:
-            loglik, w, state, grads = fused.rnn_chunk(*args, state, weights, need_grad, loss_norm)
-        if need_grad:
-            for name, grad in zip(order, grads, strict=True):
-                param = params[name]
-                g = torch.as_tensor(grad, dtype=param.dtype, device=param.device)
-                param.grad = g if param.grad is None else param.grad + g
-        return float(loglik.sum()), w, state
-
-
-_FUSED_PARAMS = {
-    "dnn": ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias", "mlp.4.weight",
-            "mlp.4.bias", "log_scale"),
-    "rnn": ("gru.weight_ih", "gru.weight_hh", "gru.bias_ih", "gru.bias_hh", "readout.0.weight",
-            "readout.0.bias", "readout.2.weight", "readout.2.bias", "log_scale"),
-}
-
-
-def _fused_kind(rule: LearningRule) -> str | None:
-    """Which compiled kernel implements ``rule`` (None: only the torch loop does)."""
-    names = {name for name, _ in rule.named_parameters()}
-    for kind, params in _FUSED_PARAMS.items():
-        if rule.name == kind and names == set(params):
-            return kind
-    return None
+        inputs = ChunkInputs(*(np.ascontiguousarray(a[:, start:stop]) for a in self._arrays))
+        carry: list = []
+        with torch.set_grad_enabled(need_grad):
+            loss = _KernelChunk.apply(self.kernel, inputs, w, state, need_grad, float(loss_norm),
+                                      carry, *self.rule.parameters())
+            if need_grad:
+                loss.backward()
+        result = carry[0]
+        return float(result.loglik.sum()), result.w, result.state
 
 
 def _mean_nll(runner: ChunkRunner, w0) -> float:
@@ -323,6 +329,8 @@ def _mean_nll(runner: ChunkRunner, w0) -> float:
 
 
 LR_SCHEDULES = ("constant", "cosine")
+#: Training loops: the rule's compiled kernel where it has one ("auto"), always ("fused"), never.
+ENGINES = ("auto", "torch", "fused")
 
 
 def check_lr_schedule(name: str) -> None:
@@ -383,8 +391,8 @@ def train_rule(
     progress : callable, optional
         Called as ``progress(epoch, train_loss, val_loss)`` after each epoch.
     engine : {"auto", "torch", "fused"}
-        ``"auto"`` uses the compiled kernels where they exist (``dnn``, ``rnn`` on the CPU),
-        the torch loop otherwise.
+        ``"auto"`` uses the rule's compiled kernel where it has one (on the CPU), the torch
+        loop otherwise.
 
     Returns
     -------

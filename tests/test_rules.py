@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ibl_learnrules import available_rules, simulate
+from ibl_learnrules import available_rules
 from ibl_learnrules.rules import RULES, LearningRule, TrialStep, get_rule_class
 
 
@@ -17,7 +17,8 @@ def step(x, y, r, c, p=None, new=0.0):
 
 def test_registry_lists_every_rule():
     assert available_rules() == sorted(["none", "reinforce", "reinforce_baseline", "reward_max",
-                                        "prediction_error", "q_learning", "dnn", "rnn"])
+                                        "prediction_error", "q_learning", "reward_history",
+                                        "dnn", "rnn"])
     with pytest.raises(ValueError, match="unknown rule 'hebb'.*choose from"):
         get_rule_class("hebb")
 
@@ -37,22 +38,39 @@ def test_a_new_rule_is_one_class():
         RULES.pop("test_hebbian")
 
 
-@pytest.mark.parametrize("rule,learner", [
-    ("reinforce", simulate.Reinforce(alpha=0.02)),
-    ("reinforce_baseline", simulate.ReinforceBaseline(alpha=0.02, beta=0.3)),
-])
-def test_classic_rules_match_the_simulator_learners(rule, learner):
+@pytest.mark.parametrize("rule", ["reinforce", "reinforce_baseline"])
+def test_reinforce_rules_compute_their_formula(rule):
     rng = np.random.default_rng(0)
     w = rng.normal(size=(50, 2))
     x = np.c_[rng.uniform(-1, 1, 50), np.ones(50)]
     y = rng.integers(0, 2, 50).astype(float)
     r = rng.integers(0, 2, 50).astype(float)
     p = 1 / (1 + np.exp(-(w * x).sum(1)))
-    params = {"alpha": 0.02} | ({"beta": 0.3} if rule == "reinforce_baseline" else {})
+    alpha, beta = np.array([0.02, 0.05]), np.array([0.3, 0.6])
+    params = {"alpha": alpha} | ({"beta": beta} if rule == "reinforce_baseline" else {})
     module = get_rule_class(rule)(2, **params)
     dw, _ = module(torch.as_tensor(w, dtype=torch.float32), step(x, y, r, 0.0, p))
-    expected, _ = learner.delta_w(w, x, y, r)
+    baseline = beta if rule == "reinforce_baseline" else 0.0
+    expected = alpha * (r[:, None] - baseline) * (y - p)[:, None] * x
     np.testing.assert_allclose(dw.detach().numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_reward_history_rule_counts_rewarded_runs_within_a_session():
+    rule = get_rule_class("reward_history")(1, alpha=0.1, beta=0.0, gamma=1.0, max_run=2)
+    run = rule.initial_state(1)
+    gains = []
+    for reward, new in [(1, 1), (1, 0), (1, 0), (1, 0), (0, 0), (1, 0), (1, 1)]:
+        dw, run = rule(torch.zeros(1, 1), step([[1.0]], 1, reward, 1, [0.0], new), run)
+        gains.append(round(dw.item() / 0.1, 6))
+    # gain (1 + min(run, 2)) on rewarded trials, 0 on the error; a new session restarts the run
+    assert gains == [1.0, 2.0, 3.0, 3.0, 0.0, 1.0, 1.0]
+
+
+def test_per_weight_parameters_are_checked():
+    with pytest.raises(ValueError, match="alpha has 3 values for 2 weights"):
+        get_rule_class("reinforce")(2, alpha=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="alpha must be positive"):
+        get_rule_class("reinforce")(2, alpha=0.0)
 
 
 def test_reward_max_and_prediction_error_formulas():

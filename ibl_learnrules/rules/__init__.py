@@ -11,6 +11,7 @@ from .classic import (
     QLearning,
     Reinforce,
     ReinforceBaseline,
+    RewardHistoryReinforce,
     RewardMax,
 )
 from .neural import DNNRule, RNNRule
@@ -27,6 +28,7 @@ __all__ = [
     "RewardMax",
     "PredictionError",
     "QLearning",
+    "RewardHistoryReinforce",
     "DNNRule",
     "RNNRule",
 ]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TrialStep", "LearningRule", "available_rules", "get_rule_class", "RULES"]
+__all__ = ["TrialStep", "ChunkInputs", "KernelResult", "LearningRule", "available_rules",
+           "get_rule_class", "RULES"]
 
 #: name -> class of every rule defined (filled in by ``LearningRule.__init_subclass__``).
 RULES: dict[str, type[LearningRule]] = {}
@@ -39,6 +42,35 @@ class TrialStep(NamedTuple):
     correct_side: torch.Tensor
     new_session: torch.Tensor
     p: torch.Tensor
+
+
+class ChunkInputs(NamedTuple):
+    """A chunk of trials as numpy arrays for a rule's fast kernel, shape (B, T, ...).
+
+    All arrays have the dtype of the rule's parameters and are C-contiguous. ``u`` is what the
+    network rules see of a trial besides the weights: ``[x, 2y-1, 2r-1, 2c-1, new_session]``.
+    """
+
+    x: np.ndarray  # (B, T, K)
+    y: np.ndarray  # (B, T)
+    reward: np.ndarray  # (B, T)
+    correct_side: np.ndarray  # (B, T)
+    new_session: np.ndarray  # (B, T)
+    valid: np.ndarray  # (B, T), 1.0 where the trial enters the likelihood and the update
+    u: np.ndarray  # (B, T, K + 4)
+
+
+class KernelResult(NamedTuple):
+    """What a rule's chunk kernel returns (numpy arrays)."""
+
+    loglik: np.ndarray  # (B,) summed over the chunk's valid trials
+    w: np.ndarray  # (B, K) rule weights after the chunk
+    state: object  # rule state after the chunk (arrays shaped as the torch state; or None)
+    grads: list | None  # d(-loglik.sum() / loss_norm) / d parameter, per rule.parameters()
+
+
+#: A chunk kernel: ``kernel(inputs, w, state, need_grad, loss_norm) -> KernelResult``.
+ChunkKernel = Callable[[ChunkInputs, np.ndarray, object, bool, float], KernelResult]
 
 
 class LearningRule(nn.Module):
@@ -85,13 +117,44 @@ class LearningRule(nn.Module):
         """Return ``(dw, new_state)``: the update of ``w`` (B, K) after ``trial``."""
         raise NotImplementedError
 
+    def chunk_kernel(self) -> ChunkKernel | None:
+        """The rule's fast CPU implementation of a chunk of trials, or ``None``.
+
+        A kernel runs the policy and this rule over every trial of a :class:`ChunkInputs`
+        for all animals, exactly as :func:`ibl_learnrules.engine.rollout` does (policy
+        offset included), and, when asked, back-propagates through the chunk. It reads the
+        rule's parameters when called. ``w`` and ``state`` are numpy versions of the rule's
+        weights and state; gradients are of ``-loglik.sum() / loss_norm``, one array per
+        entry of ``list(self.parameters())``. The engine wraps it so that autograd sees one
+        function; ``tests/test_kernels.py`` holds every registered kernel to the rollout.
+        """
+        return None
+
     def extra_repr(self) -> str:  # noqa: D102
         return f"n_weights={self.n_weights}"
 
 
-def per_weight_log_parameter(n_weights: int, value: float) -> nn.Parameter:
+def per_weight(n_weights: int, value, name: str = "value") -> torch.Tensor:
+    """A (K,) float tensor from a scalar or a sequence of K values (ValueError otherwise)."""
+    values = torch.as_tensor(value, dtype=torch.get_default_dtype()).flatten()
+    if values.numel() == 1:
+        return values.expand(n_weights).clone()
+    if values.numel() != n_weights:
+        raise ValueError(f"{name} has {values.numel()} values for {n_weights} weights")
+    return values.clone()
+
+
+def per_weight_parameter(n_weights: int, value, name: str = "value") -> nn.Parameter:
+    """A per-weight parameter from a scalar or a sequence of K values."""
+    return nn.Parameter(per_weight(n_weights, value, name))
+
+
+def per_weight_log_parameter(n_weights: int, value, name: str = "value") -> nn.Parameter:
     """Make a positive per-weight parameter, stored as its log (Adam moves it by ratios)."""
-    return nn.Parameter(torch.full((n_weights,), math.log(value)))
+    values = per_weight(n_weights, value, name)
+    if not bool((values > 0).all()):
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return nn.Parameter(values.log())
 
 
 def available_rules() -> list[str]:

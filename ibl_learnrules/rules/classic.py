@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import LearningRule, TrialStep, per_weight_log_parameter
+from .base import LearningRule, TrialStep, per_weight_log_parameter, per_weight_parameter
 
 __all__ = [
     "NoLearning",
@@ -19,6 +19,7 @@ __all__ = [
     "RewardMax",
     "PredictionError",
     "QLearning",
+    "RewardHistoryReinforce",
 ]
 
 
@@ -44,9 +45,9 @@ class NoLearning(LearningRule):
 class _RateRule(LearningRule):
     """A rule ``dw = alpha * g(trial) * x`` with one positive rate per weight."""
 
-    def __init__(self, n_weights: int, alpha: float = 0.01):
+    def __init__(self, n_weights: int, alpha=0.01):
         super().__init__(n_weights)
-        self.log_alpha = per_weight_log_parameter(n_weights, alpha)
+        self.log_alpha = per_weight_log_parameter(n_weights, alpha, "alpha")
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -82,9 +83,9 @@ class ReinforceBaseline(_RateRule):
     name = "reinforce_baseline"
     formula = "dw = alpha * (r - beta) * (y - p) * x"
 
-    def __init__(self, n_weights: int, alpha: float = 0.01, beta: float = 0.5):
+    def __init__(self, n_weights: int, alpha=0.01, beta=0.5):
         super().__init__(n_weights, alpha)
-        self.beta = nn.Parameter(torch.full((n_weights,), float(beta)))
+        self.beta = per_weight_parameter(n_weights, beta, "beta")
 
     def gain(self, trial):
         """``(r - beta) (y - p)`` per weight."""
@@ -133,9 +134,11 @@ class QLearning(LearningRule):
     name = "q_learning"
     formula = "dq_a = alpha * (r - q_a . x) * x for the chosen a; w = w0 + beta (q_R - q_L)"
 
-    def __init__(self, n_weights: int, alpha: float = 0.005, beta: float = 3.0):
+    def __init__(self, n_weights: int, alpha=0.005, beta: float = 3.0):
         super().__init__(n_weights)
-        self.log_alpha = per_weight_log_parameter(n_weights, alpha)
+        if not beta > 0:
+            raise ValueError(f"beta must be positive, got {beta!r}")
+        self.log_alpha = per_weight_log_parameter(n_weights, alpha, "alpha")
         self.log_beta = nn.Parameter(torch.tensor(float(beta)).log())
 
     def initial_state(self, n_animals, device=None):
@@ -152,3 +155,49 @@ class QLearning(LearningRule):
         dq = self.log_alpha.exp() * delta.unsqueeze(-1) * trial.x.unsqueeze(1)
         dw = self.log_beta.exp() * (dq[:, 0] - dq[:, 1])
         return dw, q + dq
+
+
+class RewardHistoryReinforce(_RateRule):
+    """REINFORCE with baseline whose step grows with the run of rewards before the trial.
+
+    ``dw = alpha * (1 + gamma * min(run, max_run)) * (r - beta) * (y - p) * x``, where
+    ``run`` counts the consecutive rewarded trials just before this one in the session (the
+    state, reset at each session's first trial). A Markovian rule cannot see ``run``; a
+    recurrent one can. ``max_run`` is fixed; ``alpha``, ``beta`` and ``gamma`` are fitted.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibl_learnrules.rules import TrialStep
+    >>> rule = RewardHistoryReinforce(1, alpha=0.1, beta=0.0, gamma=1.0)
+    >>> one = torch.ones(1)
+    >>> trial = TrialStep(x=one[:, None], y=one, reward=one, correct_side=one,
+    ...                   new_session=0 * one, p=0.5 * one)
+    >>> dw, run = rule(torch.zeros(1, 1), trial, torch.tensor([3.0]))
+    >>> round(dw.item(), 6), run.item()
+    (0.2, 4.0)
+    """
+
+    name = "reward_history"
+    formula = "dw = alpha * (1 + gamma * min(run, max_run)) * (r - beta) * (y - p) * x"
+
+    def __init__(self, n_weights: int, alpha=0.002, beta=0.5, gamma: float = 0.5,
+                 max_run: int = 10):
+        super().__init__(n_weights, alpha)
+        self.beta = per_weight_parameter(n_weights, beta, "beta")
+        self.gamma = nn.Parameter(torch.tensor(float(gamma)))
+        self.max_run = int(max_run)
+
+    def initial_state(self, n_animals, device=None):
+        """Run length 0, shape (B,)."""
+        return torch.zeros(n_animals, device=device, dtype=self.beta.dtype)
+
+    def forward(self, w, trial: TrialStep, state=None):
+        """Update scaled by the run of rewards; return the new run length."""
+        run = torch.where(trial.new_session > 0, torch.zeros_like(state), state)
+        gain = (1.0 + self.gamma * run.clamp(max=self.max_run)) * (trial.y - trial.p)
+        dw = self.alpha * (trial.reward.unsqueeze(-1) - self.beta) * gain.unsqueeze(-1) * trial.x
+        return dw, torch.where(trial.reward > 0, run + 1.0, torch.zeros_like(run))
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"n_weights={self.n_weights}, max_run={self.max_run}"

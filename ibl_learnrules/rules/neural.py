@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
-from .base import LearningRule, TrialStep
+from .base import KernelResult, LearningRule, TrialStep
 
 __all__ = ["DNNRule", "RNNRule", "rule_inputs"]
 
@@ -38,6 +39,23 @@ class _ScaledOutput(LearningRule):
         """Per-weight output scale."""
         return self.log_scale.exp()
 
+    def _kernel_call(self, chunk, network: nn.Module, inputs, w, state, need_grad, loss_norm):
+        """Run a network kernel: its parameters are the scale then ``network``'s, in order.
+
+        The kernels return the log-scale's gradient last; ``log_scale`` is this rule's first
+        parameter.
+        """
+        def f64(a):
+            return np.ascontiguousarray(a, dtype=np.float64)
+
+        params = [f64(p.detach().cpu().numpy()) for p in (self.scale, *network.parameters())]
+        extra = () if state is None else (f64(state),)
+        out = chunk(f64(inputs.x), f64(inputs.u), f64(inputs.y), f64(inputs.valid), f64(w),
+                    *extra, params, need_grad, loss_norm)
+        grads = list(out[-1])
+        return KernelResult(out[0], out[1], out[2] if state is not None else None,
+                            [grads[-1], *grads[:-1]] if need_grad else None)
+
 
 class DNNRule(_ScaledOutput):
     """Markovian rule: ``dw = c * MLP(w, x, y, r, correct_side, new_session)``.
@@ -65,6 +83,18 @@ class DNNRule(_ScaledOutput):
     def forward(self, w, trial: TrialStep, state=None):
         """One update from the trial's inputs."""
         return self.scale * self.mlp(rule_inputs(w, trial)), state
+
+    def chunk_kernel(self):
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.neural` (two hidden layers only)."""
+        if len(self.mlp) != 5:
+            return None
+        from ..kernels.neural import dnn_chunk
+
+        def kernel(inputs, w, state, need_grad, loss_norm):
+            return self._kernel_call(dnn_chunk, self.mlp, inputs, w, None, need_grad,
+                                     loss_norm)
+
+        return kernel
 
 
 class RNNRule(_ScaledOutput):
@@ -100,3 +130,14 @@ class RNNRule(_ScaledOutput):
         """Advance the GRU by one trial and read out the update."""
         h = self.gru(rule_inputs(w, trial), state)
         return self.scale * self.readout(h), h
+
+    def chunk_kernel(self):
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.neural`."""
+        from ..kernels.neural import rnn_chunk
+
+        network = nn.ModuleList([self.gru, self.readout])
+
+        def kernel(inputs, w, state, need_grad, loss_norm):
+            return self._kernel_call(rnn_chunk, network, inputs, w, state, need_grad, loss_norm)
+
+        return kernel

@@ -5,7 +5,8 @@ A per-trial PyTorch loop spends its time dispatching tiny operations, not comput
 animals (in parallel over animals) and back-propagate through it by hand, returning the
 chunk's log-likelihood, the carried state and the parameter gradients. The torch modules
 remain the definition of the rules: :func:`ibl_learnrules.engine.rollout` evaluates them, and
-the test suite checks that these kernels give the same loss, gradients and trajectories.
+``tests/test_kernels.py`` checks that these kernels give the same loss, gradients and
+trajectories.
 
 Inputs per chunk are float64 arrays of shape (B, T, ...): covariates ``x``, rule inputs
 ``u = [x, 2y-1, 2r-1, 2c-1, new_session]`` (everything the network sees besides ``w``),
