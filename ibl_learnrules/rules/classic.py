@@ -10,7 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import LearningRule, TrialStep, per_weight_log_parameter, per_weight_parameter
+from .base import (
+    ChunkKernel,
+    KernelResult,
+    LearningRule,
+    TrialStep,
+    per_weight_log_parameter,
+    per_weight_parameter,
+)
 
 __all__ = [
     "NoLearning",
@@ -21,6 +28,29 @@ __all__ = [
     "QLearning",
     "RewardHistoryReinforce",
 ]
+
+
+def _classic_kernel(rule: LearningRule, cls: type, code: str, max_run: int = 0
+                    ) -> ChunkKernel | None:
+    """Wrap the chunk of :mod:`ibl_learnrules.kernels.classic` for rule ``code`` as a kernel.
+
+    ``None`` for a subclass of ``cls``: it may change the update, which the kernel would
+    not see.
+    """
+    if type(rule) is not cls:
+        return None
+    from ..kernels import classic
+
+    rule_code = getattr(classic, code)
+
+    def kernel(inputs, w, state, need_grad, loss_norm):
+        params = [p.detach().cpu().numpy() for p in rule.parameters()]
+        loglik, w_end, state_end, grads = classic.classic_chunk(
+            rule_code, inputs.x, inputs.y, inputs.reward, inputs.correct_side,
+            inputs.new_session, inputs.valid, w, state, params, need_grad, loss_norm, max_run)
+        return KernelResult(loglik, w_end, state_end, grads)
+
+    return kernel
 
 
 class NoLearning(LearningRule):
@@ -40,6 +70,10 @@ class NoLearning(LearningRule):
     def forward(self, w, trial: TrialStep, state=None):
         """No update."""
         return torch.zeros_like(w), state
+
+    def chunk_kernel(self) -> ChunkKernel | None:
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
+        return _classic_kernel(self, NoLearning, "NONE")
 
 
 class _RateRule(LearningRule):
@@ -76,6 +110,10 @@ class Reinforce(_RateRule):
         """``r (y - p)``."""
         return trial.reward * (trial.y - trial.p)
 
+    def chunk_kernel(self) -> ChunkKernel | None:
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
+        return _classic_kernel(self, Reinforce, "REINFORCE")
+
 
 class ReinforceBaseline(_RateRule):
     """REINFORCE with a per-weight reward baseline: ``dw = alpha * (r - beta) * (y - p) * x``."""
@@ -90,6 +128,10 @@ class ReinforceBaseline(_RateRule):
     def gain(self, trial):
         """``(r - beta) (y - p)`` per weight."""
         return (trial.reward.unsqueeze(-1) - self.beta) * (trial.y - trial.p).unsqueeze(-1)
+
+    def chunk_kernel(self) -> ChunkKernel | None:
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
+        return _classic_kernel(self, ReinforceBaseline, "REINFORCE_BASELINE")
 
 
 class RewardMax(_RateRule):
@@ -106,6 +148,10 @@ class RewardMax(_RateRule):
         """``(2c - 1) p (1 - p)``."""
         return (2.0 * trial.correct_side - 1.0) * trial.p * (1.0 - trial.p)
 
+    def chunk_kernel(self) -> ChunkKernel | None:
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
+        return _classic_kernel(self, RewardMax, "REWARD_MAX")
+
 
 class PredictionError(_RateRule):
     """Reward-prediction-error rule: ``dw = alpha * (r - pi) * (2y - 1) * x``.
@@ -121,6 +167,10 @@ class PredictionError(_RateRule):
         """``(r - pi(y)) (2y - 1)``."""
         chosen = trial.y * trial.p + (1.0 - trial.y) * (1.0 - trial.p)
         return (trial.reward - chosen) * (2.0 * trial.y - 1.0)
+
+    def chunk_kernel(self) -> ChunkKernel | None:
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
+        return _classic_kernel(self, PredictionError, "PREDICTION_ERROR")
 
 
 class QLearning(LearningRule):
@@ -155,6 +205,10 @@ class QLearning(LearningRule):
         dq = self.log_alpha.exp() * delta.unsqueeze(-1) * trial.x.unsqueeze(1)
         dw = self.log_beta.exp() * (dq[:, 0] - dq[:, 1])
         return dw, q + dq
+
+    def chunk_kernel(self) -> ChunkKernel | None:
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
+        return _classic_kernel(self, QLearning, "Q_LEARNING")
 
 
 class RewardHistoryReinforce(_RateRule):
@@ -198,6 +252,10 @@ class RewardHistoryReinforce(_RateRule):
         gain = (1.0 + self.gamma * run.clamp(max=self.max_run)) * (trial.y - trial.p)
         dw = self.alpha * (trial.reward.unsqueeze(-1) - self.beta) * gain.unsqueeze(-1) * trial.x
         return dw, torch.where(trial.reward > 0, run + 1.0, torch.zeros_like(run))
+
+    def chunk_kernel(self) -> ChunkKernel | None:
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
+        return _classic_kernel(self, RewardHistoryReinforce, "REWARD_HISTORY", self.max_run)
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"n_weights={self.n_weights}, max_run={self.max_run}"

@@ -1,0 +1,313 @@
+"""Compiled CPU kernels for training the classic rules over one TBPTT chunk.
+
+The classic rules have few parameters (P <= 2K + 1), so these kernels differentiate forward:
+alongside the weights ``w`` and the rule's state they carry the tangents ``dw/dtheta`` (K, P)
+and ``dstate/dtheta``, and add each trial's ``(y - p) * x . dpolicy_w/dtheta`` to the
+gradient of the log-likelihood. No trajectory is stored and there is no backward pass. TBPTT
+detaches the weights and state between chunks, so the tangents start at zero in each chunk.
+
+One driver (:func:`_chunk`, parallel over animals) runs the policy and the likelihood for
+every rule; a small step function per rule applies the update and its hand-derived partials.
+The rule is chosen by an integer code (the constants below) rather than by passing the step
+function in, because numba cannot cache a function that takes another as an argument.
+
+``theta`` is the flat concatenation of ``list(rule.parameters())`` (logs where the rule
+stores logs); the state is flattened per animal to (B, M): nothing for the Markovian rules,
+``[q_right, q_left]`` (2K) for ``q_learning``, the run of rewards (1) for ``reward_history``.
+
+Precision: the kernel works in the dtype of its inputs (the rule's parameters: float32 by
+default, float64 in the equality tests). Weights, state and tangents are held in that dtype,
+as the reference holds them; scalar intermediates of a trial may be computed in float64
+(numba promotes float literals). The log-likelihood and the gradient are summed over trials
+in float64, and the outputs are cast back to the input dtype.
+
+The torch modules in :mod:`ibl_learnrules.rules.classic` remain the definition of the rules;
+``tests/test_kernels.py`` checks these kernels against :func:`ibl_learnrules.engine.rollout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+
+from .neural import _log_sigmoid, _sigmoid
+
+__all__ = [
+    "NONE",
+    "REINFORCE",
+    "REINFORCE_BASELINE",
+    "REWARD_MAX",
+    "PREDICTION_ERROR",
+    "Q_LEARNING",
+    "REWARD_HISTORY",
+    "classic_chunk",
+]
+
+#: Rule codes: which step function the driver applies.
+NONE, REINFORCE, REINFORCE_BASELINE, REWARD_MAX, PREDICTION_ERROR, Q_LEARNING, REWARD_HISTORY = (
+    range(7))
+
+# no fastmath: the work per trial is a few dozen flops, and the equality tests ask for 1e-10
+_JIT = dict(parallel=True, cache=True)
+
+
+@numba.njit(cache=True)
+def _natural(rule, theta, K):
+    """Parameters as the rules use them: the rates (and q-learning's beta) exponentiated."""
+    par = theta.copy()
+    if rule != NONE:
+        for k in range(K):
+            par[k] = np.exp(theta[k])
+    if rule == Q_LEARNING:
+        par[K] = np.exp(theta[K])
+    return par
+
+
+@numba.njit(inline="always")
+def _rate_update(par, K, xt, v, pp, g, gp, gb, gg, has_beta, has_gamma, dz, w, Jw, need_grad):
+    """``w += v * alpha * g * x`` and its tangent, for a gain ``g`` per weight.
+
+    ``gp`` is dg/dp (``pp`` = dp/dz = p (1 - p)); ``gb`` and ``gg`` are the direct partials of
+    ``g`` by the weight's own ``beta`` (parameter K + k) and by ``gamma`` (parameter 2K).
+    ``alpha`` is parameter k, stored as its log: d dw / d log_alpha = dw.
+    """
+    P = Jw.shape[1]
+    for k in range(K):
+        ax = par[k] * xt[k]
+        dw = ax * g[k]
+        if need_grad:
+            c = v * ax * gp[k] * pp
+            for j in range(P):
+                Jw[k, j] += c * dz[j]
+            Jw[k, k] += v * dw
+            if has_beta:
+                Jw[k, K + k] += v * ax * gb[k]
+            if has_gamma:
+                Jw[k, 2 * K] += v * ax * gg[k]
+        w[k] += v * dw
+
+
+@numba.njit(inline="always")
+def _q_step(par, K, xt, yt, rt, v, w, Jw, s, Js, dvr, dvl, need_grad):
+    """Q-learning: the chosen side's values move by ``alpha (r - q_a . x) x``.
+
+    ``s = [q_right, q_left]``; parameters ``log_alpha`` (K) then ``log_beta``. The values do
+    not depend on the policy, so neither do their tangents.
+    """
+    P = Jw.shape[1]
+    vr = 0.0
+    vl = 0.0
+    for k in range(K):
+        vr += s[k] * xt[k]
+        vl += s[K + k] * xt[k]
+    dr = (rt - vr) * yt
+    dl = (rt - vl) * (1.0 - yt)
+    if need_grad:  # d delta_a / d theta, from the old values' tangents
+        for j in range(P):
+            gr = 0.0
+            gl = 0.0
+            for k in range(K):
+                gr += xt[k] * Js[k, j]
+                gl += xt[k] * Js[K + k, j]
+            dvr[j] = -yt * gr
+            dvl[j] = -(1.0 - yt) * gl
+    qb = par[K]
+    for k in range(K):
+        ax = par[k] * xt[k]
+        dqr = par[k] * dr * xt[k]
+        dql = par[k] * dl * xt[k]
+        dw = qb * (dqr - dql)
+        if need_grad:
+            for j in range(P):
+                ddr = ax * dvr[j]
+                ddl = ax * dvl[j]
+                if j == k:
+                    ddr += dqr
+                    ddl += dql
+                Js[k, j] += ddr
+                Js[K + k, j] += ddl
+                Jw[k, j] += v * qb * (ddr - ddl)
+            Jw[k, K] += v * dw
+        w[k] += v * dw
+        s[k] += dqr
+        s[K + k] += dql
+
+
+@numba.njit(inline="always")
+def _step(rule, par, K, max_run, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, Js, g, gp, gb, gg,
+          dvr, dvl, need_grad):
+    """Apply the rule's update after one valid trial (in place), with its tangents."""
+    if rule == NONE:
+        return
+    if rule == Q_LEARNING:
+        _q_step(par, K, xt, yt, rt, v, w, Jw, s, Js, dvr, dvl, need_grad)
+        return
+    has_beta = False
+    has_gamma = False
+    if rule == REINFORCE:
+        for k in range(K):
+            g[k] = rt * (yt - p)
+            gp[k] = -rt
+    elif rule == REWARD_MAX:
+        sign = 2.0 * ct - 1.0
+        for k in range(K):
+            g[k] = sign * p * (1.0 - p)
+            gp[k] = sign * (1.0 - 2.0 * p)
+    elif rule == PREDICTION_ERROR:
+        sign = 2.0 * yt - 1.0
+        chosen = yt * p + (1.0 - yt) * (1.0 - p)
+        for k in range(K):
+            g[k] = (rt - chosen) * sign
+            gp[k] = -sign * sign
+    elif rule == REINFORCE_BASELINE:
+        has_beta = True
+        for k in range(K):
+            g[k] = (rt - par[K + k]) * (yt - p)
+            gp[k] = -(rt - par[K + k])
+            gb[k] = -(yt - p)
+    elif rule == REWARD_HISTORY:
+        has_beta = True
+        has_gamma = True
+        run = 0.0 if nt > 0 else s[0]
+        m = min(run, max_run)
+        scale = 1.0 + par[2 * K] * m
+        for k in range(K):
+            rb = rt - par[K + k]
+            g[k] = rb * scale * (yt - p)
+            gp[k] = -rb * scale
+            gb[k] = -scale * (yt - p)
+            gg[k] = rb * m * (yt - p)
+        # the run depends on no parameter: it has no tangent
+        s[0] = run + 1.0 if rt > 0 else 0.0
+    _rate_update(par, K, xt, v, p * (1.0 - p), g, gp, gb, gg, has_beta, has_gamma, dz, w, Jw,
+                 need_grad)
+
+
+@numba.njit(**_JIT)
+def _chunk(rule, x, y, reward, correct_side, new_session, valid, w0, s0, theta, max_run,
+           need_grad, loss_norm):
+    B, T, K = x.shape
+    P = theta.shape[0]
+    M = s0.shape[1]
+    par = _natural(rule, theta, K)
+    loglik = np.zeros(B)
+    grad = np.zeros((B, P))
+    w_end = np.empty_like(w0)
+    s_end = np.empty_like(s0)
+    for a in numba.prange(B):
+        w = w0[a].copy()
+        s = s0[a].copy()
+        Jw = np.zeros((K, P), dtype=w0.dtype)
+        Js = np.zeros((M, P), dtype=w0.dtype)
+        dz = np.zeros(P)
+        g = np.zeros(K)
+        gp = np.zeros(K)
+        gb = np.zeros(K)
+        gg = np.zeros(K)
+        dvr = np.zeros(P)
+        dvl = np.zeros(P)
+        for t in range(T):
+            v = valid[a, t]
+            if v == 0:
+                continue  # no-go and padding: no likelihood, weights and state untouched
+            xt = x[a, t]
+            yt = y[a, t]
+            z = 0.0
+            for k in range(K):
+                pw = w[k] + par[k] if rule == NONE else w[k]
+                z += pw * xt[k]
+            p = _sigmoid(z)
+            loglik[a] += v * (_log_sigmoid(z) if yt > 0.5 else _log_sigmoid(-z))
+            if need_grad:
+                # dz/dtheta through the weights, and through NoLearning's offset (= theta)
+                for j in range(P):
+                    acc = 0.0
+                    for k in range(K):
+                        acc += xt[k] * Jw[k, j]
+                    dz[j] = acc
+                if rule == NONE:
+                    for k in range(K):
+                        dz[k] += xt[k]
+                e = v * (yt - p)
+                for j in range(P):
+                    grad[a, j] += e * dz[j]
+            _step(rule, par, K, max_run, xt, yt, reward[a, t], correct_side[a, t],
+                  new_session[a, t], v, p, dz, w, Jw, s, Js, g, gp, gb, gg, dvr, dvl, need_grad)
+        w_end[a] = w
+        s_end[a] = s
+    # summed over animals in a fixed order, so that results do not depend on the threads
+    total = np.zeros(P)
+    for a in range(B):
+        for j in range(P):
+            total[j] -= grad[a, j] / loss_norm
+    return loglik, w_end, s_end, total
+
+
+def classic_chunk(
+    rule: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    reward: np.ndarray,
+    correct_side: np.ndarray,
+    new_session: np.ndarray,
+    valid: np.ndarray,
+    w0: np.ndarray,
+    state: np.ndarray | None,
+    params: Sequence[np.ndarray],
+    need_grad: bool = True,
+    loss_norm: float = 1.0,
+    max_run: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[np.ndarray] | None]:
+    """Run a classic rule over a chunk of trials; see the module docstring.
+
+    Parameters
+    ----------
+    rule : int
+        Rule code (:data:`NONE`, :data:`REINFORCE`, ...).
+    x, y, reward, correct_side, new_session, valid : ndarray
+        Chunk inputs, (B, T, K) and (B, T), all of one float dtype.
+    w0 : ndarray (B, K)
+        Rule weights before the chunk's first trial.
+    state : ndarray or None
+        Rule state before the chunk, (B, ...) as the torch rule holds it.
+    params : sequence of ndarray
+        The rule's parameters, in the order of ``rule.parameters()``.
+    need_grad : bool
+        Also compute the gradients.
+    loss_norm : float
+        The loss is ``-loglik.sum() / loss_norm``; gradients are of that loss.
+    max_run : int
+        ``reward_history``'s cap on the run of rewards.
+
+    Returns
+    -------
+    loglik : ndarray (B,)
+    w_end : ndarray (B, K)
+    state_end : ndarray or None
+        Shaped as ``state``.
+    grads : list of ndarray or None
+        Shaped as ``params``.
+    """
+    dtype = x.dtype
+
+    def arr(a):
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    n_animals = x.shape[0]
+    flat_state = (np.zeros((n_animals, 0), dtype) if state is None
+                  else arr(state).reshape(n_animals, -1))
+    theta = np.concatenate([np.ravel(arr(p)) for p in params]).astype(dtype)
+    loglik, w_end, s_end, grad = _chunk(
+        int(rule), arr(x), arr(y), arr(reward), arr(correct_side), arr(new_session), arr(valid),
+        arr(w0), flat_state, theta, float(max_run), bool(need_grad), float(loss_norm))
+    state_end = None if state is None else s_end.reshape(np.shape(state))
+    grads = None
+    if need_grad:
+        grads, start = [], 0
+        for p in params:
+            size = int(np.size(p))
+            grads.append(grad[start:start + size].astype(dtype).reshape(np.shape(p)))
+            start += size
+    return loglik.astype(dtype), w_end, state_end, grads
