@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .datasets import load_ks014
 from .estimator import LearningRuleGLM
+from .io import load_model, save_model
 from .rules import available_rules
 from .simulate import simulate_cohort
 from .trials import featurize, validate_trials
@@ -24,6 +25,8 @@ __all__ = [
     "available_rules",
     "featurize",
     "load_ks014",
+    "load_model",
+    "save_model",
     "simulate_cohort",
     "validate_trials",
 ]

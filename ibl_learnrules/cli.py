@@ -106,10 +106,11 @@ def _estimator_params(args: argparse.Namespace) -> dict:
 
 def _fit(args: argparse.Namespace) -> None:
     from .estimator import LearningRuleGLM
+    from .io.model_file import save_model
 
     trials = _read_trials(args)
     est = LearningRuleGLM(rule=args.rule, **_estimator_params(args)).fit(trials)
-    est.save(args.out)
+    save_model(est, args.out)
     if not args.quiet:
         print(f"fitted rule {args.rule!r} on {len(est.subjects_)} animal(s), {len(trials)} "
               f"trials: {est.score(trials):.4f} nats/trial; saved to {args.out}")
@@ -167,7 +168,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``ibl-learnrules``."""
-    from .simulate import LEARNERS
+    from .simulate import GROUND_TRUTH_DEFAULTS
 
     parser = argparse.ArgumentParser(
         prog="ibl-learnrules",
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "known rule; print their learning curve beside KS014's.")
     sim.add_argument("--n-subjects", type=_positive_int, default=4)
     sim.add_argument("--n-sessions", type=_positive_int, default=15)
-    sim.add_argument("--rule", choices=sorted(LEARNERS), default="reinforce")
+    sim.add_argument("--rule", choices=sorted(GROUND_TRUTH_DEFAULTS), default="reinforce")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", default=None, help="write the trials table (.csv or .parquet)")
     sim.add_argument("--one-cache", default=None,

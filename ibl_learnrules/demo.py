@@ -27,6 +27,7 @@ from .evaluation import (
     paired_test,
     summarize,
 )
+from .io.model_file import save_model
 from .simulate import simulate_cohort
 
 __all__ = ["DemoSizes", "run_demo"]
@@ -163,7 +164,7 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
     report("fitting each rule on all of KS014's sessions")
     fitted = {rule: LearningRuleGLM(rule=rule, **_params(rule, sizes)).fit(ks014)
               for rule in sizes.ks014_rules}
-    models = [est.save(out / f"ks014_{rule}.pt") for rule, est in fitted.items()]
+    models = [save_model(est, out / f"ks014_{rule}.pt") for rule, est in fitted.items()]
     shown = fitted.get("dnn", list(fitted.values())[-1])
     figures = _figures(out, cohort_table, ks014_table, shown, ks014)
     cohort_table.to_csv(out / "cohort_heldout_animals.csv", index=False)

@@ -13,6 +13,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -23,13 +24,19 @@ from .trials import TrialArrays
 
 __all__ = [
     "TensorBatch",
+    "Stimulus",
+    "Environment",
+    "Replay",
     "RolloutResult",
     "resolve_device",
     "rollout",
+    "initial_weights",
     "fit_initial_weights",
     "train_rule",
     "TrainingHistory",
     "ChunkRunner",
+    "split_animals",
+    "progress_bar",
 ]
 
 
@@ -84,6 +91,61 @@ class TensorBatch:
         """T (padded length)."""
         return self.x.shape[1]
 
+    # the environment interface of :func:`rollout`: teacher forcing replays everything
+    def trial(self, t: int) -> Stimulus:
+        """Present trial ``t``: what the animals face."""
+        return Stimulus(self.x[:, t], self.correct_side[:, t], self.new_session[:, t],
+                        self.valid[:, t])
+
+    def respond(self, t: int, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the observed choice and reward of trial ``t`` (teacher forcing)."""
+        return self.y[:, t], self.reward[:, t]
+
+
+class Stimulus(NamedTuple):
+    """One trial as the environment presents it, for all animals (leading dimension B)."""
+
+    x: torch.Tensor  # (B, K) covariates
+    correct_side: torch.Tensor  # (B,) 1 when right is rewarded
+    new_session: torch.Tensor  # (B,) 1 on a session's first trial
+    valid: torch.Tensor  # (B,) 1 when the trial counts (0: no-go or padding)
+
+
+class Environment(Protocol):
+    """Where the trials of :func:`rollout` come from.
+
+    ``trial(t)`` presents trial ``t``; ``respond(t, p)`` returns the choice (1 = right) and
+    reward given the policy's p(right): the observed ones (teacher forcing,
+    :class:`TensorBatch`), or choices sampled from ``p`` (free running: :class:`Replay`, or
+    :class:`ibl_learnrules.simulate.Protocol`, which also picks the next stimuli from them).
+    """
+
+    n_animals: int
+    n_trials: int
+
+    def trial(self, t: int) -> Stimulus: ...  # noqa: D102
+
+    def respond(self, t: int, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...  # noqa: D102
+
+
+class Replay:
+    """Free running on recorded stimuli: the animals' trials, with choices sampled from ``p``.
+
+    The reward is the sampled choice being on the correct side.
+    """
+
+    def __init__(self, batch: TensorBatch, generator: torch.Generator):
+        self.batch, self.generator = batch, generator
+        self.n_animals, self.n_trials = batch.n_animals, batch.n_trials
+
+    def trial(self, t: int) -> Stimulus:  # noqa: D102
+        return self.batch.trial(t)
+
+    def respond(self, t: int, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+        u = torch.rand(p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
+        y = (u < p).to(p.dtype)
+        return y, (y == self.batch.correct_side[:, t]).to(p.dtype)
+
 
 @dataclass
 class RolloutResult:
@@ -95,6 +157,7 @@ class RolloutResult:
     weights: torch.Tensor | None = None  # (B, T_range, K) policy weights before each trial
     p_right: torch.Tensor | None = None  # (B, T_range)
     y: torch.Tensor | None = None  # (B, T_range) choices (sampled when free-running)
+    trial_loglik: torch.Tensor | None = None  # (B, T_range), 0 where not valid
 
 
 def _keep_where(mask: torch.Tensor, new, old):
@@ -117,75 +180,94 @@ def _detach(state):
 
 def rollout(
     rule: LearningRule,
-    batch: TensorBatch,
+    env: Environment,
     w: torch.Tensor,
     state=None,
     *,
     start: int = 0,
     stop: int | None = None,
     record: bool = False,
-    generator: torch.Generator | None = None,
 ) -> RolloutResult:
-    """Run policy and rule over trials ``start:stop`` of every animal in ``batch``.
+    """Run policy and rule over trials ``start:stop`` of every animal: the package's trial loop.
+
+    Fitting, scoring, prediction, simulation and interpretation all run this loop; the rules'
+    compiled kernels are held equal to it by the tests.
 
     Parameters
     ----------
     rule : LearningRule
         The learning rule.
-    batch : TensorBatch
-        The animals' trials.
+    env : Environment
+        Where trials, choices and rewards come from: a :class:`TensorBatch` (teacher forcing,
+        the animals' own choices), a :class:`Replay` or a :class:`~ibl_learnrules.simulate.
+        Protocol` (free running: choices sampled from the policy).
     w : Tensor (B, K)
-        Rule weights before trial ``start``.
+        Rule weights before trial ``start`` (the policy adds ``rule.policy_offset()``).
     state : optional
-        Rule state before trial ``start`` (``rule.initial_state`` at the first trial).
+        Rule state before trial ``start``; ``rule.initial_state`` when left out at trial 0.
     start, stop : int
-        Trial range.
+        Trial range (``stop`` defaults to ``env.n_trials``).
     record : bool
-        Keep per-trial policy weights and p(right).
-    generator : torch.Generator, optional
-        Free-running mode: sample the choices from the policy with this generator (reward =
-        choice on the correct side) instead of using the observed ones (teacher forcing).
+        Keep per-trial policy weights, p(right), choices and log-likelihoods.
 
     Returns
     -------
     RolloutResult
         Log-likelihood summed over the valid trials of the range (of the observed choices,
-        or of the sampled ones when free-running).
+        or of the sampled ones when free running).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibl_learnrules import featurize, simulate_cohort
+    >>> from ibl_learnrules.rules import Reinforce
+    >>> batch = TensorBatch.from_arrays(featurize(simulate_cohort(2, n_trials=100,
+    ...                                 random_state=0)), torch.device("cpu"))
+    >>> res = rollout(Reinforce(2, alpha=0.1), batch, torch.zeros(2, 2), record=True)
+    >>> tuple(res.weights.shape), bool(torch.allclose(res.trial_loglik.sum(1), res.loglik))
+    ((2, 100, 2), True)
     """
-    stop = batch.n_trials if stop is None else stop
+    stop = env.n_trials if stop is None else stop
+    if state is None and start == 0:
+        state = rule.initial_state(env.n_animals, w.device)
     offset = rule.policy_offset()
-    loglik = torch.zeros(batch.n_animals, dtype=w.dtype, device=w.device)
-    weights, p_right, choices = [], [], []
+    loglik = torch.zeros(env.n_animals, dtype=w.dtype, device=w.device)
+    weights, p_right, choices, trial_ll = [], [], [], []
     for t in range(start, stop):
-        x = batch.x[:, t]
+        x, correct_side, new_session, valid = env.trial(t)
         policy_w = w if offset is None else w + offset
         logit = (policy_w * x).sum(-1)
         p = torch.sigmoid(logit)
-        valid = batch.valid[:, t]
-        if generator is None:
-            y, reward = batch.y[:, t], batch.reward[:, t]
-        else:
-            y = (torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
-                 < p).to(p.dtype)
-            reward = (y == batch.correct_side[:, t]).to(p.dtype)
-        loglik = loglik - valid * F.binary_cross_entropy_with_logits(logit, y, reduction="none")
+        y, reward = env.respond(t, p)
+        ll = -valid * F.binary_cross_entropy_with_logits(logit, y, reduction="none")
+        loglik = loglik + ll
         if record:
             weights.append(policy_w)
             p_right.append(p)
             choices.append(y)
-        step = TrialStep(x, y, reward, batch.correct_side[:, t], batch.new_session[:, t], p)
-        dw, new_state = rule(w, step, state)
+            trial_ll.append(ll)
+        dw, new_state = rule(w, TrialStep(x, y, reward, correct_side, new_session, p), state)
         # no-go trials and padding leave weights and state untouched
         w = w + valid.unsqueeze(-1) * dw
         state = _keep_where(valid, new_state, state)
     result = RolloutResult(loglik=loglik, w=w, state=state)
     if record:
-        empty = batch.x.new_zeros((batch.n_animals, 0))
-        result.weights = (torch.stack(weights, 1) if weights
-                          else batch.x.new_zeros((batch.n_animals, 0, w.shape[-1])))
-        result.p_right = torch.stack(p_right, 1) if p_right else empty
-        result.y = torch.stack(choices, 1) if choices else empty
+        def stack(values, *shape):
+            return torch.stack(values, 1) if values else w.new_zeros(env.n_animals, 0, *shape)
+        result.weights = stack(weights, w.shape[-1])
+        result.p_right, result.y, result.trial_loglik = (stack(p_right), stack(choices),
+                                                         stack(trial_ll))
     return result
+
+
+def initial_weights(arrays: TrialArrays, how: str = "zero", n_trials: int = 100) -> np.ndarray:
+    """Each animal's starting weights (A, K): ``"zero"``, or ``"fitted"`` on its first trials.
+
+    See :func:`fit_initial_weights`.
+    """
+    if how == "fitted":
+        return fit_initial_weights(arrays, n_trials)
+    return np.zeros((arrays.n_animals, arrays.x.shape[-1]))
 
 
 def fit_initial_weights(arrays: TrialArrays, n_trials: int = 100, l2: float = 1.0) -> np.ndarray:
@@ -238,7 +320,7 @@ class TrainingHistory:
 
 
 def _to_numpy(state):
-    """A rule state (tensor, tuple of tensors or None) as numpy arrays."""
+    """Convert a rule state (tensor, tuple of tensors or None) to numpy arrays."""
     if state is None:
         return None
     if isinstance(state, torch.Tensor):
@@ -320,6 +402,43 @@ class ChunkRunner:
                 loss.backward()
         result = carry[0]
         return float(result.loglik.sum()), result.w, result.state
+
+
+def split_animals(n_animals: int, fraction: float,
+                  rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``fraction`` of the animals (at least one, never all) for validation.
+
+    Returns sorted indices ``(train, validation)``.
+
+    Examples
+    --------
+    >>> train, val = split_animals(5, 0.2, np.random.RandomState(0))
+    >>> len(train), len(val)
+    (4, 1)
+    """
+    if n_animals < 2:
+        raise ValueError("early_stopping needs at least 2 animals: one to validate on")
+    n_val = min(max(1, round(fraction * n_animals)), n_animals - 1)
+    order = rng.permutation(n_animals)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def progress_bar(total: int, desc: str, verbose: int) -> Callable | None:
+    """Make a ``progress`` callback of :func:`train_rule` that draws a tqdm bar (or None)."""
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="epoch")
+
+    def progress(epoch, train_loss, val_loss):
+        bar.update(1)
+        bar.set_postfix(loss=f"{train_loss:.4f}",
+                        **({} if math.isnan(val_loss) else {"val": f"{val_loss:.4f}"}))
+        if epoch + 1 >= total:
+            bar.close()
+
+    return progress
 
 
 def _mean_nll(runner: ChunkRunner, w0) -> float:

@@ -1,10 +1,12 @@
-"""The scikit-learn estimator: a learning rule over a dynamic GLM policy."""
+"""The scikit-learn estimator: a learning rule over a dynamic GLM policy.
+
+A thin adapter: it checks parameters, turns trials tables into tensors and calls the engine
+(training, the rollout) and the simulator. Saving and NWB live in :mod:`ibl_learnrules.io`.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,16 +14,14 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
-from tqdm.auto import tqdm
 
-from . import engine
-from .rules import TrialStep, get_rule_class
-from .trials import check_covariates, featurize, validate_trials
+from . import engine, simulate
+from .rules import get_rule_class, make_rule
+from .trials import check_choices, check_covariates, featurize, validate_trials
 
 __all__ = ["LearningRuleGLM"]
 
 _INIT_WEIGHTS = ("zero", "fitted")
-_SAVE_FORMAT = "ibl_learnrules.LearningRuleGLM/1"
 
 
 class LearningRuleGLM(BaseEstimator):
@@ -37,7 +37,7 @@ class LearningRuleGLM(BaseEstimator):
     rule : str
         Name of a rule from :func:`~ibl_learnrules.rules.available_rules`: ``"dnn"``,
         ``"rnn"``, ``"reinforce"``, ``"reinforce_baseline"``, ``"reward_max"``,
-        ``"prediction_error"``, ``"q_learning"`` or ``"none"`` (fixed GLM).
+        ``"prediction_error"``, ``"q_learning"``, ``"reward_history"`` or ``"none"``.
     covariates : tuple of str
         GLM covariates (see :data:`ibl_learnrules.trials.COVARIATES`).
     hidden_size : int
@@ -71,9 +71,9 @@ class LearningRuleGLM(BaseEstimator):
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     engine : {"auto", "torch", "fused"}
-        Training loop: ``"auto"`` runs the ``dnn`` and ``rnn`` rules through compiled CPU
-        kernels (same loss and gradients, many times faster) and everything else through the
-        per-trial torch loop; ``"torch"`` always uses the torch loop.
+        Training loop: ``"auto"`` runs a rule through its compiled CPU kernel when it has one
+        (every built-in rule does: same loss and gradients, many times faster) and the
+        per-trial torch loop otherwise (and on a GPU); ``"torch"`` always uses the loop.
     random_state : int, optional
         Seed of the parameter initialisation and of the validation split.
     verbose : int
@@ -143,7 +143,6 @@ class LearningRuleGLM(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ helpers
     def _check_params(self) -> None:
         get_rule_class(self.rule)
         check_covariates(self.covariates)
@@ -162,14 +161,10 @@ class LearningRuleGLM(BaseEstimator):
                              f"got {self.validation_fraction!r}")
 
     def _build_rule(self, n_weights: int):
-        cls = get_rule_class(self.rule)
         kwargs = dict(self.rule_params or {})
         if self.rule in ("dnn", "rnn"):
             kwargs.setdefault("hidden_size", self.hidden_size)
-        try:
-            return cls(n_weights, **kwargs)
-        except TypeError as err:
-            raise TypeError(f"bad rule_params for rule {self.rule!r}: {err}") from None
+        return make_rule(self.rule, n_weights, **kwargs)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "rule_"):
@@ -180,40 +175,30 @@ class LearningRuleGLM(BaseEstimator):
             raise ValueError(
                 f"the estimator was fitted with rule={self.rule_name_!r} and covariates="
                 f"{list(self.covariates_)}, but now has rule={self.rule!r} and covariates="
-                f"{list(covariates)}: call fit again after changing them"
-            )
+                f"{list(covariates)}: call fit again after changing them")
 
     def _prepare(self, X: pd.DataFrame, y=None, covariates=None):
-        """Return the validated table (index = positions in X), its arrays and tensors."""
+        """Return the validated table (index = positions in X), arrays, tensors, start weights."""
         table = validate_trials(X.reset_index(drop=True) if isinstance(X, pd.DataFrame) else X)
         if y is not None:
-            self._check_y(table, y, len(X))
-        arrays = featurize(table, covariates or self.covariates_, validated=True)
-        if self.init_weights == "fitted":
-            w0 = engine.fit_initial_weights(arrays, self.n_init_trials)
-        else:
-            w0 = np.zeros(arrays.x.shape[::2])
+            check_choices(table, y)
+        arrays = featurize(table, covariates or self.covariates_)
         device = getattr(self, "device_", None) or engine.resolve_device(self.device)
-        batch = engine.TensorBatch.from_arrays(arrays, device)
-        return table, arrays, batch, torch.as_tensor(w0, dtype=torch.float32, device=device)
+        w0 = engine.initial_weights(arrays, self.init_weights, self.n_init_trials)
+        return (table, arrays, engine.TensorBatch.from_arrays(arrays, device),
+                torch.as_tensor(w0, dtype=torch.float32, device=device))
 
-    @staticmethod
-    def _check_y(table: pd.DataFrame, y, n: int) -> None:
-        y = np.asarray(y, dtype=float).ravel()
-        if len(y) != n:
-            raise ValueError(f"y has {len(y)} values for {n} trials")
-        derived = (table["choice"].to_numpy() == -1).astype(float)
-        go = table["choice"].to_numpy() != 0
-        if not np.array_equal(y[table.index.to_numpy()][go], derived[go]):
-            raise ValueError("y disagrees with the choices in X (y = 1 means right, i.e. ALF "
-                             "choice -1); leave y out to derive it from X")
-
-    def _rollout(self, batch, w0, generator=None) -> engine.RolloutResult:
-        self.rule_.eval()
+    def _per_trial(self, X, y=None):
+        """Return the validated table, positions of its observed trials, their rollout values."""
+        self._check_fitted()
+        table, arrays, batch, w0 = self._prepare(X, y)
         with torch.no_grad():
-            return engine.rollout(self.rule_, batch, w0,
-                                  self.rule_.initial_state(batch.n_animals, w0.device),
-                                  record=True, generator=generator)
+            res = engine.rollout(self.rule_.eval(), batch, w0, record=True)
+        observed = arrays.observed
+        values = {"p": res.p_right, "w": res.weights, "loglik": res.trial_loglik}
+        values = {k: v.cpu().double().numpy()[observed] for k, v in values.items()}
+        values["loglik"][~arrays.valid[observed]] = np.nan
+        return table, table.index.to_numpy()[arrays.row_position[observed]], values
 
     # ---------------------------------------------------------------------- API
     def fit(self, X: pd.DataFrame, y=None) -> LearningRuleGLM:
@@ -232,56 +217,29 @@ class LearningRuleGLM(BaseEstimator):
         """
         self._check_params()
         covariates = check_covariates(self.covariates)
-        device = engine.resolve_device(self.device)
-        self.device_ = device
+        self.device_ = device = engine.resolve_device(self.device)
         _, arrays, batch, w0 = self._prepare(X, y, covariates)
         rng = check_random_state(self.random_state)
-        seed = int(rng.randint(2**31 - 1))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(int(rng.randint(2**31 - 1)))
             rule = self._build_rule(len(covariates)).to(device)
-
         val_batch = val_w0 = None
         if self.early_stopping:
-            n = arrays.n_animals
-            if n < 2:
-                raise ValueError("early_stopping needs at least 2 animals: one to validate on")
-            n_val = min(max(1, round(self.validation_fraction * n)), n - 1)
-            order = rng.permutation(n)
-            val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+            train, val = engine.split_animals(arrays.n_animals, self.validation_fraction, rng)
             val_batch = engine.TensorBatch.from_arrays(arrays.take(val), device)
-            val_w0 = w0[torch.as_tensor(val, device=device)]
             batch = engine.TensorBatch.from_arrays(arrays.take(train), device)
-            w0 = w0[torch.as_tensor(train, device=device)]
-
-        bar = tqdm(total=self.max_epochs, disable=not self.verbose, desc=f"fit {self.rule}",
-                   unit="epoch")
-
-        def progress(epoch, train_loss, val_loss):
-            bar.update(1)
-            bar.set_postfix(loss=f"{train_loss:.4f}",
-                            **({} if np.isnan(val_loss) else {"val": f"{val_loss:.4f}"}))
-
-        rule.train()
-        try:
-            history = engine.train_rule(
-                rule, batch, w0, max_epochs=self.max_epochs, lr=self.lr,
-                lr_schedule=self.lr_schedule, tbptt=self.tbptt, grad_clip=self.grad_clip,
-                val_batch=val_batch, val_w0=val_w0, patience=self.patience, progress=progress,
-                engine=self.engine)
-        finally:
-            bar.close()
-        self.rule_ = rule.eval()
-        self.rule_name_ = self.rule
-        self.covariates_ = covariates
+            val_w0, w0 = w0[torch.as_tensor(val)], w0[torch.as_tensor(train)]
+        history = engine.train_rule(
+            rule.train(), batch, w0, max_epochs=self.max_epochs, lr=self.lr,
+            lr_schedule=self.lr_schedule, tbptt=self.tbptt, grad_clip=self.grad_clip,
+            val_batch=val_batch, val_w0=val_w0, patience=self.patience, engine=self.engine,
+            progress=engine.progress_bar(self.max_epochs, f"fit {self.rule}", self.verbose))
+        self.rule_, self.rule_name_, self.covariates_ = rule.eval(), self.rule, covariates
         self.subjects_ = arrays.subjects
-        self.n_iter_ = len(history.train_loss)
-        self.best_epoch_ = history.best_epoch
-        self.history_ = pd.DataFrame({
-            "epoch": np.arange(self.n_iter_),
-            "train_loss": history.train_loss,
-            "val_loss": history.val_loss if history.val_loss else np.nan,
-        })
+        self.n_iter_, self.best_epoch_ = len(history.train_loss), history.best_epoch
+        self.history_ = pd.DataFrame({"epoch": np.arange(self.n_iter_),
+                                      "train_loss": history.train_loss,
+                                      "val_loss": history.val_loss or np.nan})
         self.classes_ = np.array([0, 1])
         return self
 
@@ -291,18 +249,17 @@ class LearningRuleGLM(BaseEstimator):
         Each animal is rolled forward from its starting weights with the fitted rule on its
         own trials (teacher forcing); no-go trials are left out.
         """
-        self._check_fitted()
-        _, _, batch, w0 = self._prepare(X, y)
-        res = self._rollout(batch, w0)
-        return float(res.loglik.sum() / batch.valid.sum().clamp(min=1))
+        return float(np.nanmean(self.score_samples(X, y)))
 
-    def _per_trial(self, X):
-        table, arrays, batch, w0 = self._prepare(X)
-        res = self._rollout(batch, w0)
-        observed = arrays.observed
-        rows = arrays.row_position[observed]  # positions in the sorted table
-        return table, rows, res.p_right.cpu().numpy()[observed], \
-            res.weights.cpu().numpy()[observed]
+    def score_samples(self, X: pd.DataFrame, y=None) -> np.ndarray:
+        """Log-likelihood (nats) of each trial's choice, in the row order of ``X``.
+
+        Teacher forced, as :meth:`score`; NaN on no-go trials, which carry no choice.
+        """
+        table, positions, values = self._per_trial(X, y)
+        out = np.full(len(table), np.nan)
+        out[positions] = values["loglik"]
+        return out
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Teacher-forced p(left), p(right) of every trial, in the row order of ``X``.
@@ -312,12 +269,10 @@ class LearningRuleGLM(BaseEstimator):
         ndarray (n_trials, 2)
             Columns follow ``classes_``: left (0), right (1).
         """
-        self._check_fitted()
-        table, rows, p, _ = self._per_trial(X)
+        table, positions, values = self._per_trial(X)
         out = np.empty((len(table), 2))
-        positions = table.index.to_numpy()[rows]
-        out[positions, 1] = p
-        out[positions, 0] = 1.0 - p
+        out[positions, 1] = values["p"]
+        out[positions, 0] = 1.0 - values["p"]
         return out
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -333,13 +288,12 @@ class LearningRuleGLM(BaseEstimator):
             In contract order (subject, session, trial), indexed like ``X``: ``subject``,
             ``session``, ``trial``, ``w_<covariate>`` per weight and ``p_right``.
         """
-        self._check_fitted()
-        table, rows, p, w = self._per_trial(X)
-        out = table.iloc[rows][["subject", "session", "trial"]].copy()
+        table, positions, values = self._per_trial(X)
+        out = table.loc[positions, ["subject", "session", "trial"]]
         for k, name in enumerate(self.covariates_):
-            out[f"w_{name}"] = w[:, k]
-        out["p_right"] = p
-        out.index = X.index[out.index.to_numpy()]
+            out[f"w_{name}"] = values["w"][:, k]
+        out["p_right"] = values["p"]
+        out.index = X.index[positions]
         return out
 
     def simulate(self, X_or_protocol, random_state=None) -> pd.DataFrame:
@@ -350,9 +304,9 @@ class LearningRuleGLM(BaseEstimator):
         X_or_protocol : pandas.DataFrame or dict
             A trials table whose stimuli, sessions and priors are replayed (the choices and
             rewards in it are ignored), or keyword arguments of
-            :func:`~ibl_learnrules.simulate_cohort` (``n_subjects``, ``n_trials``,
-            ``n_sessions``, ``protocol``) to run the IBL training protocol, whose repeat
-            trials then follow the model's own errors.
+            :func:`~ibl_learnrules.simulate.twins` (``n_subjects``, ``n_trials``,
+            ``n_sessions``, ``protocol``) to run the IBL training protocol from zero weights,
+            whose repeat trials and blocks then follow the model's own choices.
         random_state : int, optional
             Seed of the sampled choices.
 
@@ -364,202 +318,15 @@ class LearningRuleGLM(BaseEstimator):
         """
         self._check_fitted()
         if isinstance(X_or_protocol, pd.DataFrame):
-            return self._replay(X_or_protocol, random_state)
-        if isinstance(X_or_protocol, Mapping):
-            return self._run_protocol(dict(X_or_protocol), random_state)
-        raise TypeError("simulate needs a trials DataFrame or a dict of protocol arguments, "
-                        f"got {type(X_or_protocol).__name__}")
-
-    def _config(self) -> dict:
-        """JSON-able description of the fitted estimator (everything but the parameters)."""
-        from . import __version__
-
-        self._check_fitted()
-        params = self.get_params()
-        params["covariates"] = list(params["covariates"])
-        return {
-            "format": _SAVE_FORMAT,
-            "package_version": __version__,
-            "params": params,
-            "fitted": {
-                "rule": self.rule_name_,
-                "covariates": list(self.covariates_),
-                "subjects": list(self.subjects_),
-                "n_iter": self.n_iter_,
-                "best_epoch": self.best_epoch_,
-                "history": self.history_.to_dict(orient="list"),
-            },
-        }
-
-    @classmethod
-    def _from_config(cls, config: dict, state_dict: Mapping, device: str,
-                     allow_version_mismatch: bool, source: str) -> LearningRuleGLM:
-        """Rebuild a fitted estimator from :meth:`_config` output and the rule's state dict."""
-        from . import __version__
-
-        saved = config["package_version"]
-        if saved != __version__ and not allow_version_mismatch:
-            raise ValueError(f"{source} was saved by ibl_learnrules {saved}, this is "
-                             f"{__version__}; refit, or pass allow_version_mismatch=True to "
-                             "load it anyway")
-        params = dict(config["params"], device=device)
-        params["covariates"] = tuple(params["covariates"])
-        est = cls(**params)
-        fitted = config["fitted"]
-        est.device_ = engine.resolve_device(device)
-        est.covariates_ = tuple(fitted["covariates"])
-        rule = est._build_rule(len(est.covariates_))
-        rule.load_state_dict(state_dict)
-        est.rule_ = rule.to(est.device_).eval()
-        est.rule_name_ = fitted["rule"]
-        est.subjects_ = tuple(fitted["subjects"])
-        est.n_iter_ = fitted["n_iter"]
-        est.best_epoch_ = fitted["best_epoch"]
-        est.history_ = pd.DataFrame(fitted["history"])
-        est.classes_ = np.array([0, 1])
-        return est
-
-    # --------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
-        """Save the fitted estimator to one file: JSON configuration + torch state dict.
-
-        The file loads with ``torch.load(weights_only=True)``: no pickled code is executed.
-
-        Examples
-        --------
-        >>> import pathlib, tempfile
-        >>> from ibl_learnrules import simulate_cohort
-        >>> trials = simulate_cohort(2, n_trials=200, random_state=0)
-        >>> est = LearningRuleGLM(rule="reinforce", max_epochs=1).fit(trials)
-        >>> path = est.save(pathlib.Path(tempfile.mkdtemp()) / "reinforce.pt")
-        >>> same = LearningRuleGLM.load(path)
-        >>> bool((same.predict_proba(trials) == est.predict_proba(trials)).all())
-        True
-        """
-        config = self._config()
-        state = {k: v.detach().cpu() for k, v in self.rule_.state_dict().items()}
-        path = Path(path)
-        torch.save({"config": json.dumps(config), "state_dict": state}, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, device: str = "cpu",
-             allow_version_mismatch: bool = False) -> LearningRuleGLM:
-        """Load an estimator written by :meth:`save`.
-
-        Parameters
-        ----------
-        path : str or Path
-            File written by :meth:`save`.
-        device : str
-            Where the loaded rule lives (``"cpu"``, ``"cuda"``, ``"auto"``).
-        allow_version_mismatch : bool
-            Load a file saved by another version of the package (else ValueError).
-        """
-        try:
-            blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-            config = json.loads(blob["config"])
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError,
-                __import__("pickle").UnpicklingError) as err:
-            raise ValueError(f"{path} is not a model saved by LearningRuleGLM.save: "
-                             f"{type(err).__name__}: {err}") from None
-        if config.get("format") != _SAVE_FORMAT:
-            raise ValueError(f"{path} has format {config.get('format')!r}, expected "
-                             f"{_SAVE_FORMAT!r}")
-        return cls._from_config(config, blob["state_dict"], device, allow_version_mismatch,
-                                str(path))
-
-    @classmethod
-    def from_nwb(cls, path: str | Path, name: str | None = None, device: str = "cpu",
-                 allow_version_mismatch: bool = False) -> LearningRuleGLM:
-        """Rebuild a fitted estimator from an NWB file.
-
-        The file holds what :func:`ibl_learnrules.io.nwb.write_results` wrote.
-
-        Parameters
-        ----------
-        path : str or Path
-            NWB file holding a ``LearningRuleModel`` in its ``behavior`` module.
-        name : str, optional
-            The container's name (``learning_rule_<rule>``); needed when the file holds more
-            than one fitted rule.
-        device, allow_version_mismatch
-            As in :meth:`load`.
-
-        Returns
-        -------
-        LearningRuleGLM
-            Fitted, with predictions equal to the estimator that was written.
-        """
-        from .io.nwb import read_model
-
-        return read_model(path, name=name, device=device,
-                          allow_version_mismatch=allow_version_mismatch)
-
-    def _replay(self, X, random_state) -> pd.DataFrame:
-        table, arrays, batch, w0 = self._prepare(X)
-        generator = torch.Generator(device=batch.x.device)
-        generator.manual_seed(int(check_random_state(random_state).randint(2**31 - 1)))
-        res = self._rollout(batch, w0, generator=generator)
-        observed = arrays.observed
-        rows = arrays.row_position[observed]
-        y = res.y.cpu().numpy()[observed]
-        out = table.iloc[rows].copy()
-        go = out["choice"].to_numpy() != 0
-        out["choice"] = np.where(go, np.where(y == 1, -1, 1), 0)
-        right = out["contrastRight"].notna().to_numpy()
-        out["feedbackType"] = np.where(go & ((y == 1) == right), 1, -1)
-        w = res.weights.cpu().numpy()[observed]
-        for k, name in enumerate(self.covariates_):
-            out[f"w_{name}"] = w[:, k]
-        return out
-
-    def _run_protocol(self, protocol: dict, random_state) -> pd.DataFrame:
-        from .simulate import simulate_cohort
-
-        unknown = set(protocol) - {"n_subjects", "n_trials", "n_sessions", "protocol"}
-        if unknown:
-            raise ValueError(f"unknown protocol argument(s) {sorted(unknown)}; use n_subjects, "
-                             "n_trials, n_sessions, protocol")
-        if self.init_weights == "fitted":
-            raise ValueError("protocol simulation starts from zero weights; it is not defined "
-                             "for init_weights='fitted' (replay a trials table instead)")
-        learner = _RuleLearner(self.rule_)
-        table = simulate_cohort(protocol.pop("n_subjects", 1), rule=learner,
-                                random_state=random_state, covariates=self.covariates_,
-                                w0=learner.start_weights(), **protocol)
-        return table.rename(columns={f"true_w_{c}": f"w_{c}" for c in self.covariates_})
-
-
-class _RuleLearner:
-    """A fitted torch rule seen as a :class:`~ibl_learnrules.simulate.Learner` (one animal).
-
-    The simulator tracks the policy's weights; the rule's own weights are those minus its
-    constant policy offset.
-    """
-
-    def __init__(self, rule):
-        self.rule = rule
-        param = next(rule.parameters(), None)
-        self.device = param.device if param is not None else torch.device("cpu")
-        offset = rule.policy_offset()
-        self.offset = (np.zeros(rule.n_weights) if offset is None
-                       else offset.detach().cpu().numpy().astype(float))
-
-    def start_weights(self) -> np.ndarray:
-        return self.offset.copy()
-
-    def initial_state(self):
-        return self.rule.initial_state(1, self.device)
-
-    def delta_w(self, w, x, y, reward, correct_side=None, new_session=None, state=None):
-        def t(v):
-            return torch.tensor(np.atleast_1d(np.asarray(v, dtype=np.float32)),
-                                device=self.device)
-        w_rule = t(w - self.offset)[None]
-        logit = float(np.dot(w, x))
-        step = TrialStep(t(x)[None], t(y), t(reward), t(correct_side), t(new_session),
-                                t(1.0 / (1.0 + np.exp(-logit))))
-        with torch.no_grad():
-            dw, state = self.rule(w_rule, step, state)
-        return dw[0].cpu().numpy().astype(float), state
+            table, arrays, _, w0 = self._prepare(X_or_protocol)
+            out = simulate.replay(self.rule_, table, arrays, w0, random_state)
+        elif isinstance(X_or_protocol, Mapping):
+            if self.init_weights == "fitted":
+                raise ValueError("protocol simulation starts from zero weights; it is not "
+                                 "defined for init_weights='fitted' (replay a trials table)")
+            out = simulate.twins(self.rule_, self.covariates_, random_state=random_state,
+                                 **X_or_protocol)
+        else:
+            raise TypeError("simulate needs a trials DataFrame or a dict of protocol "
+                            f"arguments, got {type(X_or_protocol).__name__}")
+        return out.rename(columns={f"true_w_{c}": f"w_{c}" for c in self.covariates_})

@@ -41,19 +41,21 @@ def per_animal_scores(estimator: LearningRuleGLM, trials: pd.DataFrame,
     -------
     pandas.DataFrame
         One row per animal: ``subject``, ``n_trials`` (scored trials with a choice),
-        ``loglik`` (mean nats per trial), ``bits`` (information gain over a fair coin in
-        bits per trial, ``(loglik + ln 2) / ln 2``) and ``accuracy``.
+        ``loglik`` (mean nats per trial, from :meth:`LearningRuleGLM.score_samples`), ``bits``
+        (information gain over a fair coin in bits per trial, ``(loglik + ln 2) / ln 2``) and
+        ``accuracy`` (share of trials whose observed choice the model gave more than even
+        odds; a tie counts half).
     """
-    proba = estimator.predict_proba(trials)[:, 1]
-    choice = trials["choice"].to_numpy()
-    keep = choice != 0
+    loglik = estimator.score_samples(trials)  # NaN on no-go trials
+    keep = ~np.isnan(loglik)
     if score_mask is not None:
         keep &= np.asarray(score_mask, dtype=bool)
-    y = (choice == -1).astype(float)
-    p = np.clip(proba, 1e-12, 1 - 1e-12)
-    ll = np.where(y == 1, np.log(p), np.log1p(-p))
-    frame = pd.DataFrame({"subject": trials["subject"].astype(str).to_numpy(), "ll": ll,
-                          "hit": (proba > 0.5) == (y == 1)})[keep]
+    # the prediction is right when the observed choice got more than even odds (a tie: half)
+    p_observed = np.exp(loglik)
+    tie = np.isclose(p_observed, 0.5, rtol=0.0, atol=1e-6)
+    hit = np.where(tie, 0.5, p_observed > 0.5)
+    frame = pd.DataFrame({"subject": trials["subject"].astype(str).to_numpy(), "ll": loglik,
+                          "hit": hit})[keep]
     out = frame.groupby("subject", sort=False).agg(n_trials=("ll", "size"), loglik=("ll", "mean"),
                                                    accuracy=("hit", "mean")).reset_index()
     out["bits"] = (out["loglik"] + _LN2) / _LN2

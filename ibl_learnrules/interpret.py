@@ -1,7 +1,8 @@
 """Read a learning rule: weight-update grids, reward-history conditioning, psychometrics.
 
-Questions a fitted rule should answer, each with the same code for the inferred rule and
-for a ground-truth learner of :mod:`ibl_learnrules.simulate`:
+Questions a fitted rule should answer, each with the same code for the inferred rule and for
+a ground-truth rule (a :class:`~ibl_learnrules.rules.LearningRule` with known parameters, as
+:mod:`ibl_learnrules.simulate` uses): both run the engine's one rollout.
 
 * how one trial moves the weights, as a function of stimulus, choice, reward and the
   current weights (:func:`delta_w_grid`);
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .engine import TensorBatch, initial_weights, rollout
 from .estimator import LearningRuleGLM
 from .rules.base import LearningRule, TrialStep
 from .trials import TrialArrays, check_covariates, covariate_matrix, featurize, validate_trials
@@ -54,7 +56,7 @@ def _sigmoid(z):
 
 
 def _resolve(model, covariates) -> tuple[object, tuple[str, ...]]:
-    """Return ``(rule, covariates)``: a torch rule or a learner with ``delta_w``."""
+    """Return ``(rule, covariates)`` of a fitted estimator or a rule."""
     if isinstance(model, LearningRuleGLM):
         model._check_fitted()
         if covariates is not None and check_covariates(covariates) != model.covariates_:
@@ -67,10 +69,8 @@ def _resolve(model, covariates) -> tuple[object, tuple[str, ...]]:
             raise ValueError(f"the rule has {model.n_weights} weights but {len(covariates)} "
                              f"covariates were given: {list(covariates)}")
         return model, covariates
-    if callable(getattr(model, "delta_w", None)):
-        return model, covariates
-    raise TypeError("expected a fitted LearningRuleGLM, a LearningRule or a ground-truth learner "
-                    f"with a delta_w method, got {type(model).__name__}")
+    raise TypeError("expected a fitted LearningRuleGLM or a LearningRule, got "
+                    f"{type(model).__name__}")
 
 
 # ----------------------------------------------------------------------------- Δw grid
@@ -100,26 +100,29 @@ def _binary_axis(name: str, values) -> np.ndarray:
     return values
 
 
+def _exact_copy(rule: LearningRule) -> LearningRule:
+    """Copy a rule to float64 on the CPU: results exact to rounding, wherever it was fitted."""
+    return copy.deepcopy(rule).to(device="cpu", dtype=torch.float64).eval()
+
+
+def _offset(rule: LearningRule, n_weights: int) -> np.ndarray:
+    offset = rule.policy_offset()
+    return np.zeros(n_weights) if offset is None else offset.detach().cpu().double().numpy()
+
+
 def _evaluate(rule, w, x, y, reward, correct_side, new_session) -> np.ndarray:
     """Update of every row of the grid, from the rule's initial state."""
-    if isinstance(rule, LearningRule):
-        # a float64 CPU copy: the grid is then exact to rounding, wherever the rule was fitted
-        rule = copy.deepcopy(rule).to(device="cpu", dtype=torch.float64).eval()
-        offset = rule.policy_offset()
-        offset = np.zeros(w.shape[1]) if offset is None else offset.detach().numpy()
-        p = _sigmoid(np.sum(w * x, axis=-1))
+    rule = _exact_copy(rule)
+    p = _sigmoid(np.sum(w * x, axis=-1))
 
-        def t(a):
-            return torch.as_tensor(np.asarray(a, dtype=float))
+    def t(a):
+        return torch.as_tensor(np.asarray(a, dtype=float))
 
-        step = TrialStep(t(x), t(y), t(reward), t(correct_side), t(new_session), t(p))
-        with torch.no_grad():
-            # the rule sees its own weights: the policy's minus its constant offset
-            dw, _ = rule(t(w - offset), step, rule.initial_state(len(w)))
-        return dw.numpy()
-    dw, _ = rule.delta_w(w, x, y, reward, correct_side=correct_side, new_session=new_session,
-                         state=rule.initial_state())
-    return np.broadcast_to(np.asarray(dw, dtype=float), w.shape)
+    step = TrialStep(t(x), t(y), t(reward), t(correct_side), t(new_session), t(p))
+    with torch.no_grad():
+        # the rule sees its own weights: the policy's minus its constant offset
+        dw, _ = rule(t(w - _offset(rule, w.shape[1])), step, rule.initial_state(len(w)))
+    return dw.numpy()
 
 
 def delta_w_grid(
@@ -138,9 +141,9 @@ def delta_w_grid(
 
     Parameters
     ----------
-    rule : LearningRuleGLM, LearningRule or Learner
-        A fitted estimator (its ``rule_`` and ``covariates_`` are used), a rule module, or a
-        ground-truth learner of :mod:`ibl_learnrules.simulate` (``Reinforce``, ...).
+    rule : LearningRuleGLM or LearningRule
+        A fitted estimator (its ``rule_`` and ``covariates_`` are used) or a rule, e.g. a
+        ground truth such as ``Reinforce(2, alpha=0.1)``.
     stimulus : sequence of float
         Signed contrasts ``cR - cL`` in [-1, 1]; positive = right. The stimulus, and so the
         correct side, is on the right for positive values and on the left for negative ones;
@@ -155,8 +158,8 @@ def delta_w_grid(
         Current (policy) weights: zero by default; a mapping ``{covariate: values}`` (grid of
         their product, unnamed covariates at 0); or an array of weight vectors ``(n, K)``.
     covariates : sequence of str, optional
-        Covariates of a learner or rule module (default ``("stimulus", "bias")``); an
-        estimator's own are used and may not be changed.
+        Covariates of a rule (default ``("stimulus", "bias")``); an estimator's own are used
+        and may not be changed.
     history : mapping, optional
         Values of the history covariates ``prev_choice`` / ``prev_reward_side`` (+1 right,
         -1 left, 0 none), which the stimulus does not determine: each becomes a grid axis.
@@ -176,15 +179,15 @@ def delta_w_grid(
 
     Notes
     -----
-    A rule with memory (``rnn``, ``q_learning``, a learner with state) is evaluated from its
+    A rule with memory (``rnn``, ``q_learning``, ``reward_history``) is evaluated from its
     initial state: the grid shows the update **from a fresh memory**, i.e. at the first trial
     it sees. What the update becomes after a history of trials is the job of
     :func:`reward_history_updates`.
 
     Examples
     --------
-    >>> from ibl_learnrules.simulate import Reinforce
-    >>> grid = delta_w_grid(Reinforce(alpha=0.1), stimulus=[1.0], choice=[1], reward=[1])
+    >>> from ibl_learnrules.rules import Reinforce
+    >>> grid = delta_w_grid(Reinforce(2, alpha=0.1), stimulus=[1.0], choice=[1], reward=[1])
     >>> grid[["dw_stimulus", "dw_bias"]].round(3).values.tolist()
     [[0.05, 0.05]]
     """
@@ -259,7 +262,7 @@ def expected_update(rule, weights=None, stimuli=None,
 
     Parameters
     ----------
-    rule : LearningRuleGLM, LearningRule or Learner
+    rule : LearningRuleGLM or LearningRule
         As in :func:`delta_w_grid` (rules with memory are evaluated from a fresh memory).
     weights : None, mapping or array-like
         Current policy weights, as in :func:`delta_w_grid`.
@@ -276,8 +279,8 @@ def expected_update(rule, weights=None, stimuli=None,
 
     Examples
     --------
-    >>> from ibl_learnrules.simulate import Reinforce
-    >>> field = expected_update(Reinforce(alpha=0.1), weights={"stimulus": [0.0, 2.0]},
+    >>> from ibl_learnrules.rules import Reinforce
+    >>> field = expected_update(Reinforce(2, alpha=0.1), weights={"stimulus": [0.0, 2.0]},
     ...                         stimuli={-1.0: 0.5, 1.0: 0.5})
     >>> field["dw_stimulus"].round(4).tolist()
     [0.025, 0.0105]
@@ -302,39 +305,22 @@ def expected_update(rule, weights=None, stimuli=None,
 
 
 # ----------------------------------------------------------------- reward history
-def _learner_rollout(learner, arrays: TrialArrays, w0: np.ndarray):
-    """Teacher-forced weights before each trial (A, T, K), p(right) and updates of a learner."""
-    shape = arrays.x.shape
-    weights, dws = np.zeros(shape), np.zeros(shape)
-    p_right = np.zeros(shape[:2])
-    for a in range(arrays.n_animals):
-        w, state = np.array(w0[a], dtype=float), learner.initial_state()
-        for t in range(int(arrays.lengths[a])):
-            x = arrays.x[a, t]
-            weights[a, t], p_right[a, t] = w, _sigmoid(w @ x)
-            if not arrays.valid[a, t]:  # no-go: no update, memory untouched (as the engine)
-                continue
-            dw, state = learner.delta_w(w, x, arrays.y[a, t], arrays.reward[a, t],
-                                        correct_side=arrays.correct_side[a, t],
-                                        new_session=arrays.new_session[a, t], state=state)
-            dws[a, t] = dw
-            w = w + dws[a, t]
-    return weights, p_right, dws
+def _teacher_forced(rule: LearningRule, arrays: TrialArrays, w0_policy: np.ndarray):
+    """Policy weights before each trial (A, T, K), p(right) and each trial's update.
 
-
-def _estimator_rollout(est: LearningRuleGLM, trials: pd.DataFrame):
-    """Teacher-forced policy weights, p(right) and updates of a fitted estimator."""
-    table, arrays, batch, w0 = est._prepare(trials)
-    res = est._rollout(batch, w0)
-    weights = res.weights.cpu().double().numpy()
-    offset = est.rule_.policy_offset()
-    final = res.w.cpu().double().numpy()
-    if offset is not None:
-        final = final + offset.detach().cpu().double().numpy()
+    The engine's rollout of an exact copy of ``rule`` on the animals' own choices, from
+    policy weights ``w0_policy`` (A, K).
+    """
+    rule = _exact_copy(rule)
+    offset = _offset(rule, arrays.x.shape[-1])
+    batch = TensorBatch.from_arrays(arrays, torch.device("cpu"), dtype=torch.float64)
+    with torch.no_grad():
+        res = rollout(rule, batch, torch.as_tensor(w0_policy - offset), record=True)
+    weights = res.weights.numpy()
     # dw_t = w_{t+1} - w_t; padding and no-go trials leave the weights unchanged, so the
     # weights after an animal's last trial are its final ones
-    after = np.concatenate([weights[:, 1:], final[:, None]], axis=1)
-    return table, arrays, weights, res.p_right.cpu().double().numpy(), after - weights
+    after = np.concatenate([weights[:, 1:], (res.w.numpy() + offset)[:, None]], axis=1)
+    return weights, res.p_right.numpy(), after - weights
 
 
 def _contexts(table: pd.DataFrame, k: int) -> np.ndarray:
@@ -366,16 +352,16 @@ def reward_history_updates(
 
     Parameters
     ----------
-    model : LearningRuleGLM or Learner
-        A fitted estimator, or a ground-truth learner of :mod:`ibl_learnrules.simulate` (it
-        starts from the table's ``true_w_<covariate>`` at each animal's first trial when
-        present, as for a simulated cohort, else from zero).
+    model : LearningRuleGLM or LearningRule
+        A fitted estimator (its animals start as in its ``score``), or a rule, e.g. the
+        ground truth of a simulated cohort (it starts from the table's
+        ``true_w_<covariate>`` at each animal's first trial when present, else from zero).
     trials : pandas.DataFrame
         Trials table.
     k : int
         Number of previous trials that define the context.
     covariates : sequence of str, optional
-        Covariates of a learner (default ``("stimulus", "bias")``).
+        Covariates of a rule (default ``("stimulus", "bias")``).
 
     Returns
     -------
@@ -392,29 +378,27 @@ def reward_history_updates(
     Examples
     --------
     >>> from ibl_learnrules import simulate_cohort
-    >>> from ibl_learnrules.simulate import ReinforceBaseline
+    >>> from ibl_learnrules.rules import ReinforceBaseline
     >>> trials = simulate_cohort(1, "reinforce_baseline", n_trials=300, random_state=0)
-    >>> updates = reward_history_updates(ReinforceBaseline(), trials, k=3)
+    >>> updates = reward_history_updates(ReinforceBaseline(2, alpha=0.003), trials, k=3)
     >>> sorted(updates["context"].unique())
     ['mixed', 'rewarded', 'start', 'unrewarded']
     """
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     rule, covariates = _resolve(model, covariates)
+    table = validate_trials(trials.reset_index(drop=True))
+    arrays = featurize(table, covariates, warn_nogo=False)
+    true = [f"true_w_{c}" for c in covariates]
     if isinstance(model, LearningRuleGLM):
-        table, arrays, weights, p_right, dw = _estimator_rollout(model, trials)
-    elif isinstance(rule, LearningRule):
-        raise TypeError("a bare LearningRule has no starting weights: wrap it in a fitted "
-                        "LearningRuleGLM, or pass a ground-truth learner")
+        w0 = initial_weights(arrays, model.init_weights, model.n_init_trials)
+        w0 = w0 + _offset(rule, len(covariates))
+    elif all(c in table.columns for c in true):
+        w0 = table.groupby("subject", sort=False)[true].first().loc[
+            list(arrays.subjects)].to_numpy(dtype=float)
     else:
-        table = validate_trials(trials.reset_index(drop=True))
-        arrays = featurize(table, covariates, validated=True, warn_nogo=False)
-        true = [f"true_w_{c}" for c in covariates]
         w0 = np.zeros((arrays.n_animals, len(covariates)))
-        if all(c in table.columns for c in true):
-            w0 = table.groupby("subject", sort=False)[true].first().loc[
-                list(arrays.subjects)].to_numpy(dtype=float)
-        weights, p_right, dw = _learner_rollout(rule, arrays, w0)
+    weights, p_right, dw = _teacher_forced(rule, arrays, w0)
     keep = arrays.valid
     rows = arrays.row_position[keep]
     out = table.iloc[rows][["subject", "session", "trial"]].copy()

@@ -156,8 +156,8 @@ def plot_delta_w_grid(grid: pd.DataFrame, covariate: str | None = None, ax=None)
     Examples
     --------
     >>> from ibl_learnrules.interpret import delta_w_grid
-    >>> from ibl_learnrules.simulate import Reinforce
-    >>> ax = plot_delta_w_grid(delta_w_grid(Reinforce(alpha=0.1)), covariate="bias")
+    >>> from ibl_learnrules.rules import Reinforce
+    >>> ax = plot_delta_w_grid(delta_w_grid(Reinforce(2, alpha=0.1)), covariate="bias")
     >>> sorted(line.get_gid() for line in ax.lines if line.get_gid())[:2]
     ['choice=0,reward=0', 'choice=0,reward=1']
     """
@@ -222,9 +222,10 @@ def plot_reward_history(summary_or_updates: pd.DataFrame, covariate: str | None 
     --------
     >>> from ibl_learnrules import simulate_cohort
     >>> from ibl_learnrules.interpret import reward_history_updates
-    >>> from ibl_learnrules.simulate import RewardHistoryReinforce
+    >>> from ibl_learnrules.simulate import ground_truth_rule
     >>> trials = simulate_cohort(1, "reward_history", n_trials=500, random_state=0)
-    >>> ax = plot_reward_history(reward_history_updates(RewardHistoryReinforce(), trials))
+    >>> truth = ground_truth_rule("reward_history", 2)
+    >>> ax = plot_reward_history(reward_history_updates(truth, trials))
     >>> [c.get_label() for c in ax.containers]
     ['unrewarded trial', 'rewarded trial']
     """

@@ -1,8 +1,12 @@
-"""IBL training protocol simulator and ground-truth learners.
+"""The IBL training protocol, run free by the engine: simulated mice and a rule's twins.
 
 A simulated mouse follows the GLM policy ``p(right) = sigmoid(w . x)`` and changes ``w``
-after every trial with a known learning rule. The protocol reproduces the parts of IBL's
-training that shape the data a learning rule is inferred from:
+after every trial with a learning rule: any :class:`~ibl_learnrules.rules.LearningRule`,
+with known parameters (a ground truth, e.g. ``Reinforce(2, alpha=0.01)``) or fitted. The
+trials come from :class:`Protocol`, an environment of :func:`ibl_learnrules.engine.rollout`
+vectorised over animals, which decides each animal's next stimulus from its own choices.
+It reproduces the parts of IBL's training that shape the data a learning rule is inferred
+from:
 
 * contrasts introduced in stages: {1, 0.5}, then 0.25, 0.125, then 0.0625 and 0, and finally
   0.5 dropped; a mouse moves one stage on after a session with at least
@@ -18,23 +22,26 @@ training that shape the data a learning rule is inferred from:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import copy
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
+from .engine import Replay, Stimulus, TensorBatch, rollout
+from .rules import RULES, LearningRule, available_rules, make_rule
 from .trials import check_covariates, covariate_matrix
 
 __all__ = [
-    "Learner",
-    "Reinforce",
-    "ReinforceBaseline",
-    "RewardHistoryReinforce",
-    "LEARNERS",
+    "GROUND_TRUTH_DEFAULTS",
     "CONTRAST_STAGES",
-    "simulate_cohort",
+    "Protocol",
+    "ground_truth_rule",
+    "replay",
     "run_protocol",
+    "simulate_cohort",
+    "twins",
 ]
 
 CONTRAST_STAGES = (
@@ -51,144 +58,52 @@ SESSION_LENGTH_RANGE = (300, 900)
 DEFAULT_N_SESSIONS = 15
 _PROTOCOLS = ("training", "biased")
 
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-class Learner:
-    """A ground-truth learning rule: the weight update after one trial.
-
-    Subclasses implement :meth:`delta_w`. All arrays broadcast, so the same method steps one
-    simulated mouse and evaluates a whole grid of (weights, stimulus, choice, reward).
-    """
-
-    def initial_state(self):
-        """State carried between trials (``None`` for Markovian rules)."""
-        return None
-
-    def delta_w(self, w, x, y, reward, correct_side=None, new_session=None, state=None):
-        """Return ``(dw, new_state)`` for a trial.
-
-        Parameters
-        ----------
-        w, x : ndarray (..., K)
-            Weights before the trial and its covariates.
-        y : ndarray (...)
-            Choice, 1 = right, 0 = left.
-        reward : ndarray (...)
-            1 rewarded, 0 not.
-        correct_side : ndarray (...), optional
-            1 when right was rewarded.
-        new_session : ndarray (...), optional
-            1 on the first trial of a session.
-        state : optional
-            The learner's state before the trial.
-        """
-        raise NotImplementedError
-
-
-@dataclass
-class Reinforce(Learner):
-    """REINFORCE: ``dw = alpha * r * (y - p) * x``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> dw, _ = Reinforce(alpha=0.1).delta_w(np.zeros(2), np.ones(2), 1.0, 1.0)
-    >>> dw
-    array([0.05, 0.05])
-    """
-
-    alpha: float | Sequence[float] = 0.003
-
-    def delta_w(self, w, x, y, reward, correct_side=None, new_session=None, state=None):
-        """See :meth:`Learner.delta_w`."""
-        p = _sigmoid(np.sum(w * x, axis=-1))
-        factor = np.asarray(reward) * (np.asarray(y) - p)
-        return np.asarray(self.alpha) * factor[..., None] * x, state
-
-
-@dataclass
-class ReinforceBaseline(Learner):
-    """REINFORCE with a reward baseline: ``dw = alpha * (r - beta) * (y - p) * x``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> dw, _ = ReinforceBaseline(alpha=0.1, beta=0.5).delta_w(np.zeros(2), np.ones(2), 0.0, 0.0)
-    >>> dw
-    array([0.025, 0.025])
-    """
-
-    alpha: float | Sequence[float] = 0.003
-    beta: float | Sequence[float] = 0.5
-
-    def delta_w(self, w, x, y, reward, correct_side=None, new_session=None, state=None):
-        """See :meth:`Learner.delta_w`."""
-        p = _sigmoid(np.sum(w * x, axis=-1))
-        scale = (np.asarray(reward)[..., None] - np.asarray(self.beta))
-        return np.asarray(self.alpha) * scale * (np.asarray(y) - p)[..., None] * x, state
-
-
-@dataclass
-class RewardHistoryReinforce(Learner):
-    """REINFORCE with baseline whose step grows with the run of rewards before the trial.
-
-    ``dw = alpha * (1 + gamma * min(run, max_run)) * (r - beta) * (y - p) * x``, where ``run``
-    counts the consecutive rewarded trials just before this one in the session (the state).
-    A Markovian rule cannot see ``run``; a recurrent rule can.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rule = RewardHistoryReinforce(alpha=0.1, beta=0.0, gamma=1.0)
-    >>> dw, run = rule.delta_w(np.zeros(1), np.ones(1), 1.0, 1.0, state=3)
-    >>> dw, run
-    (array([0.2]), 4)
-    """
-
-    alpha: float | Sequence[float] = 0.002
-    beta: float | Sequence[float] = 0.5
-    gamma: float = 0.5
-    max_run: int = 10
-
-    def initial_state(self):
-        """Run length 0."""
-        return 0
-
-    def delta_w(self, w, x, y, reward, correct_side=None, new_session=None, state=None):
-        """See :meth:`Learner.delta_w`; ``state`` is the run of rewards before the trial."""
-        run = np.asarray(0 if state is None else state)
-        if new_session is not None:
-            run = np.where(np.asarray(new_session) > 0, 0, run)
-        p = _sigmoid(np.sum(w * x, axis=-1))
-        gain = 1.0 + self.gamma * np.minimum(run, self.max_run)
-        scale = gain[..., None] * (np.asarray(reward)[..., None] - np.asarray(self.beta))
-        dw = np.asarray(self.alpha) * scale * (np.asarray(y) - p)[..., None] * x
-        new_run = np.where(np.asarray(reward) > 0, run + 1, 0)
-        return dw, (new_run.item() if new_run.ndim == 0 else new_run)
-
-
-LEARNERS = {
-    "reinforce": Reinforce,
-    "reinforce_baseline": ReinforceBaseline,
-    "reward_history": RewardHistoryReinforce,
+#: Parameters of the ground-truth rules when a simulation names a rule without giving them:
+#: slow enough that a simulated mouse takes most of its 15 sessions to learn, as mice do.
+GROUND_TRUTH_DEFAULTS: dict[str, dict] = {
+    "reinforce": {"alpha": 0.003},
+    "reinforce_baseline": {"alpha": 0.003, "beta": 0.5},
+    "reward_history": {"alpha": 0.002, "beta": 0.5, "gamma": 0.5},
 }
 
 
-def _make_learner(rule, rule_params) -> Learner:
-    if isinstance(rule, Learner) or hasattr(rule, "delta_w"):
+def ground_truth_rule(rule: str | LearningRule, n_weights: int,
+                      rule_params: Mapping | None = None) -> LearningRule:
+    """Build a learning rule with known parameters for simulation: float64, on the CPU.
+
+    Parameters
+    ----------
+    rule : str or LearningRule
+        A registered rule name (its parameters from ``rule_params``, else
+        :data:`GROUND_TRUTH_DEFAULTS`, else the class defaults), or a rule instance (copied).
+    n_weights : int
+        Number of GLM weights.
+    rule_params : dict, optional
+        Keyword arguments of the rule's class, e.g. ``{"alpha": 0.01}``.
+
+    Examples
+    --------
+    >>> ground_truth_rule("reinforce", 2).alpha.tolist()
+    [0.003, 0.003]
+    """
+    if isinstance(rule, LearningRule):
         if rule_params:
-            raise ValueError("rule parameters are given twice: in the learner and as keywords")
-        return rule
-    if rule not in LEARNERS:
-        raise ValueError(f"unknown simulated rule {rule!r}; choose from {list(LEARNERS)} "
-                         "or pass a Learner")
-    try:
-        return LEARNERS[rule](**rule_params)
-    except TypeError as err:
-        raise TypeError(f"bad parameters for rule {rule!r}: {err}") from None
+            raise ValueError("rule parameters are given twice: in the rule and as keywords")
+        if rule.n_weights != n_weights:
+            raise ValueError(f"the rule has {rule.n_weights} weights for {n_weights} covariates")
+        instance = copy.deepcopy(rule)
+    else:
+        if rule not in RULES:
+            raise ValueError(f"unknown simulated rule {rule!r}; choose from {available_rules()} "
+                             "or pass a LearningRule")
+        params = dict(rule_params) if rule_params else dict(GROUND_TRUTH_DEFAULTS.get(rule, {}))
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)  # known parameters stay exact (0.003, not ~)
+        try:
+            instance = make_rule(rule, n_weights, **params)
+        finally:
+            torch.set_default_dtype(default)
+    return instance.to(device="cpu", dtype=torch.float64).eval().requires_grad_(False)
 
 
 def _contrast_draw(stage: int, u: np.ndarray) -> np.ndarray:
@@ -210,90 +125,276 @@ def _block_probabilities(n: int, rng: np.random.Generator) -> np.ndarray:
     return p_left
 
 
+class Protocol:
+    """The IBL training protocol as an environment of :func:`~ibl_learnrules.engine.rollout`.
+
+    Session lengths are drawn up front; stimuli are drawn trial by trial from each animal's
+    stage, repeats and blocks, all of which follow its own sampled choices. Vectorised over
+    animals; each animal draws from its own generator, so an animal's data do not depend on
+    the size of its cohort.
+
+    Parameters
+    ----------
+    rngs : sequence of numpy.random.Generator
+        One generator per animal.
+    n_trials, n_sessions : int, optional
+        Limits per animal (see :func:`simulate_cohort`).
+    protocol : {"training", "biased"}
+        ``"biased"`` adds biased blocks once an animal is trained.
+    covariates : sequence of str
+        GLM covariates.
+    dtype : torch.dtype
+        Of the tensors handed to the rollout.
+    """
+
+    _RECORDED = ("contrastLeft", "contrastRight", "choice", "feedbackType", "probabilityLeft")
+
+    def __init__(self, rngs: Sequence[np.random.Generator], *, n_trials: int | None = None,
+                 n_sessions: int | None = None, protocol: str = "training",
+                 covariates: Sequence[str] = ("stimulus", "bias"),
+                 dtype: torch.dtype = torch.float64):
+        if n_trials is None and n_sessions is None:
+            n_sessions = DEFAULT_N_SESSIONS
+        self.rngs, self.covariates, self.dtype = list(rngs), tuple(covariates), dtype
+        self.biased_protocol = protocol == "biased"
+        self.n_animals = len(self.rngs)
+        lengths = [self._session_lengths(rng, n_trials, n_sessions) for rng in self.rngs]
+        totals = np.array([sum(ls) for ls in lengths])
+        self.n_trials = int(totals.max())
+        shape = (self.n_animals, self.n_trials)
+        self.valid = np.arange(self.n_trials) < totals[:, None]
+        self.session_idx = np.full(shape, -1)
+        self.trial_idx = np.full(shape, -1)
+        for a, ls in enumerate(lengths):
+            self.session_idx[a, :totals[a]] = np.repeat(np.arange(len(ls)), ls)
+            self.trial_idx[a, :totals[a]] = np.concatenate([np.arange(n) for n in ls])
+        self.new_session = self.trial_idx == 0
+        last = np.zeros(shape, dtype=bool)
+        last[:, :-1] = self.new_session[:, 1:]
+        last[np.arange(self.n_animals), totals - 1] = True
+        self.session_end = last & self.valid
+        # uniforms for side, contrast and choice, in each animal's own stream
+        self.uniforms = np.zeros((3,) + shape)
+        for a, rng in enumerate(self.rngs):
+            self.uniforms[:, a, :totals[a]] = rng.random((3, totals[a]))
+        self.p_left = np.full(shape, 0.5)
+        self.record = {name: np.full(shape, np.nan) for name in self._RECORDED}
+        zeros = np.zeros(self.n_animals)
+        self.stage = zeros.astype(int)
+        self.trained = zeros.astype(bool)
+        self.biased = zeros.astype(bool)  # the current session has blocks
+        self.repeat = zeros.astype(bool)
+        self.contrast, self.right = zeros.copy(), zeros.astype(bool)
+        self.prev_choice, self.prev_side = zeros.copy(), zeros.copy()
+        self.n_easy, self.n_easy_correct = zeros.copy(), zeros.copy()
+
+    @staticmethod
+    def _session_lengths(rng, n_trials, n_sessions) -> list[int]:
+        total = np.inf if n_trials is None else n_trials
+        max_sessions = np.inf if n_sessions is None else n_sessions
+        lengths: list[int] = []
+        while sum(lengths) < total and len(lengths) < max_sessions:
+            drawn = rng.integers(SESSION_LENGTH_RANGE[0], SESSION_LENGTH_RANGE[1] + 1)
+            lengths.append(int(min(drawn, total - sum(lengths))))
+        return lengths
+
+    def _tensor(self, values) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values, dtype=float), dtype=self.dtype)
+
+    def trial(self, t: int) -> Stimulus:
+        """Draw trial ``t`` of every animal from its stage, repeat state and block."""
+        new = self.new_session[:, t]
+        if new.any():
+            self._start_sessions(np.flatnonzero(new), t)
+        u_side, u_contrast = self.uniforms[0, :, t], self.uniforms[1, :, t]
+        contrast = np.empty(self.n_animals)
+        for stage in np.unique(self.stage):
+            animals = self.stage == stage
+            contrast[animals] = _contrast_draw(stage, u_contrast[animals])
+        p_left = self.p_left[:, t]
+        fresh = ~self.repeat
+        self.contrast = np.where(fresh, contrast, self.contrast)
+        self.right = np.where(fresh, u_side >= p_left, self.right)
+        self.record["probabilityLeft"][:, t] = np.where(fresh, p_left,
+                                                        np.where(self.right, 0.0, 1.0))
+        c_left = np.where(self.right, np.nan, self.contrast)
+        c_right = np.where(self.right, self.contrast, np.nan)
+        self.record["contrastLeft"][:, t], self.record["contrastRight"][:, t] = c_left, c_right
+        x = covariate_matrix(self.covariates, c_left, c_right, self.prev_choice, self.prev_side)
+        return Stimulus(self._tensor(x), self._tensor(self.right), self._tensor(new),
+                        self._tensor(self.valid[:, t]))
+
+    def respond(self, t: int, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample the choices from ``p``, reward them, and move each animal's protocol on."""
+        y = self.uniforms[2, :, t] < p.detach().cpu().numpy()
+        reward = y == self.right
+        self.record["choice"][:, t] = np.where(y, -1, 1)
+        self.record["feedbackType"][:, t] = np.where(reward, 1, -1)
+        easy = self.contrast >= EASY_CONTRAST
+        counted = ~self.repeat & easy
+        self.n_easy += counted
+        self.n_easy_correct += counted & reward
+        self.repeat = ~self.biased & ~reward & easy
+        self.prev_choice = np.where(y, 1.0, -1.0)
+        self.prev_side = np.where(self.right, 1.0, -1.0)
+        ended = self.session_end[:, t]
+        if ended.any():
+            self._end_sessions(ended)
+        return self._tensor(y), self._tensor(reward)
+
+    def _start_sessions(self, animals: np.ndarray, t: int) -> None:
+        self.repeat[animals] = False
+        self.prev_choice[animals] = self.prev_side[animals] = 0.0
+        self.n_easy[animals] = self.n_easy_correct[animals] = 0.0
+        self.biased[animals] = self.biased_protocol & self.trained[animals]
+        for a in animals[self.biased[animals]]:
+            n = int(np.argmax(self.session_end[a, t:])) + 1
+            self.p_left[a, t:t + n] = _block_probabilities(n, self.rngs[a])
+
+    def _end_sessions(self, ended: np.ndarray) -> None:
+        easy_perf = self.n_easy_correct / np.maximum(self.n_easy, 1)
+        final = self.stage == len(CONTRAST_STAGES) - 1
+        self.trained |= ended & final & (easy_perf >= TRAINED_CRITERION)
+        up = ended & (easy_perf >= STAGE_CRITERION)
+        self.stage = np.where(up, np.minimum(self.stage + 1, len(CONTRAST_STAGES) - 1),
+                              self.stage)
+
+    def table(self, subjects: Sequence[str], weights: np.ndarray) -> pd.DataFrame:
+        """Return the simulated trials as a trials table, with the policy weights before each.
+
+        Parameters
+        ----------
+        subjects : sequence of str
+            Name of each animal.
+        weights : ndarray (B, T, K)
+            Policy weights before each trial, from the rollout.
+        """
+        a, t = np.nonzero(self.valid)
+        subject = np.asarray(subjects, dtype=object)[a]
+        session_idx = self.session_idx[a, t]
+        table = pd.DataFrame({
+            "subject": subject,
+            "session": [f"{s}-s{i:02d}" for s, i in zip(subject, session_idx, strict=True)],
+            "date": pd.Timestamp("2026-01-05 10:00") + pd.to_timedelta(session_idx, unit="D"),
+            "session_idx": session_idx,
+            "trial": self.trial_idx[a, t],
+        })
+        for name in self._RECORDED:
+            table[name] = self.record[name][a, t]
+        for name in ("choice", "feedbackType"):
+            table[name] = table[name].astype(int)
+        for k, name in enumerate(self.covariates):
+            table[f"true_w_{name}"] = weights[a, t, k]
+        return table
+
+
 def run_protocol(
-    learner: Learner,
+    rule: LearningRule,
     w0: np.ndarray,
-    rng: np.random.Generator,
+    rngs: Sequence[np.random.Generator],
+    subjects: Sequence[str],
     *,
     n_trials: int | None = None,
     n_sessions: int | None = None,
     protocol: str = "training",
     covariates: Sequence[str] = ("stimulus", "bias"),
-) -> dict[str, np.ndarray]:
-    """Run one simulated animal through the training protocol.
+) -> pd.DataFrame:
+    """Run animals through the protocol with ``rule`` choosing and learning: one rollout.
 
-    Returns a dict of per-trial arrays (``session_idx``, ``trial``, contrasts, ``choice``,
-    ``feedbackType``, ``probabilityLeft``, ``true_w`` of shape (n, K)). See
-    :func:`simulate_cohort` for the meaning of the arguments.
+    ``w0`` (B, K) are the rule's starting weights (the policy adds the rule's offset); the
+    rule runs on its own device and dtype. Returns the trials table of :meth:`Protocol.table`
+    (``true_w_<covariate>``: the policy weights before each trial).
     """
-    if n_trials is None and n_sessions is None:
-        n_sessions = DEFAULT_N_SESSIONS
-    total = np.inf if n_trials is None else n_trials
-    max_sessions = np.inf if n_sessions is None else n_sessions
-    # covariates depend on the trial's stimulus, plus the previous trial for history ones
-    stimulus_x: dict = {}
-    history = [(k, c) for k, c in enumerate(covariates) if c in ("prev_choice", "prev_reward_side")]
-    w = np.array(w0, dtype=float)
-    state = learner.initial_state()
-    out = {k: [] for k in ("session_idx", "trial", "contrastLeft", "contrastRight", "choice",
-                           "feedbackType", "probabilityLeft", "true_w")}
-    stage, trained, done, session = 0, False, 0, 0
-    while done < total and session < max_sessions:
-        length = int(min(rng.integers(SESSION_LENGTH_RANGE[0], SESSION_LENGTH_RANGE[1] + 1),
-                         total - done))
-        biased = protocol == "biased" and trained
-        p_left = _block_probabilities(length, rng) if biased else np.full(length, 0.5)
-        u_side, u_contrast, u_choice = rng.random((3, length))
-        contrasts = _contrast_draw(stage, u_contrast)
-        repeat, last_contrast, last_right = False, None, None
-        prev_choice = prev_side = 0.0
-        n_easy = n_easy_correct = 0
-        for t in range(length):
-            if repeat:
-                contrast, right = last_contrast, last_right
-                p_trial = 0.0 if right else 1.0
-            else:
-                contrast, right = contrasts[t], u_side[t] >= p_left[t]
-                p_trial = p_left[t]
-            c_left, c_right = (np.nan, contrast) if right else (contrast, np.nan)
-            x = stimulus_x.get((contrast, right))
-            if x is None:
-                x = stimulus_x[contrast, right] = covariate_matrix(covariates, c_left, c_right,
-                                                                   0.0, 0.0)
-            if history:
-                x = x.copy()
-                for k, name in history:
-                    x[k] = prev_choice if name == "prev_choice" else prev_side
-            p = _sigmoid(float(w @ x))
-            y = 1.0 if u_choice[t] < p else 0.0
-            reward = 1.0 if (y == 1.0) == right else 0.0
-            out["session_idx"].append(session)
-            out["trial"].append(t)
-            out["contrastLeft"].append(c_left)
-            out["contrastRight"].append(c_right)
-            out["choice"].append(-1 if y else 1)
-            out["feedbackType"].append(1 if reward else -1)
-            out["probabilityLeft"].append(p_trial)
-            out["true_w"].append(w.copy())
-            dw, state = learner.delta_w(w, x, y, reward, correct_side=float(right),
-                                        new_session=float(t == 0), state=state)
-            w = w + dw
-            if not repeat and contrast >= EASY_CONTRAST:
-                n_easy += 1
-                n_easy_correct += int(reward)
-            repeat = (not biased) and reward == 0.0 and contrast >= EASY_CONTRAST
-            last_contrast, last_right = contrast, right
-            prev_choice, prev_side = 2.0 * y - 1.0, (1.0 if right else -1.0)
-        easy_perf = n_easy_correct / max(n_easy, 1)
-        if stage == len(CONTRAST_STAGES) - 1 and easy_perf >= TRAINED_CRITERION:
-            trained = True
-        if easy_perf >= STAGE_CRITERION:
-            stage = min(stage + 1, len(CONTRAST_STAGES) - 1)
-        done += length
-        session += 1
-    arrays = {k: np.asarray(v) for k, v in out.items()}
-    arrays["true_w"] = arrays["true_w"].reshape(-1, len(w))
-    return arrays
+    param = next(rule.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float64
+    env = Protocol(rngs, n_trials=n_trials, n_sessions=n_sessions, protocol=protocol,
+                   covariates=covariates, dtype=dtype)
+    device = param.device if param is not None else torch.device("cpu")
+    w = torch.as_tensor(np.asarray(w0, dtype=float), dtype=dtype, device=device)
+    with torch.no_grad():
+        result = _rollout_on(rule, env, w, device)
+    return env.table(subjects, result.weights.cpu().double().numpy())
+
+
+def twins(rule: LearningRule, covariates: Sequence[str], random_state=None,
+          **protocol) -> pd.DataFrame:
+    """Free-running twins of a rule: animals that start at zero weights.
+
+    The rule (a copy, on its own device) chooses and learns under the protocol. ``protocol``
+    holds ``n_subjects`` (default 1), ``n_trials``, ``n_sessions`` and ``protocol``, as in
+    :func:`simulate_cohort`. Returns the trials table of :func:`run_protocol`.
+    """
+    unknown = set(protocol) - {"n_subjects", "n_trials", "n_sessions", "protocol"}
+    if unknown:
+        raise ValueError(f"unknown protocol argument(s) {sorted(unknown)}; use n_subjects, "
+                         "n_trials, n_sessions, protocol")
+    n_subjects = protocol.pop("n_subjects", 1)
+    rng = np.random.default_rng(random_state)
+    rngs = [np.random.default_rng(rng.integers(2**63)) for _ in range(n_subjects)]
+    return run_protocol(copy.deepcopy(rule), np.zeros((n_subjects, len(covariates))), rngs,
+                        [f"sim{i:03d}" for i in range(n_subjects)], covariates=covariates,
+                        **protocol)
+
+
+def replay(rule: LearningRule, table: pd.DataFrame, arrays, w0: torch.Tensor,
+           random_state=None) -> pd.DataFrame:
+    """Free running on recorded stimuli: the animals' sessions, the rule's own choices.
+
+    Parameters
+    ----------
+    rule : LearningRule
+        The rule; it runs on the device of ``w0``.
+    table : ValidTrials
+        The animals' validated trials table; ``arrays`` its :func:`~ibl_learnrules.featurize`.
+    w0 : Tensor (B, K)
+        Starting rule weights.
+    random_state : int, optional
+        Seed of the sampled choices.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``table`` (no-go trials kept as no-go) with the rule's choices and rewards, and
+        ``true_w_<covariate>``: the policy weights before each trial.
+    """
+    from sklearn.utils import check_random_state
+
+    batch = TensorBatch.from_arrays(arrays, w0.device, dtype=w0.dtype)
+    generator = torch.Generator(device=w0.device)
+    generator.manual_seed(int(check_random_state(random_state).randint(2**31 - 1)))
+    with torch.no_grad():
+        res = rollout(rule.eval(), Replay(batch, generator), w0, record=True)
+    observed = arrays.observed
+    y = res.y.cpu().numpy()[observed]
+    out = table.iloc[arrays.row_position[observed]].copy()
+    go = out["choice"].to_numpy() != 0
+    out["choice"] = np.where(go, np.where(y == 1, -1, 1), 0)
+    right = out["contrastRight"].notna().to_numpy()
+    out["feedbackType"] = np.where(go & ((y == 1) == right), 1, -1)
+    w = res.weights.cpu().numpy()[observed]
+    for k, name in enumerate(arrays.covariates):
+        out[f"true_w_{name}"] = w[:, k]
+    return out
+
+
+def _rollout_on(rule, env: Protocol, w, device):
+    if device.type == "cpu":
+        return rollout(rule, env, w, record=True)
+    return rollout(rule, _OnDevice(env, device), w, record=True)
+
+
+class _OnDevice:
+    """A CPU environment seen from a rule on another device."""
+
+    def __init__(self, env, device):
+        self.env, self.device = env, device
+        self.n_animals, self.n_trials = env.n_animals, env.n_trials
+
+    def trial(self, t):
+        return Stimulus(*(v.to(self.device) for v in self.env.trial(t)))
+
+    def respond(self, t, p):
+        return tuple(v.to(self.device) for v in self.env.respond(t, p))
 
 
 def simulate_cohort(
@@ -314,8 +415,10 @@ def simulate_cohort(
     ----------
     n_subjects : int
         Number of simulated mice.
-    rule : str or Learner
-        ``"reinforce"``, ``"reinforce_baseline"``, ``"reward_history"`` or a :class:`Learner`.
+    rule : str or LearningRule
+        A registered rule (``"reinforce"``, ``"reinforce_baseline"``, ``"reward_history"``,
+        ...; parameters from ``rule_params`` or :data:`GROUND_TRUTH_DEFAULTS`) or a rule
+        instance with its parameters set, e.g. ``Reinforce(2, alpha=[0.01, 0.003])``.
     n_trials : int, optional
         Trials per mouse (the last session is cut short to fit).
     n_sessions : int, optional
@@ -330,7 +433,8 @@ def simulate_cohort(
         Initial weights shared by all mice; by default each mouse draws its own, near chance
         (stimulus ~ N(0, 0.2), other weights ~ N(0, 0.7)).
     **rule_params
-        Parameters of the rule, e.g. ``alpha=0.01``, ``beta=0.5`` (per-weight sequences allowed).
+        Parameters of the named rule, e.g. ``alpha=0.01``, ``beta=0.5`` (per-weight sequences
+        allowed).
 
     Returns
     -------
@@ -355,28 +459,16 @@ def simulate_cohort(
     if protocol not in _PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {list(_PROTOCOLS)}")
     covariates = check_covariates(covariates)
-    learner = _make_learner(rule, rule_params)
+    learner = ground_truth_rule(rule, len(covariates), rule_params)
     if w0 is not None and len(w0) != len(covariates):
         raise ValueError(f"w0 has {len(w0)} values for {len(covariates)} covariates")
     rng = np.random.default_rng(random_state)
-    tables = []
-    for i in range(n_subjects):
-        subject_rng = np.random.default_rng(rng.integers(2**63))
-        if w0 is None:
-            scale = np.where(np.asarray(covariates) == "stimulus", 0.2, 0.7)
-            w_init = subject_rng.normal(0.0, scale)
-        else:
-            w_init = np.asarray(w0, dtype=float)
-        arrays = run_protocol(learner, w_init, subject_rng, n_trials=n_trials,
-                              n_sessions=n_sessions, protocol=protocol, covariates=covariates)
-        subject = f"sim{i:03d}"
-        true_w = arrays.pop("true_w")
-        table = pd.DataFrame(arrays)
-        table.insert(0, "subject", subject)
-        table.insert(1, "session", [f"{subject}-s{s:02d}" for s in table["session_idx"]])
-        table.insert(2, "date", pd.Timestamp("2026-01-05 10:00")
-                     + pd.to_timedelta(table["session_idx"], unit="D"))
-        for k, name in enumerate(covariates):
-            table[f"true_w_{name}"] = true_w[:, k]
-        tables.append(table)
-    return pd.concat(tables, ignore_index=True)
+    rngs = [np.random.default_rng(rng.integers(2**63)) for _ in range(n_subjects)]
+    if w0 is None:
+        scale = np.where(np.asarray(covariates) == "stimulus", 0.2, 0.7)
+        w_init = np.stack([r.normal(0.0, scale) for r in rngs])
+    else:
+        w_init = np.tile(np.asarray(w0, dtype=float), (n_subjects, 1))
+    return run_protocol(learner, w_init, rngs, [f"sim{i:03d}" for i in range(n_subjects)],
+                        n_trials=n_trials, n_sessions=n_sessions, protocol=protocol,
+                        covariates=covariates)

@@ -35,7 +35,9 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "COVARIATES",
     "TrialArrays",
+    "ValidTrials",
     "validate_trials",
+    "check_choices",
     "signed_stimulus",
     "covariate_matrix",
     "featurize",
@@ -83,7 +85,27 @@ def _first_bad(df: pd.DataFrame, bad: np.ndarray) -> int:
     return int(np.flatnonzero(bad)[0])
 
 
-def validate_trials(trials: pd.DataFrame) -> pd.DataFrame:
+class ValidTrials(pd.DataFrame):
+    """A trials table that :func:`validate_trials` checked, sorted and typed.
+
+    Functions that take a trials table skip validation when given one. Anything derived from
+    it (a slice, a copy, a new column) is a plain DataFrame again and is validated anew,
+    except ``reset_index(drop=True)``, which changes nothing that was checked. Do not modify
+    one in place.
+    """
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame
+
+    def reset_index(self, *args, **kwargs):  # noqa: D102
+        out = super().reset_index(*args, **kwargs)
+        if kwargs.get("drop") and not args and out is not None:
+            return ValidTrials(out)
+        return out
+
+
+def validate_trials(trials: pd.DataFrame) -> ValidTrials:
     """Check a trials table against the contract and return it sorted and typed.
 
     Parameters
@@ -93,11 +115,12 @@ def validate_trials(trials: pd.DataFrame) -> pd.DataFrame:
 
     Returns
     -------
-    pandas.DataFrame
-        A copy sorted by subject (by name), session (by ``date`` or
+    ValidTrials
+        A copy (a DataFrame) sorted by subject (by name), session (by ``date`` or
         ``session_start_time`` when present, else order of first appearance) and ``trial``.
         ``subject`` and ``session`` are strings, ``trial``, ``choice`` and ``feedbackType`` are
-        int64, contrasts and ``probabilityLeft`` float64. The original index is kept.
+        int64, contrasts and ``probabilityLeft`` float64. The original index is kept. A
+        table that is already a :class:`ValidTrials` is returned as it is.
 
     Raises
     ------
@@ -114,6 +137,8 @@ def validate_trials(trials: pd.DataFrame) -> pd.DataFrame:
     >>> bool(trials["choice"].isin([-1, 1]).all())
     True
     """
+    if isinstance(trials, ValidTrials):  # checked already; it is not modified in place
+        return trials
     if not isinstance(trials, pd.DataFrame):
         raise TypeError(
             f"trials must be a pandas DataFrame with columns {list(REQUIRED_COLUMNS)}, "
@@ -192,7 +217,23 @@ def validate_trials(trials: pd.DataFrame) -> pd.DataFrame:
             f"duplicate key (subject, session, trial) at {_row_label(df, i)}: each trial "
             "must appear once"
         )
-    return _sort_trials(df)
+    return ValidTrials(_sort_trials(df))
+
+
+def check_choices(table: ValidTrials, y) -> None:
+    """Check that ``y`` (1 = right, in the row order of the table's source) matches ``choice``.
+
+    ``table`` came from ``validate_trials(X.reset_index(drop=True))``, so its index holds
+    positions in ``X``. No-go trials are not compared. ValueError on disagreement.
+    """
+    y = np.asarray(y, dtype=float).ravel()
+    if len(y) != len(table):
+        raise ValueError(f"y has {len(y)} values for {len(table)} trials")
+    choice = table["choice"].to_numpy()
+    go = choice != 0
+    if not np.array_equal(y[table.index.to_numpy()][go], (choice == -1)[go].astype(float)):
+        raise ValueError("y disagrees with the choices in X (y = 1 means right, i.e. ALF "
+                         "choice -1); leave y out to derive it from X")
 
 
 def _sort_trials(df: pd.DataFrame) -> pd.DataFrame:
@@ -376,7 +417,6 @@ def featurize(
     trials: pd.DataFrame,
     covariates: Sequence[str] = ("stimulus", "bias"),
     *,
-    validated: bool = False,
     warn_nogo: bool = True,
 ) -> TrialArrays:
     """Turn a trials table into per-animal padded arrays for the models.
@@ -384,11 +424,9 @@ def featurize(
     Parameters
     ----------
     trials : pandas.DataFrame
-        Trials table in the contract.
+        Trials table in the contract (validated unless it is a :class:`ValidTrials`).
     covariates : sequence of str
         GLM covariates, names from :data:`COVARIATES`.
-    validated : bool
-        Skip validation when ``trials`` already came out of :func:`validate_trials`.
     warn_nogo : bool
         Warn with the count of no-go trials, which are excluded from the likelihood.
 
@@ -404,7 +442,7 @@ def featurize(
     (2, 300, 2)
     """
     covariates = check_covariates(covariates)
-    df = trials if validated else validate_trials(trials)
+    df = trials if isinstance(trials, ValidTrials) else validate_trials(trials)
     prev_choice, prev_side = _history(df)
     x_flat = covariate_matrix(covariates, df["contrastLeft"].to_numpy(),
                               df["contrastRight"].to_numpy(), prev_choice, prev_side)

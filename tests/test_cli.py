@@ -37,7 +37,7 @@ def trials_file(tmp_path_factory):
 
 
 def test_fit_saves_a_loadable_model(trials_file, tmp_path, capsys):
-    from ibl_learnrules import LearningRuleGLM
+    from ibl_learnrules import load_model
 
     out = tmp_path / "model.pt"
     args = ["fit", "--trials", str(trials_file), "--rule", "reinforce", "--epochs", "2",
@@ -45,13 +45,13 @@ def test_fit_saves_a_loadable_model(trials_file, tmp_path, capsys):
     assert main(args) == 0
     assert "fitted rule 'reinforce' on 3 animal(s), 900 trials" in capsys.readouterr().out
     trials = pd.read_csv(trials_file)
-    model = LearningRuleGLM.load(out)
+    model = load_model(out)
     assert model.score(trials) < 0
     assert model.lr_schedule == "cosine"
 
 
 def test_fit_reads_nwb_and_writes_linked_results(tmp_path, capsys):
-    from ibl_learnrules import LearningRuleGLM
+    from ibl_learnrules import load_model
     from ibl_learnrules.io.nwb import read_trajectory, read_trials, trials_to_nwb
 
     sources = trials_to_nwb(simulate_cohort(1, n_trials=600, n_sessions=2, random_state=0),
@@ -63,7 +63,7 @@ def test_fit_reads_nwb_and_writes_linked_results(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "fitted rule 'reinforce' on 1 animal(s), 600 trials" in printed
     assert [p.read_bytes() for p in sources] == before
-    est = LearningRuleGLM.load(tmp_path / "m.pt")
+    est = load_model(tmp_path / "m.pt")
     whole = est.predict_trajectory(read_trials(sources))
     for source in sources:
         written = read_trajectory(tmp_path / "results" / f"{source.stem}_learning_rules.nwb")
@@ -128,10 +128,10 @@ def test_demo_quick_writes_every_output(tmp_path, capsys):
         "q_learning", "dnn", "rnn"}
     for name in summary["figures"]:
         assert (tmp_path / name).stat().st_size > 10_000  # a real PNG, not an empty canvas
-    from ibl_learnrules import LearningRuleGLM, load_ks014
+    from ibl_learnrules import load_ks014, load_model
 
     for name in summary["models"]:
-        assert LearningRuleGLM.load(tmp_path / name).score(load_ks014()) < 0
+        assert load_model(tmp_path / name).score(load_ks014()) < 0
     from pynwb import validate
 
     from ibl_learnrules.io.nwb import read_comparison, read_trajectory

@@ -136,7 +136,7 @@ def test_bad_parameters(cohort, params, pattern):
 
 
 def test_bad_rule_params(cohort):
-    with pytest.raises(TypeError, match="bad rule_params for rule 'reinforce'"):
+    with pytest.raises(TypeError, match="bad parameters for rule 'reinforce'"):
         LearningRuleGLM(rule="reinforce", rule_params={"gamma": 1}, **FAST).fit(cohort)
 
 

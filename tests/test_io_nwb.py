@@ -174,7 +174,7 @@ def test_append_writes_valid_results_that_round_trip(files, cohort, fitted, tmp_
     table = read_comparison(path)
     for column in ("rule", "subject", "seed", "n_trials", "loglik", "bits", "accuracy"):
         np.testing.assert_array_equal(table[column], results[column])
-    restored = LearningRuleGLM.from_nwb(path)
+    restored = read_model(path)
     np.testing.assert_array_equal(restored.predict_proba(cohort), fitted.predict_proba(cohort))
     assert restored.get_params() == dict(fitted.get_params(), device="cpu")
     assert restored.subjects_ == fitted.subjects_
@@ -274,8 +274,8 @@ def test_names_clash_and_choice_between_models(files, fitted, tmp_path):
     assert digest(path) == before
     write_results(path, fitted, name="again")
     with pytest.raises(KeyError, match="pass name="):
-        LearningRuleGLM.from_nwb(path)
-    assert LearningRuleGLM.from_nwb(path, name="learning_rule_again").rule == "dnn"
+        read_model(path)
+    assert read_model(path, name="learning_rule_again").rule == "dnn"
 
 
 def test_writer_refuses_unfitted_models_and_foreign_trials(files, fitted, cohort, tmp_path):

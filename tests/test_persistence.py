@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ibl_learnrules import LearningRuleGLM, __version__, simulate_cohort
+from ibl_learnrules import LearningRuleGLM, __version__, load_model, save_model, simulate_cohort
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +16,8 @@ def cohort():
 def test_save_load_round_trip_predicts_identically(tmp_path, cohort, rule):
     est = LearningRuleGLM(rule=rule, hidden_size=8, max_epochs=2, tbptt=100,
                           init_weights="fitted", random_state=0).fit(cohort)
-    path = est.save(tmp_path / "model.pt")
-    loaded = LearningRuleGLM.load(path)
+    path = save_model(est, tmp_path / "model.pt")
+    loaded = load_model(path)
     np.testing.assert_array_equal(loaded.predict_proba(cohort), est.predict_proba(cohort))
     assert loaded.get_params() == est.get_params() | {"device": "cpu"}
     assert loaded.subjects_ == est.subjects_ and loaded.n_iter_ == 2
@@ -25,8 +25,8 @@ def test_save_load_round_trip_predicts_identically(tmp_path, cohort, rule):
 
 
 def test_the_file_loads_without_pickle(tmp_path, cohort):
-    path = LearningRuleGLM(rule="reinforce", max_epochs=1, random_state=0).fit(cohort) \
-        .save(tmp_path / "m.pt")
+    est = LearningRuleGLM(rule="reinforce", max_epochs=1, random_state=0).fit(cohort)
+    path = save_model(est, tmp_path / "m.pt")
     blob = torch.load(path, weights_only=True)
     config = json.loads(blob["config"])
     assert config["package_version"] == __version__
@@ -34,21 +34,32 @@ def test_the_file_loads_without_pickle(tmp_path, cohort):
 
 
 def test_version_mismatch_is_a_clear_error(tmp_path, cohort):
-    path = LearningRuleGLM(rule="reinforce", max_epochs=1, random_state=0).fit(cohort) \
-        .save(tmp_path / "m.pt")
+    est = LearningRuleGLM(rule="reinforce", max_epochs=1, random_state=0).fit(cohort)
+    path = save_model(est, tmp_path / "m.pt")
     blob = torch.load(path, weights_only=True)
     config = json.loads(blob["config"])
     config["package_version"] = "0.0.1"
     torch.save({"config": json.dumps(config), "state_dict": blob["state_dict"]}, path)
     with pytest.raises(ValueError, match=rf"saved by ibl_learnrules 0.0.1, this is {__version__}"):
-        LearningRuleGLM.load(path)
-    assert LearningRuleGLM.load(path, allow_version_mismatch=True).rule_name_ == "reinforce"
+        load_model(path)
+    assert load_model(path, allow_version_mismatch=True).rule_name_ == "reinforce"
 
 
 def test_unfitted_save_and_foreign_files_are_refused(tmp_path):
     with pytest.raises(Exception, match="not fitted"):
-        LearningRuleGLM().save(tmp_path / "x.pt")
+        save_model(LearningRuleGLM(), tmp_path / "x.pt")
     junk = tmp_path / "junk.pt"
     junk.write_text("hello")
-    with pytest.raises(ValueError, match="is not a model saved by LearningRuleGLM.save"):
-        LearningRuleGLM.load(junk)
+    with pytest.raises(ValueError, match="is not a model saved by save_model"):
+        load_model(junk)
+
+
+def test_a_failed_save_leaves_the_existing_file_untouched(tmp_path, cohort):
+    est = LearningRuleGLM(rule="reinforce", max_epochs=1, random_state=0).fit(cohort)
+    path = save_model(est, tmp_path / "m.pt")
+    before = path.read_bytes()
+    est.history_ = est.history_.assign(train_loss=object())  # not JSON: fails mid-save
+    with pytest.raises(TypeError):
+        save_model(est, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]

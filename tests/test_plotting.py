@@ -25,7 +25,7 @@ from ibl_learnrules.plotting import (  # noqa: E402
     plot_training_loss,
     plot_weight_trajectory,
 )
-from ibl_learnrules.simulate import Reinforce, RewardHistoryReinforce  # noqa: E402
+from ibl_learnrules.rules import Reinforce, RewardHistoryReinforce  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +80,7 @@ def test_weight_trajectory_needs_a_subject_when_there_are_several(fitted):
 
 
 def test_delta_w_grid_lines_are_the_grid():
-    grid = delta_w_grid(Reinforce(alpha=0.1), weights=[0.5, -0.2])
+    grid = delta_w_grid(Reinforce(2, alpha=0.1), weights=[0.5, -0.2])
     fig = plot_delta_w_grid(grid)
     assert len(fig.axes) == 2
     for ax, name in zip(fig.axes, ("stimulus", "bias"), strict=True):
@@ -93,14 +93,14 @@ def test_delta_w_grid_lines_are_the_grid():
                 np.testing.assert_array_equal(line.get_ydata(), rows[f"dw_{name}"])
     ax = plot_delta_w_grid(grid, covariate="bias")
     assert ax.get_ylabel() == "Δw bias"
-    several = delta_w_grid(Reinforce(), weights={"bias": [0.0, 1.0]})
+    several = delta_w_grid(Reinforce(2), weights={"bias": [0.0, 1.0]})
     with pytest.raises(ValueError, match="varies \\['w_bias'\\]"):
         plot_delta_w_grid(several)
 
 
 def test_reward_history_bars_are_the_summary():
     trials = simulate_cohort(2, "reward_history", n_trials=800, random_state=0)
-    updates = reward_history_updates(RewardHistoryReinforce(), trials, k=3)
+    updates = reward_history_updates(RewardHistoryReinforce(2), trials, k=3)
     summary = summarize_reward_history(updates)
     ax = plot_reward_history(updates, covariate="stimulus")
     rows = summary[summary["covariate"] == "stimulus"]

@@ -11,17 +11,19 @@ import pytest
 from ibl_learnrules import LearningRuleGLM, simulate_cohort
 from ibl_learnrules.evaluation import paired_test, per_animal_scores
 from ibl_learnrules.interpret import expected_update
-from ibl_learnrules.simulate import Reinforce
+from ibl_learnrules.simulate import ground_truth_rule
 
 ALPHA = 0.05
+#: The ground truth: the same rule class that the estimator fits, with known parameters.
+TRUTH = ground_truth_rule("reinforce", 2, {"alpha": ALPHA})
 SETTINGS = dict(max_epochs=15, lr=0.05, tbptt=250, random_state=0)
 
 
 @pytest.fixture(scope="module")
 def reinforce_cohorts():
     # mice start at w = 0, as the estimator assumes (init_weights="zero")
-    train = simulate_cohort(8, n_trials=1500, random_state=0, alpha=ALPHA, w0=(0.0, 0.0))
-    test = simulate_cohort(6, n_trials=1500, random_state=1, alpha=ALPHA, w0=(0.0, 0.0))
+    train = simulate_cohort(8, TRUTH, n_trials=1500, random_state=0, w0=(0.0, 0.0))
+    test = simulate_cohort(6, TRUTH, n_trials=1500, random_state=1, w0=(0.0, 0.0))
     return train, test
 
 
@@ -88,7 +90,7 @@ def test_dnn_rule_recovers_the_expected_update_on_a_grid_of_weights(reinforce_co
     grid = {name: np.linspace(train[f"true_w_{name}"].quantile(0.05),
                               train[f"true_w_{name}"].quantile(0.95), n)
             for name, n in (("stimulus", 6), ("bias", 5))}
-    true = expected_update(Reinforce(alpha=ALPHA), weights=grid, stimuli=train)
+    true = expected_update(TRUTH, weights=grid, stimuli=train)
     fitted = expected_update(dnn_fit, weights=grid, stimuli=train)
     np.testing.assert_allclose(fitted[["w_stimulus", "w_bias"]], true[["w_stimulus", "w_bias"]])
     diff = fitted[["dw_stimulus", "dw_bias"]].to_numpy() - true[["dw_stimulus", "dw_bias"]]

@@ -1,14 +1,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from ibl_learnrules import simulate_cohort, validate_trials
-from ibl_learnrules.simulate import (
-    CONTRAST_STAGES,
-    Reinforce,
-    ReinforceBaseline,
-    RewardHistoryReinforce,
-)
+from ibl_learnrules.rules import Reinforce
+from ibl_learnrules.simulate import CONTRAST_STAGES, GROUND_TRUTH_DEFAULTS, ground_truth_rule
 
 
 def contrast_of(trials):
@@ -103,26 +100,31 @@ def test_true_weights_follow_the_rule():
     np.testing.assert_allclose(np.diff(w, axis=0), expected[:-1], rtol=1e-10, atol=1e-12)
 
 
-def test_reward_history_gain_grows_with_the_run():
-    rule = RewardHistoryReinforce(alpha=0.1, beta=0.0, gamma=0.5, max_run=4)
-    w, x = np.zeros((6, 2)), np.ones((6, 2))
-    runs = np.arange(6)
-    dw, new_run = rule.delta_w(w, x, np.ones(6), np.ones(6), state=runs)
-    np.testing.assert_allclose(dw[:, 0], 0.1 * 0.5 * (1 + 0.5 * np.minimum(runs, 4)))
-    np.testing.assert_array_equal(new_run, runs + 1)
-    _, after_error = rule.delta_w(w, x, np.ones(6), np.zeros(6), state=runs)
-    np.testing.assert_array_equal(after_error, 0)
-    _, at_session_start = rule.delta_w(w[:1], x[:1], 1.0, 1.0, new_session=1.0, state=5)
-    assert at_session_start == 1
+def test_named_rules_simulate_with_exact_known_parameters():
+    rule = ground_truth_rule("reinforce_baseline", 2)
+    assert rule.alpha.dtype == torch.float64 and not rule.log_alpha.requires_grad
+    np.testing.assert_allclose(rule.alpha.numpy(), 0.003, rtol=1e-14)  # float32: ~1e-8
+    assert GROUND_TRUTH_DEFAULTS["reinforce_baseline"] == {"alpha": 0.003, "beta": 0.5}
+    given = ground_truth_rule("reinforce", 2, {"alpha": [0.01, 0.02]})
+    np.testing.assert_allclose(given.alpha.numpy(), [0.01, 0.02], rtol=1e-14)
 
 
-def test_learner_grid_broadcasting():
-    w = np.zeros((3, 2))
-    x = np.array([[1.0, 1.0], [-1.0, 1.0], [0.0, 1.0]])
-    dw, _ = Reinforce(alpha=[0.1, 0.2]).delta_w(w, x, np.array([1, 0, 1]), np.array([1, 1, 0]))
-    np.testing.assert_allclose(dw, [[0.05, 0.1], [0.05, -0.1], [0.0, 0.0]])
-    dw, _ = ReinforceBaseline(alpha=0.1, beta=1.0).delta_w(w[:1], x[:1], np.ones(1), np.zeros(1))
-    np.testing.assert_allclose(dw, [[-0.05, -0.05]])
+def test_a_rule_instance_is_the_ground_truth_as_given():
+    rule = Reinforce(2, alpha=[0.05, 0.01])
+    rule.log_alpha.data[1] = -50.0  # a frozen bias
+    cohort = simulate_cohort(2, rule, n_trials=400, random_state=0)
+    assert cohort.groupby("subject")["true_w_bias"].nunique().eq(1).all()
+    assert cohort.groupby("subject")["true_w_stimulus"].nunique().gt(100).all()
+    with pytest.raises(ValueError, match="given twice"):
+        simulate_cohort(1, rule, n_trials=10, alpha=0.1)
+    with pytest.raises(ValueError, match="the rule has 2 weights for 3 covariates"):
+        simulate_cohort(1, rule, n_trials=10, covariates=("stimulus", "bias", "prev_choice"))
+
+
+def test_an_animal_does_not_depend_on_its_cohort():
+    small = simulate_cohort(2, n_trials=700, random_state=5)
+    large = simulate_cohort(5, n_trials=700, random_state=5)
+    pd.testing.assert_frame_equal(small, large[large["subject"].isin(["sim000", "sim001"])])
 
 
 def test_biased_blocks_once_trained():

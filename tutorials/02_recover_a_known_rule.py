@@ -33,7 +33,7 @@ from ibl_learnrules import LearningRuleGLM, simulate_cohort
 from ibl_learnrules.datasets import tutorial_size
 from ibl_learnrules.interpret import delta_w_grid, expected_update
 from ibl_learnrules.plotting import plot_delta_w_grid, plot_weight_trajectory
-from ibl_learnrules.simulate import Reinforce
+from ibl_learnrules.rules import Reinforce
 
 ALPHA = 0.05
 cohort = simulate_cohort(tutorial_size(8), n_trials=1500, random_state=0, alpha=ALPHA,
@@ -64,7 +64,7 @@ dnn = LearningRuleGLM(rule="dnn", max_epochs=tutorial_size(60), lr=0.01, tbptt=2
 print(f"log-likelihood, nats/trial: dnn {dnn.score(cohort):.4f}, "
       f"reinforce {reinforce.score(cohort):.4f}")
 weights = {"stimulus": [1.0], "bias": [0.0]}
-true_grid = delta_w_grid(Reinforce(alpha=ALPHA), weights=weights)
+true_grid = delta_w_grid(Reinforce(2, alpha=ALPHA), weights=weights)
 dnn_grid = delta_w_grid(dnn, weights=weights)
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
@@ -86,7 +86,7 @@ fig.tight_layout()
 grid = {name: np.linspace(cohort[f"true_w_{name}"].quantile(0.05),
                           cohort[f"true_w_{name}"].quantile(0.95), 6)
         for name in ("stimulus", "bias")}
-true_field = expected_update(Reinforce(alpha=ALPHA), weights=grid, stimuli=cohort)
+true_field = expected_update(Reinforce(2, alpha=ALPHA), weights=grid, stimuli=cohort)
 dnn_field = expected_update(dnn, weights=grid, stimuli=cohort)
 columns = ["dw_stimulus", "dw_bias"]
 error = (np.linalg.norm(dnn_field[columns] - true_field[columns])

@@ -33,7 +33,7 @@ from ibl_learnrules.datasets import tutorial_size
 from ibl_learnrules.evaluation import compare_rules, comparison_report, paired_test
 from ibl_learnrules.interpret import reward_history_updates, summarize_reward_history
 from ibl_learnrules.plotting import plot_model_comparison, plot_reward_history
-from ibl_learnrules.simulate import RewardHistoryReinforce
+from ibl_learnrules.rules import RewardHistoryReinforce
 
 learner = {"alpha": 0.02, "beta": 0.5, "gamma": 0.5}
 cohort = simulate_cohort(8, "reward_history", n_trials=tutorial_size(1500),
@@ -78,7 +78,7 @@ print(paired_test(table, "reinforce_baseline", "none").round(4).to_string())
 
 # %%
 truth = summarize_reward_history(
-    reward_history_updates(RewardHistoryReinforce(**learner), cohort, k=3))
+    reward_history_updates(RewardHistoryReinforce(2, **learner), cohort, k=3))
 rnn = LearningRuleGLM(rule="rnn", random_state=0, **network).fit(cohort)
 fitted = summarize_reward_history(reward_history_updates(rnn, cohort, k=3))
 

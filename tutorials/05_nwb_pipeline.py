@@ -39,7 +39,13 @@ from pynwb import NWBHDF5IO, validate
 
 from ibl_learnrules import LearningRuleGLM, simulate_cohort
 from ibl_learnrules.datasets import tutorial_size
-from ibl_learnrules.io.nwb import read_trajectory, read_trials, trials_to_nwb, write_results
+from ibl_learnrules.io.nwb import (
+    read_model,
+    read_trajectory,
+    read_trials,
+    trials_to_nwb,
+    write_results,
+)
 from ibl_learnrules.plotting import plot_weight_trajectory
 
 folder = Path(tempfile.mkdtemp())
@@ -102,7 +108,7 @@ for path in results:
 
 # %%
 from_files = [read_trajectory(path) for path in results]
-restored = LearningRuleGLM.from_nwb(results[0])
+restored = read_model(results[0])
 same = (restored.predict_proba(held_out) == est.predict_proba(held_out)).all()
 print("restored model predicts identically:", bool(same))
 

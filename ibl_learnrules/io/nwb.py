@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,6 +32,8 @@ from pynwb.file import Subject
 from ..estimator import LearningRuleGLM
 from ..nwb import LearningRuleModel, LearningTrajectory, ModelComparisonTable, RuleParameters
 from ..trials import validate_trials
+from .files import atomic_write as _atomic_write
+from .model_file import estimator_config, estimator_from_config
 
 __all__ = ["read_trials", "trials_to_nwb", "write_results", "read_trajectory", "read_model",
            "read_comparison", "VOCABULARIES"]
@@ -290,23 +291,6 @@ def _write_new(path: Path, nwbfile, manager=None) -> None:
         io.write(nwbfile)
 
 
-def _atomic_write(target: Path, write, copy_from: Path | None = None) -> None:
-    """Run ``write(tmp)`` on a temporary file beside ``target``, then move it into place.
-
-    Until the final ``os.replace`` the target is untouched, so a failure anywhere in
-    ``write`` leaves it byte-identical.
-    """
-    # pynwb expects the .nwb suffix; the leading dot keeps the file out of globs.
-    tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp{target.suffix}")
-    try:
-        if copy_from is not None:
-            shutil.copy2(copy_from, tmp)
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _behavior_module(nwbfile):
     if _BEHAVIOR in nwbfile.processing:
         return nwbfile.processing[_BEHAVIOR]
@@ -315,7 +299,7 @@ def _behavior_module(nwbfile):
 
 
 def _model_container(estimator, name: str):
-    config = estimator._config()
+    config = estimator_config(estimator)
     parameters = RuleParameters(name="parameters",
                                 description=f"Parameters of the fitted {estimator.rule_name_} "
                                             "rule.")
@@ -514,7 +498,21 @@ def read_model(path: str | Path, name: str | None = None, device: str = "cpu",
                allow_version_mismatch: bool = False) -> LearningRuleGLM:
     """Rebuild the fitted :class:`~ibl_learnrules.LearningRuleGLM` stored in an NWB file.
 
-    See :meth:`ibl_learnrules.LearningRuleGLM.from_nwb`.
+    Parameters
+    ----------
+    path : str or Path
+        NWB file holding a ``LearningRuleModel`` in its ``behavior`` module (written by
+        :func:`write_results`).
+    name : str, optional
+        The container's name (``learning_rule_<rule>``); needed when the file holds more
+        than one fitted rule.
+    device, allow_version_mismatch
+        As in :func:`ibl_learnrules.io.load_model`.
+
+    Returns
+    -------
+    LearningRuleGLM
+        Fitted, with predictions equal to the estimator that was written.
     """
     with NWBHDF5IO(str(path), "r") as io:
         model = _find(_open_behavior(io, str(path)), "LearningRuleModel", name, str(path))
@@ -535,5 +533,4 @@ def read_model(path: str | Path, name: str | None = None, device: str = "cpu",
                        "history": {"epoch": list(range(len(train_loss))),
                                    "train_loss": train_loss, "val_loss": val}},
         }
-    return LearningRuleGLM._from_config(config, state, device, allow_version_mismatch,
-                                        str(path))
+    return estimator_from_config(config, state, device, allow_version_mismatch, str(path))

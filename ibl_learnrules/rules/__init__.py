@@ -4,7 +4,16 @@ A rule maps the current GLM weights and one trial to a weight update (and, for r
 memory, a new state). Subclass :class:`LearningRule` and set ``name`` to add one.
 """
 
-from .base import RULES, LearningRule, TrialStep, available_rules, get_rule_class
+from .base import (
+    RULES,
+    ChunkInputs,
+    KernelResult,
+    LearningRule,
+    TrialStep,
+    available_rules,
+    get_rule_class,
+    make_rule,
+)
 from .classic import (
     NoLearning,
     PredictionError,
@@ -20,8 +29,11 @@ __all__ = [
     "RULES",
     "LearningRule",
     "TrialStep",
+    "ChunkInputs",
+    "KernelResult",
     "available_rules",
     "get_rule_class",
+    "make_rule",
     "NoLearning",
     "Reinforce",
     "ReinforceBaseline",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 __all__ = ["TrialStep", "ChunkInputs", "KernelResult", "LearningRule", "available_rules",
-           "get_rule_class", "RULES"]
+           "get_rule_class", "make_rule", "RULES"]
 
 #: name -> class of every rule defined (filled in by ``LearningRule.__init_subclass__``).
 RULES: dict[str, type[LearningRule]] = {}
@@ -118,7 +117,7 @@ class LearningRule(nn.Module):
         raise NotImplementedError
 
     def chunk_kernel(self) -> ChunkKernel | None:
-        """The rule's fast CPU implementation of a chunk of trials, or ``None``.
+        """Return the rule's fast CPU implementation of a chunk of trials, or ``None``.
 
         A kernel runs the policy and this rule over every trial of a :class:`ChunkInputs`
         for all animals, exactly as :func:`ibl_learnrules.engine.rollout` does (policy
@@ -135,7 +134,7 @@ class LearningRule(nn.Module):
 
 
 def per_weight(n_weights: int, value, name: str = "value") -> torch.Tensor:
-    """A (K,) float tensor from a scalar or a sequence of K values (ValueError otherwise)."""
+    """Make a (K,) float tensor from a scalar or a sequence of K values (else ValueError)."""
     values = torch.as_tensor(value, dtype=torch.get_default_dtype()).flatten()
     if values.numel() == 1:
         return values.expand(n_weights).clone()
@@ -145,7 +144,7 @@ def per_weight(n_weights: int, value, name: str = "value") -> torch.Tensor:
 
 
 def per_weight_parameter(n_weights: int, value, name: str = "value") -> nn.Parameter:
-    """A per-weight parameter from a scalar or a sequence of K values."""
+    """Make a per-weight parameter from a scalar or a sequence of K values."""
     return nn.Parameter(per_weight(n_weights, value, name))
 
 
@@ -174,3 +173,20 @@ def get_rule_class(name: str) -> type[LearningRule]:
         return RULES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown rule {name!r}; choose from {available_rules()}") from None
+
+
+def make_rule(name: str, n_weights: int, **params) -> LearningRule:
+    """Build the rule registered as ``name`` with ``n_weights`` weights and its parameters.
+
+    Raises ValueError for an unknown name, TypeError naming the rule for bad parameters.
+
+    Examples
+    --------
+    >>> make_rule("reinforce", 2, alpha=0.05).alpha.tolist()
+    [0.05000000447034836, 0.05000000447034836]
+    """
+    cls = get_rule_class(name)
+    try:
+        return cls(n_weights, **params)
+    except TypeError as err:
+        raise TypeError(f"bad parameters for rule {name!r}: {err}") from None

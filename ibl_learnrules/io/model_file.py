@@ -1,0 +1,123 @@
+"""Fitted estimators to and from files: JSON configuration + tensors, no pickled code."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..engine import resolve_device
+from ..estimator import LearningRuleGLM
+from .files import atomic_write
+
+__all__ = ["save_model", "load_model", "estimator_config", "estimator_from_config",
+           "SAVE_FORMAT"]
+
+#: Written into every model file; files of another format are refused.
+SAVE_FORMAT = "ibl_learnrules.LearningRuleGLM/1"
+
+
+def estimator_config(estimator: LearningRuleGLM) -> dict:
+    """JSON-able description of a fitted estimator (everything but the rule's tensors)."""
+    from .. import __version__
+
+    estimator._check_fitted()
+    params = estimator.get_params()
+    params["covariates"] = list(params["covariates"])
+    return {
+        "format": SAVE_FORMAT,
+        "package_version": __version__,
+        "params": params,
+        "fitted": {
+            "rule": estimator.rule_name_,
+            "covariates": list(estimator.covariates_),
+            "subjects": list(estimator.subjects_),
+            "n_iter": estimator.n_iter_,
+            "best_epoch": estimator.best_epoch_,
+            "history": estimator.history_.to_dict(orient="list"),
+        },
+    }
+
+
+def estimator_from_config(config: dict, state_dict: Mapping, device: str = "cpu",
+                          allow_version_mismatch: bool = False,
+                          source: str = "the model") -> LearningRuleGLM:
+    """Rebuild a fitted estimator from :func:`estimator_config` and the rule's state dict."""
+    from .. import __version__
+
+    saved = config["package_version"]
+    if saved != __version__ and not allow_version_mismatch:
+        raise ValueError(f"{source} was saved by ibl_learnrules {saved}, this is "
+                         f"{__version__}; refit, or pass allow_version_mismatch=True to "
+                         "load it anyway")
+    params = dict(config["params"], device=device)
+    params["covariates"] = tuple(params["covariates"])
+    est = LearningRuleGLM(**params)
+    fitted = config["fitted"]
+    est.device_ = resolve_device(device)
+    est.covariates_ = tuple(fitted["covariates"])
+    rule = est._build_rule(len(est.covariates_))
+    rule.load_state_dict(state_dict)
+    est.rule_ = rule.to(est.device_).eval()
+    est.rule_name_ = fitted["rule"]
+    est.subjects_ = tuple(fitted["subjects"])
+    est.n_iter_ = fitted["n_iter"]
+    est.best_epoch_ = fitted["best_epoch"]
+    est.history_ = pd.DataFrame(fitted["history"])
+    est.classes_ = np.array([0, 1])
+    return est
+
+
+def save_model(estimator: LearningRuleGLM, path: str | Path) -> Path:
+    """Save a fitted estimator to one file: JSON configuration + torch state dict.
+
+    The file loads with ``torch.load(weights_only=True)``: no pickled code is executed. It is
+    written to a temporary file first, so an existing file is replaced only when complete.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from ibl_learnrules import LearningRuleGLM, simulate_cohort
+    >>> trials = simulate_cohort(2, n_trials=200, random_state=0)
+    >>> est = LearningRuleGLM(rule="reinforce", max_epochs=1).fit(trials)
+    >>> path = save_model(est, pathlib.Path(tempfile.mkdtemp()) / "reinforce.pt")
+    >>> same = load_model(path)
+    >>> bool((same.predict_proba(trials) == est.predict_proba(trials)).all())
+    True
+    """
+    config = estimator_config(estimator)
+    state = {k: v.detach().cpu() for k, v in estimator.rule_.state_dict().items()}
+    blob = {"config": json.dumps(config), "state_dict": state}
+    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+
+def load_model(path: str | Path, device: str = "cpu",
+               allow_version_mismatch: bool = False) -> LearningRuleGLM:
+    """Load an estimator written by :func:`save_model`.
+
+    Parameters
+    ----------
+    path : str or Path
+        File written by :func:`save_model`.
+    device : str
+        Where the loaded rule lives (``"cpu"``, ``"cuda"``, ``"auto"``).
+    allow_version_mismatch : bool
+        Load a file saved by another version of the package (else ValueError).
+    """
+    try:
+        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        config = json.loads(blob["config"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError,
+            pickle.UnpicklingError) as err:
+        raise ValueError(f"{path} is not a model saved by save_model: "
+                         f"{type(err).__name__}: {err}") from None
+    if config.get("format") != SAVE_FORMAT:
+        raise ValueError(f"{path} has format {config.get('format')!r}, expected "
+                         f"{SAVE_FORMAT!r}")
+    return estimator_from_config(config, blob["state_dict"], device, allow_version_mismatch,
+                                 str(path))
