@@ -8,30 +8,51 @@ remain the definition of the rules: :func:`ibl_learnrules.engine.rollout` evalua
 ``tests/test_kernels.py`` checks that these kernels give the same loss, gradients and
 trajectories.
 
-Inputs per chunk are float64 arrays of shape (B, T, ...): covariates ``x``, rule inputs
+Inputs per chunk are arrays of shape (B, T, ...): covariates ``x``, rule inputs
 ``u = [x, 2y-1, 2r-1, 2c-1, new_session]`` (everything the network sees besides ``w``),
 choices ``y`` and the ``valid`` mask.
+
+Precision: a kernel computes in the dtype of its inputs (the rule's parameters: float32 by
+default, float64 in the equality tests) and accumulates the log-likelihood and the gradient
+sums over trials in float64. numba compiles one specialisation per dtype from the same source;
+only :func:`_tanh` and :func:`_sigmoid` differ: in float32 a rational approximation that the
+compiler vectorises over the hidden units (a few ulps from float32's tanh), in float64 the
+exact exp-based formulas.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 __all__ = ["dnn_chunk", "rnn_chunk"]
 
-_JIT = dict(parallel=True, fastmath=True, cache=True)
+# error_model="numpy": Python's ZeroDivisionError check on every division would keep the
+# hidden-unit loops (the rational tanh divides) from vectorising.
+_JIT = dict(parallel=True, fastmath=True, cache=True, error_model="numpy")
 
 
-@numba.njit(inline="always")
-def _log_sigmoid(z):
-    if z >= 0:
-        return -np.log1p(np.exp(-z))
-    return z - np.log1p(np.exp(z))
+def _cast(like, value):
+    """``value`` as a scalar of ``like``'s type (jitted code only)."""
+    raise NotImplementedError
 
 
-@numba.njit(inline="always")
-def _tanh(z):
+@overload(_cast, inline="always")
+def _cast_overload(like, value):
+    # numba promotes float32 (op) Python float to float64; casting the constants keeps
+    # float32 arithmetic in float32
+    to = like
+
+    def impl(like, value):
+        return to(value)
+
+    return impl
+
+
+@numba.njit(fastmath=True, error_model="numpy")
+def _tanh_exact(z):
     # libm's tanh costs ~25 ns; exp ~7 ns. Near 0, where (e - 1) would cancel, a Taylor
     # polynomial takes over; both branches are exact to ~1e-15 relative.
     a = abs(z)
@@ -44,11 +65,72 @@ def _tanh(z):
     return (e - 1.0) / (e + 1.0)
 
 
+@numba.njit(fastmath=True, error_model="numpy")
+def _tanh_f32(z):
+    # Eigen's float tanh: a 13/6 rational function on [-7.9, 7.9] (where float32's tanh
+    # reaches 1), < 3e-7 from the exact value; branch-free, so loops over units vectorise
+    f = numba.float32
+    c = f(7.90531110763549805)
+    x = z if z < c else c
+    x = x if x > -c else -c
+    x2 = x * x
+    p = x2 * f(-2.76076847742355e-16) + f(2.00018790482477e-13)
+    p = p * x2 + f(-8.60467152213735e-11)
+    p = p * x2 + f(5.12229709037114e-08)
+    p = p * x2 + f(1.48572235717979e-05)
+    p = p * x2 + f(6.37261928875436e-04)
+    p = p * x2 + f(4.89352455891786e-03)
+    q = x2 * f(1.19825839466702e-06) + f(1.18534705686654e-04)
+    q = q * x2 + f(2.26843463243900e-03)
+    q = q * x2 + f(4.89352518554385e-03)
+    return x * p / q
+
+
+@numba.njit(fastmath=True, error_model="numpy")
+def _sigmoid_exact(z):
+    if z >= 0:
+        return 1.0 / (1.0 + np.exp(-z))
+    e = np.exp(z)
+    return e / (1.0 + e)
+
+
+def _tanh(z):
+    """Hyperbolic tangent in ``z``'s precision (jitted code only)."""
+    raise NotImplementedError
+
+
+def _sigmoid(z):
+    """Logistic function in ``z``'s precision (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(_tanh)
+def _tanh_overload(z):
+    if z == types.float32:
+        return lambda z: _tanh_f32(z)
+    return lambda z: _tanh_exact(z)
+
+
+@overload(_sigmoid)
+def _sigmoid_overload(z):
+    if z == types.float32:
+        half = np.float32(0.5)
+        return lambda z: half + half * _tanh_f32(half * z)
+    return lambda z: _sigmoid_exact(z)
+
+
+@numba.njit(fastmath=True, error_model="numpy")
+def _log_sigmoid(z):
+    if z >= 0:
+        return -np.log1p(np.exp(-z))
+    return z - np.log1p(np.exp(z))
+
+
 @numba.njit(inline="always")
 def _policy(w, x_t, u_t, y_t, v, inp_t):
     """Fill the network input [w, u] of a trial; return (p_right, its log-likelihood * v)."""
     K = w.shape[0]
-    z = 0.0
+    z = _cast(w[0], 0.0)
     for k in range(K):
         z += w[k] * x_t[k]
         inp_t[k] = w[k]
@@ -56,65 +138,130 @@ def _policy(w, x_t, u_t, y_t, v, inp_t):
         inp_t[K + j] = u_t[j]
     ll = 0.0
     if v > 0:
-        ll = _log_sigmoid(z) if y_t > 0.5 else _log_sigmoid(-z)
-    return _sigmoid(z), ll
+        ll = np.float64(_log_sigmoid(z) if y_t > 0.5 else _log_sigmoid(-z))
+    # the likelihood in the input's precision, as the torch loop computes it; the policy's
+    # p only enters the backward pass
+    p = _sigmoid_exact(z)
+    return p, ll
 
 
 @numba.njit(inline="always")
-def _dense(W, b, inputs, out, activate):
-    """Set ``out = tanh(W @ inputs + b)`` (without the tanh unless ``activate``)."""
-    for i in range(W.shape[0]):
-        s = b[i]
-        for j in range(W.shape[1]):
-            s += W[i, j] * inputs[j]
-        out[i] = _tanh(s) if activate else s
+def _affine(WT, b, v, a):
+    """Set ``a = b + WT.T @ v`` for ``WT`` of shape (D, H).
+
+    The loop over the H outputs is innermost so that it vectorises; eight inputs per pass,
+    summed as a tree, cut the loads and stores of ``a`` and the length of the dependency chain.
+    """
+    D, H = WT.shape
+    for i in range(H):
+        a[i] = b[i]
+    j = 0
+    while j + 8 <= D:
+        c0, c1, c2, c3 = v[j], v[j + 1], v[j + 2], v[j + 3]
+        c4, c5, c6, c7 = v[j + 4], v[j + 5], v[j + 6], v[j + 7]
+        for i in range(H):
+            a[i] += (((WT[j, i] * c0 + WT[j + 1, i] * c1)
+                      + (WT[j + 2, i] * c2 + WT[j + 3, i] * c3))
+                     + ((WT[j + 4, i] * c4 + WT[j + 5, i] * c5)
+                        + (WT[j + 6, i] * c6 + WT[j + 7, i] * c7)))
+        j += 8
+    while j < D:
+        c = v[j]
+        for i in range(H):
+            a[i] += WT[j, i] * c
+        j += 1
 
 
 @numba.njit(inline="always")
-def _back_tanh(WT, g_out, act, g_in, carry):
-    """g_in = (carry + W.T @ g_out) * tanh' at the layer's output ``act`` (``WT`` = W.T)."""
-    for j in range(WT.shape[0]):
-        s = carry[j]
-        for i in range(WT.shape[1]):
-            s += WT[j, i] * g_out[i]
-        g_in[j] = s * (1.0 - act[j] * act[j])
+def _dots(M, b, v, out):
+    """Set ``out = b + M @ v`` for few rows (the K outputs): one reduction per row."""
+    for k in range(M.shape[0]):
+        s = b[k]
+        for i in range(M.shape[1]):
+            s += M[k, i] * v[i]
+        out[k] = s
 
 
 @numba.njit(inline="always")
-def _back_output(gw, scale, out_t, go_t, gls_a):
+def _tanh_layer(a, act):
+    for i in range(a.shape[0]):
+        act[i] = _tanh(a[i])
+
+
+@numba.njit(inline="always")
+def _back_tanh(g_pre, act):
+    """Turn a gradient at a tanh layer's output into one at its input, in place."""
+    one = _cast(act[0], 1.0)
+    for i in range(g_pre.shape[0]):
+        g_pre[i] *= one - act[i] * act[i]
+
+
+@numba.njit(fastmath=True, error_model="numpy")
+def _add_products(S, A, B):
+    """``S += A.T @ B`` in float64 for ``A`` (T, M) and ``B`` (T, N) float64.
+
+    Eight trials per pass over ``S``, summed as a tree, so that each row of ``S`` is loaded
+    and stored once per eight trials; the rows are the long side (see :func:`_sum_outer`).
+    """
+    T, M = A.shape
+    N = B.shape[1]
+    t = 0
+    while t + 8 <= T:
+        for i in range(M):
+            c0, c1, c2, c3 = A[t, i], A[t + 1, i], A[t + 2, i], A[t + 3, i]
+            c4, c5, c6, c7 = A[t + 4, i], A[t + 5, i], A[t + 6, i], A[t + 7, i]
+            for j in range(N):
+                S[i, j] += (((B[t, j] * c0 + B[t + 1, j] * c1)
+                             + (B[t + 2, j] * c2 + B[t + 3, j] * c3))
+                            + ((B[t + 4, j] * c4 + B[t + 5, j] * c5)
+                               + (B[t + 6, j] * c6 + B[t + 7, j] * c7)))
+        t += 8
+    while t < T:
+        for i in range(M):
+            c = A[t, i]
+            for j in range(N):
+                S[i, j] += B[t, j] * c
+        t += 1
+
+
+@numba.njit(fastmath=True, error_model="numpy")
+def _sum_outer(S, sb, G, V):
+    """``S += G.T @ V`` and ``sb += G.sum(0)`` in float64: a layer's gradients over trials.
+
+    ``G`` (T, M) holds the per-trial gradients at the layer's outputs (zero rows for trials
+    that did not count), ``V`` (T, N) its inputs.
+    """
+    G = G.astype(np.float64)
+    V = V.astype(np.float64)
+    for t in range(G.shape[0]):
+        for i in range(G.shape[1]):
+            sb[i] += G[t, i]
+    M, N = S.shape
+    if N >= M:
+        _add_products(S, G, V)
+    else:
+        # the vectorised loop runs along the rows of the sum: make them the long side
+        ST = np.zeros((N, M))
+        _add_products(ST, V, G)
+        S += ST.T
+
+
+@numba.njit(inline="always")
+def _back_output(gw, scale, out_t, go, gls_a):
     """Gradient at the network output from d loss / d w_{t+1}; accumulates the log-scale's."""
     for k in range(gw.shape[0]):
-        go_t[k] = gw[k] * scale[k]
-        gls_a[k] += go_t[k] * out_t[k]
+        go[k] = gw[k] * scale[k]
+        gls_a[k] += np.float64(go[k] * out_t[k])
 
 
 @numba.njit(inline="always")
-def _back_policy(gw, WT_in, g_first, x_t, y_t, p_t, loss_norm):
-    """Add to ``gw`` the paths to w_t: network input and the trial's likelihood."""
+def _back_policy(gw, WT_in, g_first, x_t, y_t, p_t, inv_norm):
+    """Add to ``gw`` the paths to w_t: network input (rows 0..K-1 of ``WT_in``) and policy."""
     for k in range(gw.shape[0]):
-        s = 0.0
+        s = _cast(gw[k], 0.0)
         for i in range(WT_in.shape[1]):
             s += WT_in[k, i] * g_first[i]
-        gw[k] += s - (y_t - p_t) * x_t[k] / loss_norm
-
-
-@numba.njit(inline="always")
-def _add_outer_sum(out, g, inputs):
-    """Out += g.T @ inputs, as loops: BLAS called from numba's threads can deadlock OpenBLAS."""
-    for t in range(g.shape[0]):
-        for i in range(g.shape[1]):
-            gi = g[t, i]
-            if gi != 0.0:
-                for j in range(inputs.shape[1]):
-                    out[i, j] += gi * inputs[t, j]
-
-
-@numba.njit(inline="always")
-def _sigmoid(z):
-    if z >= 0:
-        return 1.0 / (1.0 + np.exp(-z))
-    e = np.exp(z)
-    return e / (1.0 + e)
+        gw[k] += s - (y_t - p_t) * x_t[k] * inv_norm
 
 
 @numba.njit(**_JIT)
@@ -122,8 +269,10 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, need_grad, los
     B, T, K = x.shape
     H = W1.shape[0]
     D = W1.shape[1]
+    dt = x.dtype
     loglik = np.zeros(B)
-    w_end = np.empty((B, K))
+    w_end = np.empty((B, K), dt)
+    # per-animal float64 gradient sums, added up after the parallel loop
     gW1 = np.zeros((B,) + W1.shape)
     gb1 = np.zeros((B, H))
     gW2 = np.zeros((B,) + W2.shape)
@@ -131,50 +280,49 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, need_grad, los
     gW3 = np.zeros((B,) + W3.shape)
     gb3 = np.zeros((B, K))
     gls = np.zeros((B, K))
-    # the backward pass reads the weights by columns
-    W1T, W2T, W3T = W1.T.copy(), W2.T.copy(), W3.T.copy()
-    no_carry = np.zeros(H)
+    # forward: layers as b + WT.T @ v (outputs innermost); backward: W.T @ g, i.e. W itself
+    W1T, W2T = W1.T.copy(), W2.T.copy()
+    no_bias = np.zeros(H, dt)
+    inv_norm = _cast(scale[0], 1.0 / loss_norm)
     for a in numba.prange(B):
-        inp = np.empty((T, D))
-        h1 = np.empty((T, H))
-        h2 = np.empty((T, H))
-        out = np.empty((T, K))
-        p = np.empty(T)
+        inp = np.empty((T, D), dt)
+        h1 = np.empty((T, H), dt)
+        h2 = np.empty((T, H), dt)
+        out = np.empty((T, K), dt)
+        p = np.empty(T, dt)
+        pre = np.empty(H, dt)
         w = w0[a].copy()
         for t in range(T):
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[t])
             loglik[a] += ll
-            _dense(W1, b1, inp[t], h1[t], True)
-            _dense(W2, b2, h1[t], h2[t], True)
-            _dense(W3, b3, h2[t], out[t], False)
+            _affine(W1T, b1, inp[t], pre)
+            _tanh_layer(pre, h1[t])
+            _affine(W2T, b2, h1[t], pre)
+            _tanh_layer(pre, h2[t])
+            _dots(W3, b3, h2[t], out[t])
             for k in range(K):
-                w[k] += v * scale[k] * out[t, k]
+                w[k] += v * (scale[k] * out[t, k])
         w_end[a] = w
         if not need_grad:
             continue
-        # per-trial gradients of the pre-activations; weight gradients are their products
-        # with the layer inputs, summed over trials at the end in one matrix product each
-        go = np.zeros((T, K))
-        g2 = np.zeros((T, H))
-        g1 = np.zeros((T, H))
-        gw = np.zeros(K)  # d loss / d w_{t+1}
+        # per-trial gradients at each layer's output; zero where a trial does not count
+        go = np.zeros((T, K), dt)
+        g2 = np.zeros((T, H), dt)
+        g1 = np.zeros((T, H), dt)
+        gw = np.zeros(K, dt)  # d loss / d w_{t+1}
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue  # the weights pass through unchanged
             _back_output(gw, scale, out[t], go[t], gls[a])
-            _back_tanh(W3T, go[t], h2[t], g2[t], no_carry)
-            _back_tanh(W2T, g2[t], h1[t], g1[t], no_carry)
-            _back_policy(gw, W1T, g1[t], x[a, t], y[a, t], p[t], loss_norm)
-        _add_outer_sum(gW3[a], go, h2)
-        _add_outer_sum(gW2[a], g2, h1)
-        _add_outer_sum(gW1[a], g1, inp)
-        for t in range(T):
-            for k in range(K):
-                gb3[a, k] += go[t, k]
-            for i in range(H):
-                gb2[a, i] += g2[t, i]
-                gb1[a, i] += g1[t, i]
+            _affine(W3, no_bias, go[t], g2[t])
+            _back_tanh(g2[t], h2[t])
+            _affine(W2, no_bias, g2[t], g1[t])
+            _back_tanh(g1[t], h1[t])
+            _back_policy(gw, W1T, g1[t], x[a, t], y[a, t], p[t], inv_norm)
+        _sum_outer(gW3[a], gb3[a], go, h2)
+        _sum_outer(gW2[a], gb2[a], g2, h1)
+        _sum_outer(gW1[a], gb1[a], g1, inp)
     grads = (gW1.sum(0), gb1.sum(0), gW2.sum(0), gb2.sum(0), gW3.sum(0), gb3.sum(0), gls.sum(0))
     return loglik, w_end, grads
 
@@ -185,9 +333,10 @@ def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
     Parameters
     ----------
     x, u, y, valid, w0 : ndarray
-        Chunk inputs (float64) and the weights before its first trial.
+        Chunk inputs and the weights before its first trial, all of one float dtype.
     params : sequence of ndarray
-        ``scale, W1, b1, W2, b2, W3, b3`` (``scale`` = exp of the rule's log-scale).
+        ``scale, W1, b1, W2, b2, W3, b3`` (``scale`` = exp of the rule's log-scale), C-contiguous
+        and of the inputs' dtype.
     need_grad : bool
         Also back-propagate.
     loss_norm : float
@@ -195,9 +344,9 @@ def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
 
     Returns
     -------
-    loglik : ndarray (B,)
-    w_end : ndarray (B, K)
-    grads : tuple of ndarray
+    loglik : ndarray (B,), float64
+    w_end : ndarray (B, K), the inputs' dtype
+    grads : tuple of ndarray, float64
         Gradients for ``W1, b1, W2, b2, W3, b3, log_scale``.
     """
     return _dnn_chunk(x, u, y, valid, w0, *params, need_grad, float(loss_norm))
@@ -209,9 +358,10 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
     B, T, K = x.shape
     H = Whh.shape[1]
     D = Wih.shape[1]
+    dt = x.dtype
     loglik = np.zeros(B)
-    w_end = np.empty((B, K))
-    h_end = np.empty((B, H))
+    w_end = np.empty((B, K), dt)
+    h_end = np.empty((B, H), dt)
     gWih = np.zeros((B,) + Wih.shape)
     gWhh = np.zeros((B,) + Whh.shape)
     gbih = np.zeros((B, 3 * H))
@@ -221,103 +371,85 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
     gR2 = np.zeros((B,) + R2.shape)
     gc2 = np.zeros((B, K))
     gls = np.zeros((B, K))
-    # the backward pass reads these by columns
-    R1T, R2T = R1.T.copy(), R2.T.copy()
-    WhhT = Whh.T.copy()
-    WihT = Wih.T.copy()
-    no_carry = np.zeros(H)
+    # forward: b + WT.T @ v with the outputs innermost; backward: W.T @ g, i.e. W itself
+    WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
+    no_bias = np.zeros(3 * H, dt)
+    one = _cast(scale[0], 1.0)
+    inv_norm = _cast(scale[0], 1.0 / loss_norm)
     for a in numba.prange(B):
-        inp = np.empty((T, D))
-        hs = np.empty((T + 1, H))  # state before each trial
-        r = np.empty((T, H))
-        zg = np.empty((T, H))
-        n = np.empty((T, H))
-        hn = np.empty((T, H))  # W_hn h + b_hn
-        hnew = np.empty((T, H))
-        ro = np.empty((T, H))  # readout hidden layer
-        out = np.empty((T, K))
-        p = np.empty(T)
+        inp = np.empty((T, D), dt)
+        hs = np.empty((T + 1, H), dt)  # state before each trial
+        r = np.empty((T, H), dt)
+        zg = np.empty((T, H), dt)
+        n = np.empty((T, H), dt)
+        hn = np.empty((T, H), dt)  # W_hn h + b_hn
+        hnew = np.empty((T, H), dt)
+        ro = np.empty((T, H), dt)  # read-out hidden layer
+        out = np.empty((T, K), dt)
+        p = np.empty(T, dt)
+        gi = np.empty(3 * H, dt)
+        gh_ = np.empty(3 * H, dt)
+        pre = np.empty(H, dt)
         w = w0[a].copy()
         hs[0] = h0[a]
         for t in range(T):
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[t])
             loglik[a] += ll
+            _affine(WihT, bih, inp[t], gi)
+            _affine(WhhT, bhh, hs[t], gh_)
             for i in range(H):
-                ar = bih[i] + bhh[i]
-                az = bih[H + i] + bhh[H + i]
-                an = bih[2 * H + i]
-                for j in range(D):
-                    ar += Wih[i, j] * inp[t, j]
-                    az += Wih[H + i, j] * inp[t, j]
-                    an += Wih[2 * H + i, j] * inp[t, j]
-                hh = bhh[2 * H + i]
-                for j in range(H):
-                    ar += Whh[i, j] * hs[t, j]
-                    az += Whh[H + i, j] * hs[t, j]
-                    hh += Whh[2 * H + i, j] * hs[t, j]
-                r[t, i] = _sigmoid(ar)
-                zg[t, i] = _sigmoid(az)
-                hn[t, i] = hh
-                n[t, i] = _tanh(an + r[t, i] * hh)
-                hnew[t, i] = (1.0 - zg[t, i]) * n[t, i] + zg[t, i] * hs[t, i]
-            _dense(R1, c1, hnew[t], ro[t], True)
-            _dense(R2, c2, ro[t], out[t], False)
+                r[t, i] = _sigmoid(gi[i] + gh_[i])
+                zg[t, i] = _sigmoid(gi[H + i] + gh_[H + i])
+                hn[t, i] = gh_[2 * H + i]
+                n[t, i] = _tanh(gi[2 * H + i] + r[t, i] * gh_[2 * H + i])
+                hnew[t, i] = (one - zg[t, i]) * n[t, i] + zg[t, i] * hs[t, i]
+            _affine(R1T, c1, hnew[t], pre)
+            _tanh_layer(pre, ro[t])
+            _dots(R2, c2, ro[t], out[t])
             for k in range(K):
-                w[k] += v * scale[k] * out[t, k]
-            for i in range(H):
-                hs[t + 1, i] = v * hnew[t, i] + (1.0 - v) * hs[t, i]
+                w[k] += v * (scale[k] * out[t, k])
+            if v > 0:
+                hs[t + 1] = hnew[t]
+            else:
+                hs[t + 1] = hs[t]
         w_end[a] = w
         h_end[a] = hs[T]
         if not need_grad:
             continue
-        # per-trial gradients of the pre-activations; weight gradients are summed over
-        # trials at the end, one matrix product each
-        g_ih = np.zeros((T, 3 * H))  # r, z, n gates: input side
-        g_hh = np.zeros((T, 3 * H))  # r, z, n gates: recurrent side
-        gro = np.zeros((T, H))
-        go = np.zeros((T, K))
-        gw = np.zeros(K)  # d loss / d w_{t+1}
-        gh = np.zeros(H)  # d loss / d h_{t+1}
-        gnew = np.empty(H)
+        # per-trial gradients at each layer's output; zero where a trial does not count
+        g_ih = np.zeros((T, 3 * H), dt)  # r, z, n gates: input side
+        g_hh = np.zeros((T, 3 * H), dt)  # r, z, n gates: recurrent side
+        gro = np.zeros((T, H), dt)
+        go = np.zeros((T, K), dt)
+        gw = np.zeros(K, dt)  # d loss / d w_{t+1}
+        gh = np.zeros(H, dt)  # d loss / d h_{t+1}
+        gnew = np.empty(H, dt)
+        carry = np.empty(H, dt)
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue  # weights and state pass through unchanged
             _back_output(gw, scale, out[t], go[t], gls[a])
-            _back_tanh(R2T, go[t], ro[t], gro[t], no_carry)
-            for j in range(H):  # into the new state: from the read-out and from h_{t+1}
-                s = gh[j]
-                for i in range(H):
-                    s += R1T[j, i] * gro[t, i]
-                gnew[j] = s
+            _affine(R2, no_bias, go[t], gro[t])
+            _back_tanh(gro[t], ro[t])
+            _affine(R1, gh, gro[t], gnew)  # into the new state: from the read-out and h_{t+1}
             for i in range(H):
-                gn = gnew[i] * (1.0 - zg[t, i])
+                gn = gnew[i] * (one - zg[t, i])
                 gz = gnew[i] * (hs[t, i] - n[t, i])
-                gan = gn * (1.0 - n[t, i] * n[t, i])
-                g_ih[t, i] = gan * hn[t, i] * r[t, i] * (1.0 - r[t, i])
-                g_ih[t, H + i] = gz * zg[t, i] * (1.0 - zg[t, i])
+                gan = gn * (one - n[t, i] * n[t, i])
+                g_ih[t, i] = gan * hn[t, i] * r[t, i] * (one - r[t, i])
+                g_ih[t, H + i] = gz * zg[t, i] * (one - zg[t, i])
                 g_ih[t, 2 * H + i] = gan
                 g_hh[t, i] = g_ih[t, i]
                 g_hh[t, H + i] = g_ih[t, H + i]
                 g_hh[t, 2 * H + i] = gan * r[t, i]
-            for j in range(H):
-                s = gnew[j] * zg[t, j]
-                for i in range(3 * H):
-                    s += WhhT[j, i] * g_hh[t, i]
-                gh[j] = s
-            _back_policy(gw, WihT, g_ih[t], x[a, t], y[a, t], p[t], loss_norm)
-        _add_outer_sum(gWih[a], g_ih, inp)
-        _add_outer_sum(gWhh[a], g_hh, hs)
-        _add_outer_sum(gR1[a], gro, hnew)
-        _add_outer_sum(gR2[a], go, ro)
-        for t in range(T):
-            for i in range(3 * H):
-                gbih[a, i] += g_ih[t, i]
-                gbhh[a, i] += g_hh[t, i]
-            for i in range(H):
-                gc1[a, i] += gro[t, i]
-            for k in range(K):
-                gc2[a, k] += go[t, k]
+                carry[i] = gnew[i] * zg[t, i]
+            _affine(Whh, carry, g_hh[t], gh)
+            _back_policy(gw, WihT, g_ih[t], x[a, t], y[a, t], p[t], inv_norm)
+        _sum_outer(gWih[a], gbih[a], g_ih, inp)
+        _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
+        _sum_outer(gR1[a], gc1[a], gro, hnew)
+        _sum_outer(gR2[a], gc2[a], go, ro)
     grads = (gWih.sum(0), gWhh.sum(0), gbih.sum(0), gbhh.sum(0), gR1.sum(0), gc1.sum(0),
              gR2.sum(0), gc2.sum(0), gls.sum(0))
     return loglik, w_end, h_end, grads
@@ -329,6 +461,6 @@ def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0):
     Parameters are as in :func:`dnn_chunk`, plus ``h0`` (B, H), the GRU state before the
     chunk; ``params`` is ``scale, W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2`` in torch's GRUCell
     layout (gates r, z, n). Returns ``loglik, w_end, h_end, grads`` with gradients for
-    ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale``.
+    ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale`` (float64).
     """
     return _rnn_chunk(x, u, y, valid, w0, h0, *params, need_grad, float(loss_norm))

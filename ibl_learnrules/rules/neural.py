@@ -42,19 +42,27 @@ class _ScaledOutput(LearningRule):
     def _kernel_call(self, chunk, network: nn.Module, inputs, w, state, need_grad, loss_norm):
         """Run a network kernel: its parameters are the scale then ``network``'s, in order.
 
+        The kernel computes in the dtype of the rule's parameters (the engine hands the inputs
+        over in that dtype); its carried weights, state and gradients come back in it too.
         The kernels return the log-scale's gradient last; ``log_scale`` is this rule's first
         parameter.
         """
-        def f64(a):
-            return np.ascontiguousarray(a, dtype=np.float64)
+        dtype = self.log_scale.dtype
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
 
-        params = [f64(p.detach().cpu().numpy()) for p in (self.scale, *network.parameters())]
-        extra = () if state is None else (f64(state),)
-        out = chunk(f64(inputs.x), f64(inputs.u), f64(inputs.y), f64(inputs.valid), f64(w),
+        def arr(a):
+            return np.ascontiguousarray(a, dtype=np_dtype)
+
+        with torch.no_grad():
+            params = [arr(p.detach().cpu().numpy()) for p in (self.scale, *network.parameters())]
+        extra = () if state is None else (arr(state),)
+        out = chunk(arr(inputs.x), arr(inputs.u), arr(inputs.y), arr(inputs.valid), arr(w),
                     *extra, params, need_grad, loss_norm)
-        grads = list(out[-1])
-        return KernelResult(out[0], out[1], out[2] if state is not None else None,
-                            [grads[-1], *grads[:-1]] if need_grad else None)
+        grads = None
+        if need_grad:
+            grads = [g.astype(np_dtype) for g in out[-1]]
+            grads = [grads[-1], *grads[:-1]]
+        return KernelResult(out[0], out[1], out[2] if state is not None else None, grads)
 
 
 class DNNRule(_ScaledOutput):
