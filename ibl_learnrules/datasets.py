@@ -8,7 +8,8 @@ import pandas as pd
 
 from .trials import validate_trials
 
-__all__ = ["load_ks014", "KS014_ATTRIBUTION", "tutorial_size", "TUTORIAL_SCALE_VARIABLE"]
+__all__ = ["load_ks014", "KS014_ATTRIBUTION", "load_ibl_mice", "IBL_MICE_ATTRIBUTION",
+           "tutorial_size", "TUTORIAL_SCALE_VARIABLE"]
 
 KS014_ATTRIBUTION = (
     "International Brain Laboratory public behavioural data (CC BY 4.0); trial tables as "
@@ -44,6 +45,53 @@ def load_ks014() -> pd.DataFrame:
     raw = raw.rename(columns={"eid": "session"})
     raw.insert(2, "trial", raw.groupby("session_idx").cumcount())
     raw["date"] = pd.to_datetime(raw["date"])
+    return validate_trials(raw).reset_index(drop=True)
+
+
+IBL_MICE_ATTRIBUTION = (
+    "International Brain Laboratory public behavioural data (CC BY 4.0; IBL, 'Standardized "
+    "and reproducible measurement of decision-making in mice', eLife 2021, doi "
+    "10.7554/eLife.63711), rebuilt from the per-mouse exports in int-brain-lab/ann-rnns "
+    "(data/ibl-data-may2020); provenance in ibl_learnrules/data/IBL_MICE_README.md."
+)
+_IBL_MICE_PROTOCOLS = ("training", "biased")
+
+
+def load_ibl_mice(protocol: str | None = None) -> pd.DataFrame:
+    """Load 27 real IBL mice: the end of basic training, then biased-block sessions.
+
+    755,188 trials: the last three training sessions of each mouse (62,457 trials) and up to
+    83 biased sessions (692,731). These mice have already learned the basic task: rules
+    fitted here describe the trial-by-trial adaptation of trained mice (history effects, the
+    bias tracking the block prior). Attribution: :data:`IBL_MICE_ATTRIBUTION`.
+
+    Parameters
+    ----------
+    protocol : {"training", "biased"}, optional
+        Keep only that protocol's sessions (default: both, training first).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A validated trials table with ``subject``, ``session``, ``session_index``,
+        ``protocol``, ``session_number``, ``trial`` and the ALF columns.
+
+    Examples
+    --------
+    >>> trials = load_ibl_mice("training")
+    >>> len(trials), trials["subject"].nunique()
+    (62457, 27)
+    """
+    if protocol is not None and protocol not in _IBL_MICE_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {list(_IBL_MICE_PROTOCOLS)} or None, "
+                         f"got {protocol!r}")
+    source = resources.files("ibl_learnrules") / "data" / "ibl_mice_27.parquet"
+    with resources.as_file(source) as path:
+        raw = pd.read_parquet(path)
+    if protocol is not None:
+        raw = raw[raw["protocol"] == protocol]
+    for column in ("choice", "feedbackType"):
+        raw[column] = raw[column].astype("int64")
     return validate_trials(raw).reset_index(drop=True)
 
 

@@ -83,8 +83,9 @@ def ground_truth_rule(rule: str | LearningRule, n_weights: int,
 
     Examples
     --------
-    >>> ground_truth_rule("reinforce", 2).alpha.tolist()
-    [0.003, 0.003]
+    >>> rule = ground_truth_rule("reinforce", 2)
+    >>> rule.alpha.dtype, rule.alpha.round(decimals=12).tolist()
+    (torch.float64, [0.003, 0.003])
     """
     if isinstance(rule, LearningRule):
         if rule_params:

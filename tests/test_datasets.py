@@ -39,3 +39,28 @@ def test_attribution_and_licence_ship_with_the_data():
     data = resources.files("ibl_learnrules") / "data"
     assert "Permission is hereby granted" in (data / "LICENSE-diHMM.txt").read_text()
     assert "CC BY 4.0" in KS014_ATTRIBUTION
+
+
+def test_ibl_mice_are_27_valid_mice_with_both_protocols():
+    from ibl_learnrules.datasets import IBL_MICE_ATTRIBUTION, load_ibl_mice
+
+    training = load_ibl_mice("training")
+    assert len(training) == 62_457 and training["subject"].nunique() == 27
+    assert set(training["protocol"]) == {"training"}
+    assert training.groupby("subject")["session"].nunique().eq(3).all()
+    assert validate_trials(training).equals(training)
+    biased = load_ibl_mice("biased")
+    assert len(biased) == 692_731
+    assert set(biased["probabilityLeft"].round(1)) >= {0.2, 0.5, 0.8}
+    # sessions keep their order within a mouse: training first, then biased
+    both = load_ibl_mice()
+    for _, mouse in both.groupby("subject"):
+        assert mouse["session_index"].is_monotonic_increasing
+    assert "CC BY 4.0" in IBL_MICE_ATTRIBUTION
+
+
+def test_ibl_mice_attribution_ships_with_the_data():
+    from importlib import resources
+
+    readme = (resources.files("ibl_learnrules") / "data" / "IBL_MICE_README.md").read_text()
+    assert "CC BY 4.0" in readme and "eLife.63711" in readme

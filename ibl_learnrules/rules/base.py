@@ -182,8 +182,9 @@ def make_rule(name: str, n_weights: int, **params) -> LearningRule:
 
     Examples
     --------
-    >>> make_rule("reinforce", 2, alpha=0.05).alpha.tolist()
-    [0.05000000447034836, 0.05000000447034836]
+    >>> rule = make_rule("reinforce", 2, alpha=[0.05, 0.01])
+    >>> [round(a, 6) for a in rule.alpha.tolist()]
+    [0.05, 0.01]
     """
     cls = get_rule_class(name)
     try:
