@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ibl_learnrules.engine import ChunkRunner, TensorBatch, rollout, train_rule
+from ibl_learnrules.kernels import classic
 from ibl_learnrules.rules import RULES, get_rule_class
 
 #: Rules defined by the package (not by tests, which may register their own).
@@ -176,6 +177,24 @@ def test_predictions_after_fused_training_use_the_torch_rollout(name):
     np.testing.assert_allclose(w_end, res.w.numpy(), rtol=1e-10, atol=1e-12)
     for s_fast, s_ref in zip(as_arrays(state_end), as_arrays(res.state), strict=True):
         np.testing.assert_allclose(s_fast, s_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["reinforce", "q_learning", "reward_history"])
+def test_classic_kernels_do_not_depend_on_the_threads(name, monkeypatch):
+    # typical chunks run on one thread; force the parallel path and expect the same bits
+    batch = random_batch(4, 200, 2, seed=9)
+    w0 = start_weights(batch)
+    chunks = SHAPES["K2"][3]
+    serial = run_chunks(make_rule(name, 2), batch, "fused", w0, chunks)
+    monkeypatch.setattr(classic, "_WORK_PER_THREAD", 1)
+    parallel = run_chunks(make_rule(name, 2), batch, "fused", w0, chunks)
+    for s, p in zip(serial, parallel, strict=True):
+        assert s[0] == p[0]
+        np.testing.assert_array_equal(s[1], p[1])
+        for a, b in zip(s[2], p[2], strict=True):
+            np.testing.assert_array_equal(a, b)
+        for key in s[3]:
+            np.testing.assert_array_equal(s[3][key], p[3][key])
 
 
 def test_a_subclass_does_not_inherit_its_parents_kernel():

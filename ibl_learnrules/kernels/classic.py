@@ -6,10 +6,11 @@ and ``dstate/dtheta``, and add each trial's ``(y - p) * x . dpolicy_w/dtheta`` t
 gradient of the log-likelihood. No trajectory is stored and there is no backward pass. TBPTT
 detaches the weights and state between chunks, so the tangents start at zero in each chunk.
 
-One driver (:func:`_chunk`, parallel over animals) runs the policy and the likelihood for
-every rule; a small step function per rule applies the update and its hand-derived partials.
-The rule is chosen by an integer code (the constants below) rather than by passing the step
-function in, because numba cannot cache a function that takes another as an argument.
+One driver (:func:`_chunk`, parallel over animals when a chunk is big enough to pay for the
+threads) runs the policy and the likelihood for every rule; a small step function per rule
+applies the update and its hand-derived partials. The rule is chosen by an integer code (the
+constants below) rather than by passing the step function in, because numba cannot cache a
+function that takes another as an argument (nor a closure).
 
 ``theta`` is the flat concatenation of ``list(rule.parameters())`` (logs where the rule
 stores logs); the state is flattened per animal to (B, M): nothing for the Markovian rules,
@@ -51,6 +52,10 @@ NONE, REINFORCE, REINFORCE_BASELINE, REWARD_MAX, PREDICTION_ERROR, Q_LEARNING, R
 
 # no fastmath: the work per trial is a few dozen flops, and the equality tests ask for 1e-10
 _JIT = dict(parallel=True, cache=True)
+#: Animal-trials per thread below which a chunk runs on one thread. A trial costs ~50 ns, so
+#: a typical chunk (12 animals x 500 trials) takes ~0.3 ms alone; waking the other threads
+#: gains little then, and on a busy machine a descheduled worker can stall it for far longer.
+_WORK_PER_THREAD = 200_000
 
 
 @numba.njit(cache=True)
@@ -299,9 +304,15 @@ def classic_chunk(
     flat_state = (np.zeros((n_animals, 0), dtype) if state is None
                   else arr(state).reshape(n_animals, -1))
     theta = np.concatenate([np.ravel(arr(p)) for p in params]).astype(dtype)
-    loglik, w_end, s_end, grad = _chunk(
-        int(rule), arr(x), arr(y), arr(reward), arr(correct_side), arr(new_session), arr(valid),
-        arr(w0), flat_state, theta, float(max_run), bool(need_grad), float(loss_norm))
+    threads = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, x.shape[0] * x.shape[1] // _WORK_PER_THREAD)))
+    try:
+        loglik, w_end, s_end, grad = _chunk(
+            int(rule), arr(x), arr(y), arr(reward), arr(correct_side), arr(new_session),
+            arr(valid), arr(w0), flat_state, theta, float(max_run), bool(need_grad),
+            float(loss_norm))
+    finally:
+        numba.set_num_threads(threads)
     state_end = None if state is None else s_end.reshape(np.shape(state))
     grads = None
     if need_grad:
