@@ -200,8 +200,6 @@ def test_classic_kernels_do_not_depend_on_the_threads(name, monkeypatch):
 def test_a_subclass_does_not_inherit_its_parents_kernel():
     # it may change the update, which the compiled kernel would not see
     class Doubled(get_rule_class("reinforce")):
-        name = ""  # not registered: it would replace reinforce in the registry
-
         def gain(self, trial):
             return 2.0 * super().gain(trial)
 

@@ -38,6 +38,14 @@ def test_a_new_rule_is_one_class():
         RULES.pop("test_hebbian")
 
 
+def test_an_unnamed_subclass_does_not_replace_its_parent():
+    class Louder(get_rule_class("reinforce")):
+        pass
+
+    assert get_rule_class("reinforce") is not Louder
+    assert get_rule_class("reinforce").__name__ == "Reinforce"
+
+
 @pytest.mark.parametrize("rule", ["reinforce", "reinforce_baseline"])
 def test_reinforce_rules_compute_their_formula(rule):
     rng = np.random.default_rng(0)

@@ -97,7 +97,9 @@ class LearningRule(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.name:
+        # only a class that names itself registers: a subclass inheriting its parent's name
+        # must not replace the parent in the registry
+        if cls.__dict__.get("name"):
             RULES[cls.name] = cls
 
     def initial_state(self, n_animals: int, device: torch.device | None = None):
