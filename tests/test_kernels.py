@@ -20,6 +20,10 @@ PACKAGE_RULES = sorted(name for name, cls in RULES.items()
 #: Constructor arguments: a large output scale makes the networks' updates, and so any
 #: disagreement, visible.
 CONSTRUCT = {"dnn": dict(hidden_size=16, scale=0.05), "rnn": dict(hidden_size=16, scale=0.05)}
+#: Constructions tested besides each rule's defaults, as "<rule>:<variant>": the network rules
+#: with and without a classic rule nested in them.
+VARIANTS = {f"{net}:{label}": dict(base=base) for net in ("dnn", "rnn")
+            for label, base in (("plain", None), ("nested", "reinforce_baseline"))}
 # (B, T, K) and TBPTT chunks; animal 1 ends inside the second chunk, so the last is padding
 SHAPES = {
     "K1": (3, 160, 1, [(0, 37), (37, 100), (100, 160)]),
@@ -31,14 +35,17 @@ SHAPES = {
 def make_rule(name, n_weights, seed=0, dtype=torch.float64):
     """The rule with every parameter moved off its default, so that every gradient counts."""
     torch.manual_seed(seed)
-    rule = get_rule_class(name)(n_weights, **CONSTRUCT.get(name, {})).to(dtype)
+    rule_name = name.partition(":")[0]
+    kwargs = {**CONSTRUCT.get(rule_name, {}), **VARIANTS.get(name, {})}
+    rule = get_rule_class(rule_name)(n_weights, **kwargs).to(dtype)
     with torch.no_grad():
         for p in rule.parameters():
             p.add_(0.2 * torch.randn_like(p))
     return rule
 
 
-KERNEL_RULES = [name for name in PACKAGE_RULES if make_rule(name, 2).chunk_kernel() is not None]
+KERNEL_RULES = [name for name in [*PACKAGE_RULES, *VARIANTS]
+                if make_rule(name, 2).chunk_kernel() is not None]
 
 
 def random_batch(n_animals, n_trials, n_weights, seed=0, dtype=torch.float64):

@@ -128,3 +128,33 @@ def test_network_rules_start_small_and_have_shapes(name):
 def test_bad_rule_construction():
     with pytest.raises(ValueError, match="at least one weight"):
         get_rule_class("dnn")(0)
+
+
+@pytest.mark.parametrize("name", ["dnn", "rnn"])
+def test_nested_rule_is_its_classic_rule_when_the_correction_is_zero(name):
+    torch.manual_seed(0)
+    alpha, beta = [0.03, 0.01], [0.4, 0.7]
+    nested = get_rule_class(name)(2, hidden_size=8, base="reinforce_baseline", alpha=alpha,
+                                  beta=beta)
+    classic_rule = get_rule_class("reinforce_baseline")(2, alpha=alpha, beta=beta)
+    rng = np.random.default_rng(1)
+    w = torch.as_tensor(rng.normal(size=(20, 2)), dtype=torch.float32)
+    trial = step(np.c_[rng.uniform(-1, 1, 20), np.ones(20)], rng.integers(0, 2, 20),
+                 rng.integers(0, 2, 20), rng.integers(0, 2, 20), rng.uniform(0.1, 0.9, 20))
+    expected, _ = classic_rule(w, trial)
+    last = nested.mlp[-1] if name == "dnn" else nested.readout[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    state = nested.initial_state(20)
+    got, _ = nested(w, trial, state)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # and with a non-zero correction it differs: the network adds to the classic update
+    with torch.no_grad():
+        last.bias.fill_(1.0)
+    assert not torch.allclose(nested(w, trial, state)[0], expected)
+
+
+def test_unknown_base_is_refused():
+    with pytest.raises(ValueError, match="base must be one of"):
+        get_rule_class("dnn")(2, base="hebbian")

@@ -264,8 +264,43 @@ def _back_policy(gw, WT_in, g_first, x_t, y_t, p_t, inv_norm):
         gw[k] += s - (y_t - p_t) * x_t[k] * inv_norm
 
 
+@numba.njit(inline="always")
+def _base_gain(alpha, beta, k, u_t, y_t, p_t):
+    """``alpha_k (r - beta_k) (y - p)``: the classic part's factor of ``x_k`` (r from ``u``)."""
+    K = alpha.shape[0]
+    reward = (u_t[K + 1] + 1) * 0.5
+    return alpha[k] * (reward - beta[k]) * (y_t - p_t)
+
+
+@numba.njit(inline="always")
+def _back_base(gw, alpha, beta, u_t, x_t, y_t, p_t, gla_a, gbeta_a):
+    """Gradients of the classic part from ``gw`` = d loss / d w_{t+1}.
+
+    Accumulates those of log-alpha and beta; returns ``c`` such that the path through
+    ``p_t`` adds ``-c p (1 - p) x`` to d loss / d w_t.
+    """
+    K = gw.shape[0]
+    reward = (u_t[K + 1] + 1) * 0.5
+    c = 0.0
+    for k in range(K):
+        g = np.float64(gw[k] * x_t[k])
+        gla_a[k] += g * alpha[k] * (reward - beta[k]) * (y_t - p_t)
+        gbeta_a[k] -= g * alpha[k] * (y_t - p_t)
+        c += g * alpha[k] * (reward - beta[k])
+    return c
+
+
+@numba.njit(inline="always")
+def _back_base_policy(gw, c, x_t, p_t):
+    """Add the classic part's path through ``p_t`` to ``gw`` (see :func:`_back_base`)."""
+    s = c * p_t * (1.0 - p_t)
+    for k in range(gw.shape[0]):
+        gw[k] -= s * x_t[k]
+
+
 @numba.njit(**_JIT)
-def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, need_grad, loss_norm):
+def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, need_grad,
+               loss_norm):
     B, T, K = x.shape
     H = W1.shape[0]
     D = W1.shape[1]
@@ -280,6 +315,8 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, need_grad, los
     gW3 = np.zeros((B,) + W3.shape)
     gb3 = np.zeros((B, K))
     gls = np.zeros((B, K))
+    gla = np.zeros((B, K))
+    gbeta = np.zeros((B, K))
     # forward: layers as b + WT.T @ v (outputs innermost); backward: W.T @ g, i.e. W itself
     W1T, W2T = W1.T.copy(), W2.T.copy()
     no_bias = np.zeros(H, dt)
@@ -302,7 +339,8 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, need_grad, los
             _tanh_layer(pre, h2[t])
             _dots(W3, b3, h2[t], out[t])
             for k in range(K):
-                w[k] += v * (scale[k] * out[t, k])
+                base = _base_gain(alpha, beta, k, u[a, t], y[a, t], p[t]) * x[a, t, k]
+                w[k] += v * (scale[k] * out[t, k] + base)
         w_end[a] = w
         if not need_grad:
             continue
@@ -315,15 +353,18 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, need_grad, los
             if valid[a, t] == 0:
                 continue  # the weights pass through unchanged
             _back_output(gw, scale, out[t], go[t], gls[a])
+            c = _back_base(gw, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a], gbeta[a])
             _affine(W3, no_bias, go[t], g2[t])
             _back_tanh(g2[t], h2[t])
             _affine(W2, no_bias, g2[t], g1[t])
             _back_tanh(g1[t], h1[t])
             _back_policy(gw, W1T, g1[t], x[a, t], y[a, t], p[t], inv_norm)
+            _back_base_policy(gw, c, x[a, t], p[t])
         _sum_outer(gW3[a], gb3[a], go, h2)
         _sum_outer(gW2[a], gb2[a], g2, h1)
         _sum_outer(gW1[a], gb1[a], g1, inp)
-    grads = (gW1.sum(0), gb1.sum(0), gW2.sum(0), gb2.sum(0), gW3.sum(0), gb3.sum(0), gls.sum(0))
+    grads = (gW1.sum(0), gb1.sum(0), gW2.sum(0), gb2.sum(0), gW3.sum(0), gb3.sum(0), gls.sum(0),
+             gla.sum(0), gbeta.sum(0))
     return loglik, w_end, grads
 
 
@@ -335,8 +376,9 @@ def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
     x, u, y, valid, w0 : ndarray
         Chunk inputs and the weights before its first trial, all of one float dtype.
     params : sequence of ndarray
-        ``scale, W1, b1, W2, b2, W3, b3`` (``scale`` = exp of the rule's log-scale), C-contiguous
-        and of the inputs' dtype.
+        ``scale, W1, b1, W2, b2, W3, b3, alpha, beta`` (``scale`` = exp of the rule's
+        log-scale; ``alpha``, ``beta``: the classic part ``alpha (r - beta) (y - p) x`` of the
+        update, zeros for none), C-contiguous and of the inputs' dtype.
     need_grad : bool
         Also back-propagate.
     loss_norm : float
@@ -347,14 +389,14 @@ def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
     loglik : ndarray (B,), float64
     w_end : ndarray (B, K), the inputs' dtype
     grads : tuple of ndarray, float64
-        Gradients for ``W1, b1, W2, b2, W3, b3, log_scale``.
+        Gradients for ``W1, b1, W2, b2, W3, b3, log_scale, log_alpha, beta``.
     """
     return _dnn_chunk(x, u, y, valid, w0, *params, need_grad, float(loss_norm))
 
 
 @numba.njit(**_JIT)
-def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2, need_grad,
-               loss_norm):
+def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2, alpha, beta,
+               need_grad, loss_norm):
     B, T, K = x.shape
     H = Whh.shape[1]
     D = Wih.shape[1]
@@ -371,6 +413,8 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
     gR2 = np.zeros((B,) + R2.shape)
     gc2 = np.zeros((B, K))
     gls = np.zeros((B, K))
+    gla = np.zeros((B, K))
+    gbeta = np.zeros((B, K))
     # forward: b + WT.T @ v with the outputs innermost; backward: W.T @ g, i.e. W itself
     WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
     no_bias = np.zeros(3 * H, dt)
@@ -408,7 +452,8 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             _tanh_layer(pre, ro[t])
             _dots(R2, c2, ro[t], out[t])
             for k in range(K):
-                w[k] += v * (scale[k] * out[t, k])
+                base = _base_gain(alpha, beta, k, u[a, t], y[a, t], p[t]) * x[a, t, k]
+                w[k] += v * (scale[k] * out[t, k] + base)
             if v > 0:
                 hs[t + 1] = hnew[t]
             else:
@@ -430,6 +475,7 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             if valid[a, t] == 0:
                 continue  # weights and state pass through unchanged
             _back_output(gw, scale, out[t], go[t], gls[a])
+            c = _back_base(gw, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a], gbeta[a])
             _affine(R2, no_bias, go[t], gro[t])
             _back_tanh(gro[t], ro[t])
             _affine(R1, gh, gro[t], gnew)  # into the new state: from the read-out and h_{t+1}
@@ -446,12 +492,13 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
                 carry[i] = gnew[i] * zg[t, i]
             _affine(Whh, carry, g_hh[t], gh)
             _back_policy(gw, WihT, g_ih[t], x[a, t], y[a, t], p[t], inv_norm)
+            _back_base_policy(gw, c, x[a, t], p[t])
         _sum_outer(gWih[a], gbih[a], g_ih, inp)
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
         _sum_outer(gR1[a], gc1[a], gro, hnew)
         _sum_outer(gR2[a], gc2[a], go, ro)
     grads = (gWih.sum(0), gWhh.sum(0), gbih.sum(0), gbhh.sum(0), gR1.sum(0), gc1.sum(0),
-             gR2.sum(0), gc2.sum(0), gls.sum(0))
+             gR2.sum(0), gc2.sum(0), gls.sum(0), gla.sum(0), gbeta.sum(0))
     return loglik, w_end, h_end, grads
 
 
@@ -459,8 +506,9 @@ def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0):
     """Run the ``rnn`` rule (GRU, then a 1-hidden-layer tanh read-out) over a chunk.
 
     Parameters are as in :func:`dnn_chunk`, plus ``h0`` (B, H), the GRU state before the
-    chunk; ``params`` is ``scale, W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2`` in torch's GRUCell
-    layout (gates r, z, n). Returns ``loglik, w_end, h_end, grads`` with gradients for
-    ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale`` (float64).
+    chunk; ``params`` is ``scale, W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, alpha, beta`` in
+    torch's GRUCell layout (gates r, z, n). Returns ``loglik, w_end, h_end, grads`` with
+    gradients for ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale, log_alpha, beta``
+    (float64).
     """
     return _rnn_chunk(x, u, y, valid, w0, h0, *params, need_grad, float(loss_norm))

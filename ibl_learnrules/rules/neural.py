@@ -8,7 +8,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import KernelResult, LearningRule, TrialStep
+from .base import (
+    KernelResult,
+    LearningRule,
+    TrialStep,
+    per_weight_log_parameter,
+    per_weight_parameter,
+)
 
 __all__ = ["DNNRule", "RNNRule", "rule_inputs"]
 
@@ -27,12 +33,35 @@ def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-class _ScaledOutput(LearningRule):
-    """``dw = scale * network output``, the per-weight scale positive and started small."""
+#: Classic rules a network rule can be nested around (its update is added to the network's).
+BASES = (None, "reinforce_baseline")
 
-    def __init__(self, n_weights: int, scale: float):
+
+class _ScaledOutput(LearningRule):
+    """``dw = base + scale * network output``, the per-weight scale positive, started small.
+
+    With ``base="reinforce_baseline"`` the rule nests REINFORCE with baseline: its update
+    ``alpha (r - beta) (y - p) x`` (own fitted ``alpha``, ``beta``) plus the network's
+    correction; with the correction at zero it is exactly that classic rule.
+    """
+
+    def __init__(self, n_weights: int, scale: float, base: str | None = None,
+                 alpha=0.01, beta=0.5):
         super().__init__(n_weights)
+        if base not in BASES:
+            raise ValueError(f"base must be one of {list(BASES)}, got {base!r}")
+        self.base = base
         self.log_scale = nn.Parameter(torch.full((n_weights,), math.log(scale)))
+        if base is not None:
+            self.log_alpha = per_weight_log_parameter(n_weights, alpha, "alpha")
+            self.beta = per_weight_parameter(n_weights, beta, "beta")
+
+    def base_update(self, trial: TrialStep):
+        """Return the classic part of the update (0 without a base)."""
+        if self.base is None:
+            return 0.0
+        gain = (trial.reward.unsqueeze(-1) - self.beta) * (trial.y - trial.p).unsqueeze(-1)
+        return self.log_alpha.exp() * gain * trial.x
 
     @property
     def scale(self) -> torch.Tensor:
@@ -54,19 +83,25 @@ class _ScaledOutput(LearningRule):
             return np.ascontiguousarray(a, dtype=np_dtype)
 
         with torch.no_grad():
-            params = [arr(p.detach().cpu().numpy()) for p in (self.scale, *network.parameters())]
+            base = ((self.log_alpha.exp(), self.beta) if self.base is not None
+                    else (torch.zeros(self.n_weights),) * 2)
+            params = [arr(p.detach().cpu().numpy())
+                      for p in (self.scale, *network.parameters(), *base)]
         extra = () if state is None else (arr(state),)
         out = chunk(arr(inputs.x), arr(inputs.u), arr(inputs.y), arr(inputs.valid), arr(w),
                     *extra, params, need_grad, loss_norm)
         grads = None
         if need_grad:
-            grads = [g.astype(np_dtype) for g in out[-1]]
-            grads = [grads[-1], *grads[:-1]]
+            # the kernel's order: network..., log_scale, log_alpha, beta; the rule's:
+            # log_scale, [log_alpha, beta], network...
+            *network_grads, g_scale, g_alpha, g_beta = (g.astype(np_dtype) for g in out[-1])
+            grads = [g_scale, *((g_alpha, g_beta) if self.base is not None else ()),
+                     *network_grads]
         return KernelResult(out[0], out[1], out[2] if state is not None else None, grads)
 
 
 class DNNRule(_ScaledOutput):
-    """Markovian rule: ``dw = c * MLP(w, x, y, r, correct_side, new_session)``.
+    """Markovian rule: ``dw = [base] + c * MLP(w, x, y, r, correct_side, new_session)``.
 
     Parameters
     ----------
@@ -77,20 +112,25 @@ class DNNRule(_ScaledOutput):
     n_layers : int
         Number of hidden layers.
     scale : float
-        Initial per-weight output scale ``c`` (small, so training starts near "no learning").
+        Initial per-weight output scale ``c`` (small, so training starts near the base rule,
+        or near "no learning" without one).
+    base : {None, "reinforce_baseline"}
+        A classic rule the network corrects (see :data:`BASES`).
+    alpha, beta : float or sequence of float
+        Initial parameters of the base rule.
     """
 
     name = "dnn"
-    formula = "dw = c * MLP(w, x, y, r, correct_side, new_session)"
+    formula = "dw = [alpha (r - beta) (y - p) x] + c * MLP(w, x, y, r, correct_side, new_session)"
 
     def __init__(self, n_weights: int, hidden_size: int = 32, n_layers: int = 2,
-                 scale: float = 1e-3):
-        super().__init__(n_weights, scale)
+                 scale: float = 1e-3, base: str | None = None, alpha=0.01, beta=0.5):
+        super().__init__(n_weights, scale, base, alpha, beta)
         self.mlp = _mlp(2 * n_weights + 4, hidden_size, n_weights, n_layers)
 
     def forward(self, w, trial: TrialStep, state=None):
         """One update from the trial's inputs."""
-        return self.scale * self.mlp(rule_inputs(w, trial)), state
+        return self.base_update(trial) + self.scale * self.mlp(rule_inputs(w, trial)), state
 
     def chunk_kernel(self):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.neural` (two hidden layers only)."""
@@ -118,13 +158,19 @@ class RNNRule(_ScaledOutput):
         Size of the GRU state and of the read-out MLP's hidden layer.
     scale : float
         Initial per-weight output scale ``c``.
+    base : {None, "reinforce_baseline"}
+        A classic rule the network corrects (see :data:`BASES`).
+    alpha, beta : float or sequence of float
+        Initial parameters of the base rule.
     """
 
     name = "rnn"
-    formula = "h = GRU(h, w, x, y, r, correct_side, new_session); dw = c * MLP(h)"
+    formula = ("h = GRU(h, w, x, y, r, correct_side, new_session); "
+               "dw = [alpha (r - beta) (y - p) x] + c * MLP(h)")
 
-    def __init__(self, n_weights: int, hidden_size: int = 32, scale: float = 1e-3):
-        super().__init__(n_weights, scale)
+    def __init__(self, n_weights: int, hidden_size: int = 32, scale: float = 1e-3,
+                 base: str | None = None, alpha=0.01, beta=0.5):
+        super().__init__(n_weights, scale, base, alpha, beta)
         self.hidden_size = hidden_size
         self.gru = nn.GRUCell(2 * n_weights + 4, hidden_size)
         self.readout = _mlp(hidden_size, hidden_size, n_weights, 1)
@@ -137,7 +183,7 @@ class RNNRule(_ScaledOutput):
     def forward(self, w, trial: TrialStep, state=None):
         """Advance the GRU by one trial and read out the update."""
         h = self.gru(rule_inputs(w, trial), state)
-        return self.scale * self.readout(h), h
+        return self.base_update(trial) + self.scale * self.readout(h), h
 
     def chunk_kernel(self):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.neural`."""

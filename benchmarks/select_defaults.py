@@ -1,0 +1,83 @@
+"""Choose the network rules' defaults on validation animals only (inner cross-validation).
+
+Usage::
+
+    python benchmarks/select_defaults.py --configs dnn_plain,dnn_nested
+    python benchmarks/select_defaults.py --protocol training --outer 5 --inner 4
+
+The 27 bundled IBL mice are split by mouse into ``--outer`` folds, as the science benchmark
+splits them; each outer fold's *training* mice are split again into ``--inner`` folds, and
+every candidate is fitted on inner-training mice and scored on inner-validation mice. The
+outer test mice are never loaded into a fit or a score here: what this prints may choose
+defaults without peeking at the folds that ``bench_science.py`` reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold
+
+from ibl_learnrules.datasets import load_ibl_mice
+from ibl_learnrules.evaluation import compare_rules
+
+#: Candidate estimators: name -> LearningRuleGLM keyword arguments.
+CANDIDATES = {
+    "reinforce_baseline": dict(rule="reinforce_baseline"),
+    "dnn_plain": dict(rule="dnn", rule_params={"base": None}),
+    "dnn_nested": dict(rule="dnn", rule_params={"base": "reinforce_baseline"}),
+    "dnn_nested_cosine": dict(rule="dnn", rule_params={"base": "reinforce_baseline"},
+                              lr_schedule="cosine"),
+    "dnn_nested_es": dict(rule="dnn", rule_params={"base": "reinforce_baseline"},
+                          early_stopping=True, max_epochs=200),
+    "rnn_plain": dict(rule="rnn", rule_params={"base": None}),
+    "rnn_nested": dict(rule="rnn", rule_params={"base": "reinforce_baseline"}),
+    "rnn_nested_cosine": dict(rule="rnn", rule_params={"base": "reinforce_baseline"},
+                              lr_schedule="cosine"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=",".join(CANDIDATES))
+    parser.add_argument("--protocol", default="training")
+    parser.add_argument("--outer", type=int, default=5)
+    parser.add_argument("--inner", type=int, default=4)
+    args = parser.parse_args()
+    from ibl_learnrules import LearningRuleGLM
+
+    trials = load_ibl_mice(args.protocol)
+    groups = trials["subject"].to_numpy()
+    configs = args.configs.split(",")
+    rows = []
+    for fold, (train, _) in enumerate(GroupKFold(args.outer).split(trials, groups=groups)):
+        inner = trials.iloc[train]
+        for name in configs:
+            start = time.perf_counter()
+            table = compare_rules(inner, {name: LearningRuleGLM(**CANDIDATES[name])},
+                                  cv=GroupKFold(args.inner))
+            table.insert(0, "outer_fold", fold)
+            rows.append(table)
+            print(f"outer fold {fold}: {name:<20s} inner-validation "
+                  f"{table['loglik'].mean():+.4f} nats/trial "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    results = pd.concat(rows, ignore_index=True)
+    per_fold = results.groupby(["outer_fold", "rule"])["loglik"].mean().unstack("rule")
+    print("\nmean inner-validation log-likelihood per outer fold (nats/trial):")
+    print(per_fold[configs].round(4).to_string())
+    print("\nover all folds:", per_fold[configs].mean().round(4).to_dict())
+    winners = per_fold[configs].idxmax(axis=1)
+    print("winner per outer fold:", winners.tolist())
+    base = "reinforce_baseline"
+    if base in configs:
+        for name in configs:
+            if name != base:
+                diff = (per_fold[name] - per_fold[base]).to_numpy()
+                print(f"{name} - {base}: {np.round(diff, 4).tolist()}")
+
+
+if __name__ == "__main__":
+    main()
