@@ -128,6 +128,38 @@ def _fit(args: argparse.Namespace) -> None:
                 print(f"wrote {out} (linked to {source})")
 
 
+def _check(args: argparse.Namespace) -> None:
+    from .io.model_file import load_model
+    from .twins import check_twins
+
+    if not Path(args.model).is_file():
+        raise UsageError(f"no such model file: {args.model}")
+    model = load_model(args.model)
+    trials = _read_trials(args)
+    check = check_twins(model, trials, n_twins=args.n_twins, random_state=args.seed,
+                        modes=[m for m in args.modes.split(",") if m], protocol=args.protocol,
+                        psychometrics=not args.no_psychometrics)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    check.summary.to_csv(out / "twin_check_summary.csv", index=False)
+    check.sessions.to_csv(out / "twin_check_sessions.csv", index=False)
+    import matplotlib
+
+    matplotlib.use("Agg")  # only files are written
+    import matplotlib.pyplot as plt
+
+    from .plotting import plot_twin_check
+
+    fig = plot_twin_check(check)
+    fig.savefig(out / "twin_check.png", dpi=120)
+    plt.close(fig)
+    if not args.quiet:
+        n_animals = trials["subject"].nunique()
+        print(f"{args.n_twins} twins of {args.model} vs {n_animals} animal(s):")
+        print(check.report())
+        print(f"wrote twin_check.png, twin_check_summary.csv, twin_check_sessions.csv to {out}")
+
+
 def _compare(args: argparse.Namespace) -> None:
     from sklearn.model_selection import GroupKFold
 
@@ -224,6 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --nwb: write one results file per session into DIR "
                           "(trajectory, fitted rule), linked to the untouched source file")
     fit.set_defaults(func=_fit)
+
+    check = sub.add_parser("check", help="closed-loop check: a fitted rule's twins vs animals",
+                           description="Run twins of a saved model, free under the IBL "
+                                       "protocol and replaying the animals' stimuli; compare "
+                                       "learning curves, sessions to trained_1a, psychometrics, "
+                                       "debiasing trials and block switches with the animals.")
+    check.add_argument("--model", required=True, help="model file written by fit (.pt)")
+    check.add_argument("--trials", help="trials table (.csv or .parquet)")
+    check.add_argument("--nwb", nargs="+", metavar="FILE", help="IBL NWB session files")
+    check.add_argument("--one-cache", help="a local ONE cache folder (with --subject)")
+    check.add_argument("--subject", nargs="+", help="subject(s) to use")
+    check.add_argument("--n-twins", type=_positive_int, default=20)
+    check.add_argument("--modes", default="free,replay", help="free and/or replay")
+    check.add_argument("--protocol", choices=("training", "biased"), default=None,
+                       help="of the free twins (default: biased if the animals have blocks)")
+    check.add_argument("--no-psychometrics", action="store_true",
+                       help="skip the per-session psychometric fits (faster)")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--out", default="twin_check", help="output folder")
+    check.add_argument("--quiet", action="store_true", help="print nothing")
+    check.set_defaults(func=_check)
 
     compare = sub.add_parser("compare", help="compare rules on held-out animals",
                              description="Cross-validate rules by animal (GroupKFold) and test "

@@ -27,6 +27,7 @@ __all__ = [
     "plot_learning_curve",
     "plot_training_loss",
     "plot_psychometric",
+    "plot_twin_check",
 ]
 
 _KEYS = ["subject", "session", "trial"]
@@ -440,3 +441,96 @@ def plot_psychometric(curves: Psychometric, session: str | int | None = None,
     ax.legend(fontsize=8)
     return ax
 
+
+def plot_twin_check(check, psychometric: tuple[str, ...] = ("bias", "threshold")):
+    """Animals beside their twins: the panels of a closed-loop check.
+
+    Parameters
+    ----------
+    check : TwinCheck
+        Output of :func:`~ibl_learnrules.twins.check_twins`.
+    psychometric : tuple of str
+        Psychometric parameters drawn per session (``"bias"``, ``"threshold"``,
+        ``"lapse_left"``, ``"lapse_right"``); skipped when the check has none.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Panels against the session number: easy-trial correct, each psychometric parameter
+        and (free twins) the debiasing-trial fraction, each with the animals' mean (gid
+        ``"animal"``), and per mode the twins' median (gid ``"median:<mode>"``) in their
+        interval (a band, gid ``"band:<mode>"``); sessions to trained_1a per animal and twin
+        (gid ``"trained:<mode>"``, ``"trained:animal"``); p(left choice) around block
+        switches when the animals have them (gid ``"switch:<mode>:<to_block>"``).
+
+    Examples
+    --------
+    >>> from ibl_learnrules import LearningRuleGLM, simulate_cohort
+    >>> from ibl_learnrules.twins import check_twins
+    >>> mice = simulate_cohort(1, "reinforce_baseline", n_sessions=1, random_state=0)
+    >>> est = LearningRuleGLM(rule="reinforce_baseline", max_epochs=1).fit(mice)
+    >>> fig = plot_twin_check(check_twins(est, mice, n_twins=2, psychometrics=False))
+    >>> [ax.get_title() for ax in fig.axes][:2]
+    ['easy-trial correct (contrast >= 0.5)', 'debiasing trials']
+    """
+    import matplotlib.pyplot as plt
+
+    bands = check.bands
+    present = set(bands.dropna(subset=["twins_median"])["metric"])
+    metrics = ["easy_correct", "repeat_fraction"] + [m for m in psychometric if m in present]
+    n_panels = len(metrics) + 1 + (not check.block_switch.empty)
+    n_cols = min(3, n_panels)
+    n_rows = math.ceil(n_panels / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.3 * n_cols, 3.4 * n_rows),
+                             squeeze=False)
+    axes = list(axes.ravel())
+    for ax in axes[n_panels:]:
+        ax.remove()
+    titles = {"easy_correct": "easy-trial correct (contrast >= 0.5)",
+              "repeat_fraction": "debiasing trials", "bias": "psychometric bias (%)",
+              "threshold": "psychometric threshold (%)", "lapse_left": "lapse (left stimuli)",
+              "lapse_right": "lapse (right stimuli)"}
+    colours = {"free": "C1", "replay": "C2"}
+    for ax, metric in zip(axes, metrics, strict=False):
+        rows = bands[bands["metric"] == metric]
+        for mode, band in rows.groupby("mode", sort=False):
+            if metric == "repeat_fraction" and mode == "replay":
+                continue  # replayed stimuli: the animals' own repeats
+            ax.fill_between(band["session_idx"], band["twins_low"], band["twins_high"],
+                            color=colours.get(mode), alpha=0.2, lw=0, gid=f"band:{mode}")
+            ax.plot(band["session_idx"], band["twins_median"], "-", color=colours.get(mode),
+                    label=f"{mode} twins", gid=f"median:{mode}")
+        animal = rows.drop_duplicates("session_idx")
+        ax.plot(animal["session_idx"], animal["animal"], "o-", color="k", ms=3,
+                label="animal(s)", gid="animal")
+        ax.set_title(titles.get(metric, metric), fontsize=9)
+        ax.set_xlabel("session")
+        ax.legend(fontsize=7)
+    ax = axes[len(metrics)]
+    subjects = check.subjects
+    order = ["animal"] + [m for m in ("free", "replay") if m in set(subjects["mode"])]
+    never = subjects["n_sessions"].max() + 1
+    for i, mode in enumerate(order):
+        values = subjects.loc[subjects["mode"] == mode, "sessions_to_trained"].fillna(never)
+        jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(values))
+        ax.scatter(i + jitter, values, s=14, color=colours.get(mode, "k"), gid=f"trained:{mode}")
+    ax.axhline(never, color="0.6", ls=":", lw=0.8)
+    ax.set_xticks(range(len(order)), order)
+    ax.set_ylabel(f"sessions to trained_1a ({never:g}: never)")
+    ax.set_title("sessions to trained_1a", fontsize=9)
+    if not check.block_switch.empty:
+        ax = axes[len(metrics) + 1]
+        styles = {"animal": ("k", "-"), "free": (colours["free"], "--"),
+                  "replay": (colours["replay"], ":")}
+        for (mode, to_block), curve in check.block_switch.groupby(["mode", "to_block"]):
+            colour, ls = styles.get(mode, ("0.5", "-"))
+            ax.plot(curve["trials_since_switch"], curve["p_left"], ls=ls, color=colour,
+                    alpha=1.0 if to_block == 0.8 else 0.6, gid=f"switch:{mode}:{to_block:g}",
+                    label=f"{mode}, to p(left) {to_block:g}")
+        ax.axvline(0, color="0.6", ls=":", lw=0.8)
+        ax.set_xlabel("trials since block switch")
+        ax.set_ylabel("p(left choice)")
+        ax.set_title("block switches", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

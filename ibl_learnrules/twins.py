@@ -1,0 +1,472 @@
+"""Closed-loop checks of a fitted rule: its twins, left alone, beside the animals.
+
+A fitted learning rule is a model of how a mouse learns, so, left alone, it should learn the
+task as the mouse did. Teacher-forced likelihood cannot see this: a rule can predict the next
+choice well and still, choosing and learning on its own, drive the weights where no mouse
+goes. :func:`check_twins` runs ``n_twins`` twins of a fitted estimator in two modes,
+
+* ``"free"``: under the IBL protocol from zero weights (:func:`ibl_learnrules.simulate.twins`),
+  its repeat trials, stages and blocks following the twin's own choices;
+* ``"replay"``: on each animal's own sessions and stimuli
+  (:func:`ibl_learnrules.simulate.replay`), with the twin's own choices and rewards, once per seed;
+
+and compares them with the animals on what IBL users look at: easy-trial performance per
+session (contrast >= 0.5), sessions to ``trained_1a`` (brainbox's criteria, via
+:func:`ibl_learnrules.stages.training_status`), psychometric parameters per session
+(psychofit, via :func:`ibl_learnrules.interpret.psychometric_curves`), the fraction of
+debiasing trials, and, in biased sessions, p(left choice) around block switches.
+
+A trial is counted as debiasing when its ``probabilityLeft`` is not one of 0.2, 0.5, 0.8: the
+simulator writes 0 or 1 on repeat trials (the side is certain); older IBL training sessions
+(KS014's) also wrote other values on bias-corrected trials, which count too. In replay mode
+the stimuli, hence the debiasing trials, are the animal's, so the repeat fraction is only
+compared in free mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .interpret import psychometric_curves
+from .stages import training_status
+from .trials import validate_trials
+
+__all__ = [
+    "TwinCheck",
+    "session_metrics",
+    "block_switch_curve",
+    "switch_half_trials",
+    "check_twins",
+]
+
+EASY_CONTRAST = 0.5
+#: ``probabilityLeft`` of ordinary trials; any other value marks a debiasing trial.
+BLOCK_PRIORS = (0.2, 0.5, 0.8)
+PSYCHOMETRIC = ("bias", "threshold", "lapse_left", "lapse_right")
+#: Per-session metrics compared in the summary (repeat fraction in free mode only).
+SESSION_METRICS = ("easy_correct", "repeat_fraction") + PSYCHOMETRIC
+MODES = ("free", "replay")
+_TRAINED = ("trained 1a", "trained 1b")
+
+
+@dataclass
+class TwinCheck:
+    """Result of :func:`check_twins`: tidy tables of the animals and their twins.
+
+    Attributes
+    ----------
+    sessions : pandas.DataFrame
+        One row per session of each animal and twin: ``mode`` (``"animal"``, ``"free"``,
+        ``"replay"``), ``subject`` (the animal a replay twin replays; ``simNNN`` for free
+        twins), ``twin`` (-1 for animals), ``session_idx``, ``n_trials``, ``easy_correct``,
+        ``repeat_fraction``, ``bias``, ``threshold``, ``lapse_left``, ``lapse_right`` (NaN
+        without psychometrics), ``status`` (brainbox's training status).
+    subjects : pandas.DataFrame
+        One row per animal and twin: ``mode``, ``subject``, ``twin``, ``n_sessions``,
+        ``sessions_to_trained`` (sessions up to and including the first at ``trained_1a``
+        or later; NaN when not reached) and ``switch_half_trials`` (see
+        :func:`switch_half_trials`; NaN without biased sessions).
+    bands : pandas.DataFrame
+        Per ``mode``, ``metric`` and ``session_idx``: ``animal`` (mean over animals),
+        ``twins_mean``, ``twins_median``, ``twins_low``, ``twins_high`` (the interval),
+        ``n_twins``.
+    block_switch : pandas.DataFrame
+        :func:`block_switch_curve` of the animals (``mode`` ``"animal"``) and of each mode's
+        twins pooled (one curve per mode).
+    summary : pandas.DataFrame
+        Per ``metric`` and ``mode``: ``animal`` (the animals' median of their per-animal
+        value: mean over sessions, or a count), ``twins_median``, ``twins_low``,
+        ``twins_high`` (over twins), ``rms`` (root mean square over sessions of twins' mean
+        minus animals' mean, per-session metrics only), ``coverage`` (fraction of sessions
+        at which the animals' mean lies in the twins' interval), ``n_twins``,
+        ``not_reached`` (twins that never reach trained_1a).
+    interval : float
+        Central probability of the twins' interval.
+    """
+
+    sessions: pd.DataFrame
+    subjects: pd.DataFrame
+    bands: pd.DataFrame
+    block_switch: pd.DataFrame
+    summary: pd.DataFrame
+    interval: float = 0.9
+
+    def report(self) -> str:
+        """Return the summary as a plain-text table ("not reached" for a missing value)."""
+        def show(value):
+            return "-" if pd.isna(value) else f"{value:.3g}"
+
+        lo, hi = f"q{50 - 50 * self.interval:g}", f"q{50 + 50 * self.interval:g}"
+        header = (f"{'metric':<20} {'mode':<7} {'animal':>8} {'twins':>8} {lo:>8} {hi:>8} "
+                  f"{'rms':>7} {'cover':>6} {'n':>4}")
+        lines = [header]
+        for row in self.summary.itertuples(index=False):
+            twins = show(row.twins_median)
+            if row.metric == "sessions_to_trained" and pd.isna(row.twins_median):
+                twins = "never"
+            line = (f"{row.metric:<20} {row.mode:<7} {show(row.animal):>8} {twins:>8} "
+                    f"{show(row.twins_low):>8} {show(row.twins_high):>8} {show(row.rms):>7} "
+                    f"{show(row.coverage):>6} {row.n_twins:>4}")
+            if row.metric == "sessions_to_trained":
+                line += f"  ({row.not_reached} of {row.n_twins} twins never trained)"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def _with_session_idx(trials: pd.DataFrame) -> pd.DataFrame:
+    table = pd.DataFrame(validate_trials(trials)).reset_index(drop=True)  # sorted, plain
+    table["session_idx"] = table.groupby("subject", sort=False)["session"].transform(
+        lambda s: pd.factorize(s)[0])
+    return table
+
+
+def session_metrics(trials: pd.DataFrame, psychometrics: bool = True) -> pd.DataFrame:
+    """Per-session behaviour of each animal in a trials table: what IBL users look at.
+
+    Parameters
+    ----------
+    trials : pandas.DataFrame
+        Trials table of one or more animals (e.g. a simulated cohort or a twin's table).
+    psychometrics : bool
+        Fit psychofit's ``erf_psycho_2gammas`` per session (the slow part; NaN without).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per session: ``subject``, ``session_idx``, ``n_trials``, ``easy_correct``
+        (fraction correct on trials with contrast >= 0.5, no-go trials as errors, as
+        brainbox counts), ``repeat_fraction`` (``probabilityLeft`` not in 0.2/0.5/0.8),
+        ``bias``, ``threshold``, ``lapse_left``, ``lapse_right`` and ``status``.
+
+    Examples
+    --------
+    >>> from ibl_learnrules import simulate_cohort
+    >>> trials = simulate_cohort(1, n_sessions=3, random_state=0, alpha=0.05)
+    >>> m = session_metrics(trials, psychometrics=False)
+    >>> m[["session_idx", "status"]].values.tolist()
+    [[0, 'in training'], [1, 'in training'], [2, 'in training']]
+    >>> bool(m["easy_correct"].between(0, 1).all())
+    True
+    """
+    table = _with_session_idx(trials)
+    contrast = np.fmax(table["contrastLeft"].fillna(0.0), table["contrastRight"].fillna(0.0))
+    table["easy_hit"] = np.where(contrast >= EASY_CONTRAST,
+                                 (table["feedbackType"] == 1).astype(float), np.nan)
+    table["repeat"] = (~table["probabilityLeft"].round(6).isin(BLOCK_PRIORS)).astype(float)
+    keys = ["subject", "session_idx"]
+    out = (table.groupby(keys, sort=False)
+           .agg(session=("session", "first"), n_trials=("trial", "size"),
+                easy_correct=("easy_hit", "mean"), repeat_fraction=("repeat", "mean"))
+           .reset_index())
+    if psychometrics:
+        fits = psychometric_curves(table).fits
+        out = out.merge(fits[["subject", "session", *PSYCHOMETRIC]], on=["subject", "session"],
+                        how="left")
+    else:
+        out[list(PSYCHOMETRIC)] = np.nan
+    status = training_status(table)
+    out = out.merge(status, on=["subject", "session"], how="left")
+    return out.drop(columns="session")
+
+
+def block_switch_curve(trials: pd.DataFrame, before: int = 10, after: int = 40) -> pd.DataFrame:
+    """p(left choice) around the switches between biased blocks (p(left) 0.2 <-> 0.8).
+
+    Trials are counted from the first trial of the new block (0) back into the end of the
+    previous one (-1, -2, ...); the first biased block of a session (after the unbiased
+    start) is not a switch. No-go trials are left out.
+
+    Parameters
+    ----------
+    trials : pandas.DataFrame
+        Trials table (sessions without biased blocks contribute nothing).
+    before, after : int
+        Trials shown before and after each switch.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``subject``, ``to_block`` (p(left) of the new block: 0.2 or 0.8),
+        ``trials_since_switch``, ``p_left`` (fraction of left choices, ALF ``choice`` +1)
+        and ``n``. Empty without switches.
+
+    Examples
+    --------
+    >>> from ibl_learnrules import simulate_cohort
+    >>> block_switch_curve(simulate_cohort(1, n_sessions=1, random_state=0)).empty
+    True
+    """
+    table = _with_session_idx(trials)
+    columns = ["subject", "to_block", "trials_since_switch", "p_left", "n"]
+    table = table[table["probabilityLeft"].round(6).isin((0.2, 0.8))].copy()
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    session = table["subject"] + "/" + table["session"]
+    prior = table["probabilityLeft"].round(6)
+    table["block"] = (prior != prior.groupby(session).shift()).groupby(session).cumsum()
+    by_block = table.groupby([session, table["block"]])
+    table["k"] = by_block.cumcount()
+    table["k_back"] = table["k"] - by_block["k"].transform("size")
+    last_block = table.groupby(session)["block"].transform("max")
+    post = table[(table["block"] > 1) & (table["k"] < after)].assign(
+        to_block=prior, trials_since_switch=table["k"])
+    pre = table[(table["block"] < last_block) & (table["k_back"] >= -before)].assign(
+        to_block=prior.map({0.2: 0.8, 0.8: 0.2}), trials_since_switch=table["k_back"])
+    both = pd.concat([pre, post])
+    both = both[both["choice"] != 0]
+    both["left"] = (both["choice"] == 1).astype(float)
+    return (both.groupby(["subject", "to_block", "trials_since_switch"])
+            .agg(p_left=("left", "mean"), n=("left", "size")).reset_index()[columns])
+
+
+def switch_half_trials(curve: pd.DataFrame) -> float:
+    """Trials after a block switch to reach half of the change in choices it brings.
+
+    The curve is folded onto p(choice toward the new block's likely side), pooled over
+    directions (and animals), and ``pre + (post - pre) (1 - exp(-k / tau))`` is fitted to
+    its post-switch part by weighted least squares, with ``pre`` the mean before the switch;
+    the answer is ``tau * ln 2``.
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame
+        Output of :func:`block_switch_curve`.
+
+    Returns
+    -------
+    float
+        Trials to half of the post-switch change; NaN without switches, or when the choices
+        do not move toward the new block.
+
+    Examples
+    --------
+    >>> k = np.arange(-10, 40)
+    >>> p = np.where(k < 0, 0.3, 0.3 + 0.4 * (1 - np.exp(-np.maximum(k, 0) / 5.0)))
+    >>> curve = pd.DataFrame({"to_block": 0.8, "trials_since_switch": k, "p_left": p, "n": 50})
+    >>> round(switch_half_trials(curve), 2)  # 5 ln 2
+    3.47
+    """
+    from scipy.optimize import curve_fit
+
+    if curve.empty:
+        return float("nan")
+    toward = np.where(curve["to_block"] == 0.8, curve["p_left"], 1.0 - curve["p_left"])
+    folded = (pd.DataFrame({"k": curve["trials_since_switch"], "hits": toward * curve["n"],
+                            "n": curve["n"]}).groupby("k").sum())
+    p = folded["hits"] / folded["n"]
+    k = folded.index.to_numpy(dtype=float)
+    if not (k < 0).any() or (k >= 0).sum() < 3:
+        return float("nan")
+    pre = float(np.average(p[k < 0], weights=folded["n"][k < 0]))
+    after = k >= 0
+
+    def model(x, post, tau):
+        return pre + (post - pre) * (1.0 - np.exp(-x / tau))
+
+    try:
+        (post, tau), _ = curve_fit(model, k[after], p[after], p0=(p[after].iloc[-5:].mean(), 5.0),
+                                   sigma=1.0 / np.sqrt(folded["n"][after]),
+                                   bounds=([0.0, 0.1], [1.0, 1e3]))
+    except (RuntimeError, ValueError):
+        return float("nan")
+    if post - pre < 0.02:  # no adaptation to speak of
+        return float("nan")
+    return float(tau * np.log(2.0))
+
+
+def _quantiles(values: np.ndarray, interval: float) -> tuple[float, float, float]:
+    """Median and interval of values in which NaN means "never" (ranked last)."""
+    if len(values) == 0:
+        return (np.nan,) * 3
+    never = 1e12  # any quantile that reaches into the "never"s is "never"
+    q = np.quantile(np.where(np.isnan(values), never, values),
+                    [0.5, 0.5 - interval / 2, 0.5 + interval / 2])
+    return tuple(float(v) if v <= np.nanmax(values, initial=-np.inf) else np.nan for v in q)
+
+
+def _per_subject(sessions: pd.DataFrame, switches: pd.DataFrame) -> pd.DataFrame:
+    keys = ["mode", "subject", "twin"]
+    trained = sessions.assign(reached=sessions["status"].isin(_TRAINED))
+    out = trained.groupby(keys, sort=False).agg(n_sessions=("session_idx", "size")).reset_index()
+    first = (trained[trained["reached"]].groupby(keys)["session_idx"].min() + 1)
+    out["sessions_to_trained"] = out.set_index(keys).index.map(first).astype(float)
+    if switches.empty:
+        out["switch_half_trials"] = np.nan
+    else:
+        half = switches.groupby(keys).apply(switch_half_trials, include_groups=False)
+        out["switch_half_trials"] = out.set_index(keys).index.map(half).astype(float)
+    return out
+
+
+def _bands(sessions: pd.DataFrame, interval: float) -> pd.DataFrame:
+    animals = sessions[sessions["mode"] == "animal"]
+    twins = sessions[sessions["mode"] != "animal"]
+    q_low, q_high = 0.5 - interval / 2, 0.5 + interval / 2
+    long = twins.melt(id_vars=["mode", "session_idx"], value_vars=list(SESSION_METRICS),
+                      var_name="metric")
+    grouped = long.groupby(["mode", "metric", "session_idx"])["value"]
+    bands = pd.DataFrame({"twins_mean": grouped.mean(), "twins_median": grouped.median(),
+                          "twins_low": grouped.quantile(q_low),
+                          "twins_high": grouped.quantile(q_high),
+                          "n_twins": grouped.count()}).reset_index()
+    animal = (animals.melt(id_vars="session_idx", value_vars=list(SESSION_METRICS),
+                           var_name="metric").groupby(["metric", "session_idx"])["value"].mean()
+              .rename("animal").reset_index())
+    bands = bands.merge(animal, on=["metric", "session_idx"], how="inner")
+    return bands[["mode", "metric", "session_idx", "animal", "twins_mean", "twins_median",
+                  "twins_low", "twins_high", "n_twins"]]
+
+
+def _summary(sessions, subjects, bands, interval) -> pd.DataFrame:
+    rows = []
+    modes = [m for m in MODES if m in set(sessions["mode"])]
+    per_animal = sessions.groupby(["mode", "subject", "twin"])[list(SESSION_METRICS)].mean()
+    for mode in modes:
+        for metric in SESSION_METRICS:
+            if metric == "repeat_fraction" and mode == "replay":
+                continue  # the replayed stimuli, hence the repeats, are the animal's
+            band = bands[(bands["mode"] == mode) & (bands["metric"] == metric)].dropna(
+                subset=["animal", "twins_mean"])
+            if band.empty:
+                continue
+            twins = per_animal.loc[mode][metric].dropna().to_numpy()
+            inside = band["animal"].between(band["twins_low"], band["twins_high"])
+            rows.append({"metric": metric, "mode": mode,
+                         "animal": per_animal.loc["animal"][metric].median(),
+                         **dict(zip(("twins_median", "twins_low", "twins_high"),
+                                    _quantiles(twins, interval), strict=True)),
+                         "rms": float(np.sqrt(np.mean((band["twins_mean"] - band["animal"]) ** 2))),
+                         "coverage": float(inside.mean()), "n_twins": len(twins),
+                         "not_reached": 0})
+        for metric in ("sessions_to_trained", "switch_half_trials"):
+            animal = subjects.loc[subjects["mode"] == "animal", metric].to_numpy()
+            twins = subjects.loc[subjects["mode"] == mode, metric].to_numpy()
+            if metric == "switch_half_trials" and np.isnan(animal).all():
+                continue
+            rows.append({"metric": metric, "mode": mode,
+                         "animal": _quantiles(animal, interval)[0],
+                         **dict(zip(("twins_median", "twins_low", "twins_high"),
+                                    _quantiles(twins, interval), strict=True)),
+                         "rms": np.nan, "coverage": np.nan, "n_twins": len(twins),
+                         "not_reached": int(np.isnan(twins).sum())})
+    return pd.DataFrame(rows, columns=["metric", "mode", "animal", "twins_median", "twins_low",
+                                       "twins_high", "rms", "coverage", "n_twins",
+                                       "not_reached"])
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one CPU thread while the twins run.
+
+    A rollout is a loop of tiny per-trial operations, which intra-op threads only slow down
+    (10-30x on a busy 2-core machine).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_twins(
+    estimator,
+    trials: pd.DataFrame,
+    n_twins: int = 20,
+    random_state: int | None = 0,
+    *,
+    modes: Sequence[str] = MODES,
+    protocol: str | None = None,
+    psychometrics: bool = True,
+    interval: float = 0.9,
+) -> TwinCheck:
+    """Run twins of a fitted estimator, free and on the animals' stimuli; compare them.
+
+    Parameters
+    ----------
+    estimator : LearningRuleGLM
+        A fitted estimator (free mode needs ``init_weights="zero"``: twins start at zero).
+    trials : pandas.DataFrame
+        Trials table of the animal(s) the twins are compared with.
+    n_twins : int
+        Free-running twins, and replays of each animal.
+    random_state : int, optional
+        Seed of the twins; the same seed gives the same check.
+    modes : sequence of {"free", "replay"}
+        Which twins to run.
+    protocol : {"training", "biased"}, optional
+        Protocol of the free twins; by default ``"biased"`` when the animals have biased
+        blocks (``probabilityLeft`` 0.2 / 0.8), else ``"training"``. Free twins run as many
+        sessions as the longest animal.
+    psychometrics : bool
+        Fit psychometric curves per session (most of the time on long runs).
+    interval : float
+        Central probability of the twins' interval (0.9: from the 5th to the 95th percentile).
+
+    Returns
+    -------
+    TwinCheck
+        Tidy tables of the animals and twins and the summary (``TwinCheck.report()`` prints it).
+
+    Examples
+    --------
+    >>> from ibl_learnrules import LearningRuleGLM, simulate_cohort
+    >>> mice = simulate_cohort(1, "reinforce_baseline", n_sessions=1, random_state=0)
+    >>> est = LearningRuleGLM(rule="reinforce_baseline", max_epochs=1).fit(mice)
+    >>> check = check_twins(est, mice, n_twins=2, psychometrics=False)
+    >>> check.summary[["metric", "mode"]].values.tolist()[:2]
+    [['easy_correct', 'free'], ['repeat_fraction', 'free']]
+    >>> check.sessions.groupby("mode")["twin"].nunique().to_dict()
+    {'animal': 1, 'free': 2, 'replay': 2}
+    """
+    if not isinstance(n_twins, (int, np.integer)) or n_twins < 1:
+        raise ValueError(f"n_twins must be a positive integer, got {n_twins!r}")
+    unknown = set(modes) - set(MODES)
+    if unknown or not modes:
+        raise ValueError(f"unknown mode(s) {sorted(unknown)}; choose from {list(MODES)}")
+    if not 0.0 < interval < 1.0:
+        raise ValueError(f"interval must lie in (0, 1), got {interval!r}")
+    animals = _with_session_idx(trials)
+    if protocol is None:
+        protocol = ("biased" if animals["probabilityLeft"].round(6).isin((0.2, 0.8)).any()
+                    else "training")
+    seeds = np.random.default_rng(random_state).integers(2**31 - 1, size=n_twins + 1)
+    runs = [animals.assign(mode="animal", twin=-1)]
+    with _one_thread():
+        if "free" in modes:
+            n_sessions = int(animals.groupby("subject")["session_idx"].max().max()) + 1
+            free = estimator.simulate({"n_subjects": n_twins, "n_sessions": n_sessions,
+                                       "protocol": protocol}, random_state=int(seeds[0]))
+            runs.append(free.assign(mode="free", twin=free["subject"].str[3:].astype(int)))
+        if "replay" in modes:
+            runs += [estimator.simulate(animals, random_state=int(seed))
+                     .assign(mode="replay", twin=i) for i, seed in enumerate(seeds[1:])]
+    # one table, each run a subject of its own, so each step below is one vectorised pass
+    # sessions keep the order they come in (dates differ between animals and free twins)
+    table = pd.concat([run.drop(columns=["date", "session_start_time"], errors="ignore")
+                       for run in runs], ignore_index=True)
+    table["unit"] = table["mode"] + ":" + table["twin"].astype(str) + ":" + table["subject"]
+    units = table.drop_duplicates("unit").set_index("unit")[["mode", "twin", "subject"]]
+    metrics = session_metrics(table.assign(subject=table["unit"]), psychometrics)
+    sessions = units.join(metrics.rename(columns={"subject": "unit"}).set_index("unit"),
+                          how="inner").reset_index(drop=True)
+    switches = block_switch_curve(table.assign(subject=table["unit"]))
+    if not switches.empty:
+        switches = units.join(switches.rename(columns={"subject": "unit"}).set_index("unit"),
+                              how="inner").reset_index(drop=True)
+    subjects = _per_subject(sessions, switches)
+    bands = _bands(sessions, interval)
+    summary = _summary(sessions, subjects, bands, interval)
+    if not switches.empty:  # one curve per mode (twins pooled) for the figure
+        switches = (switches.groupby(["mode", "to_block", "trials_since_switch"])
+                    .apply(lambda g: pd.Series({"p_left": np.average(g["p_left"], weights=g["n"]),
+                                                "n": g["n"].sum()}), include_groups=False)
+                    .reset_index())
+    return TwinCheck(sessions, subjects, bands, switches, summary, interval)
