@@ -14,7 +14,8 @@ and compares them with the animals on what IBL users look at: easy-trial perform
 session (contrast >= 0.5), sessions to ``trained_1a`` (brainbox's criteria, via
 :func:`ibl_learnrules.stages.training_status`), psychometric parameters per session
 (psychofit, via :func:`ibl_learnrules.interpret.psychometric_curves`), the fraction of
-debiasing trials, and, in biased sessions, p(left choice) around block switches.
+debiasing trials, and, in biased sessions, p(left choice) on 0 % contrast trials around
+block switches.
 
 A trial is counted as debiasing when its ``probabilityLeft`` is not one of 0.2, 0.5, 0.8: the
 simulator writes 0 or 1 on repeat trials (the side is certain); older IBL training sessions
@@ -47,6 +48,8 @@ __all__ = [
 EASY_CONTRAST = 0.5
 #: ``probabilityLeft`` of ordinary trials; any other value marks a debiasing trial.
 BLOCK_PRIORS = (0.2, 0.5, 0.8)
+#: Shortest run of trials at p(left) 0.2 or 0.8 that counts as a biased block (IBL's: 20).
+MIN_BLOCK = 10
 PSYCHOMETRIC = ("bias", "threshold", "lapse_left", "lapse_right")
 #: Per-session metrics compared in the summary (repeat fraction in free mode only).
 SESSION_METRICS = ("easy_correct", "repeat_fraction") + PSYCHOMETRIC
@@ -174,12 +177,17 @@ def session_metrics(trials: pd.DataFrame, psychometrics: bool = True) -> pd.Data
     return out.drop(columns="session")
 
 
-def block_switch_curve(trials: pd.DataFrame, before: int = 10, after: int = 40) -> pd.DataFrame:
+def block_switch_curve(trials: pd.DataFrame, before: int = 10, after: int = 40,
+                       max_contrast: float = 0.0) -> pd.DataFrame:
     """p(left choice) around the switches between biased blocks (p(left) 0.2 <-> 0.8).
 
-    Trials are counted from the first trial of the new block (0) back into the end of the
-    previous one (-1, -2, ...); the first biased block of a session (after the unbiased
-    start) is not a switch. No-go trials are left out.
+    A block is a run of at least ``MIN_BLOCK`` trials at p(left) 0.2 or 0.8 (shorter runs are
+    debiasing draws of older training sessions); a switch joins two blocks. Trials are
+    counted from the first trial of the new block (0) back into the end of the previous one
+    (-1, -2, ...); the first block of a session (after the unbiased start) is not a switch.
+    Only trials with a contrast up to ``max_contrast`` count (by default 0 %, where the
+    choice shows the animal's prior alone: on visible stimuli, drawn from the new block's
+    prior, choices jump at the switch whatever the animal expects). No-go trials are left out.
 
     Parameters
     ----------
@@ -187,6 +195,8 @@ def block_switch_curve(trials: pd.DataFrame, before: int = 10, after: int = 40) 
         Trials table (sessions without biased blocks contribute nothing).
     before, after : int
         Trials shown before and after each switch.
+    max_contrast : float
+        Highest contrast of the trials counted.
 
     Returns
     -------
@@ -203,22 +213,33 @@ def block_switch_curve(trials: pd.DataFrame, before: int = 10, after: int = 40) 
     """
     table = _with_session_idx(trials)
     columns = ["subject", "to_block", "trials_since_switch", "p_left", "n"]
-    table = table[table["probabilityLeft"].round(6).isin((0.2, 0.8))].copy()
-    if table.empty:
-        return pd.DataFrame(columns=columns)
     session = table["subject"] + "/" + table["session"]
     prior = table["probabilityLeft"].round(6)
-    table["block"] = (prior != prior.groupby(session).shift()).groupby(session).cumsum()
-    by_block = table.groupby([session, table["block"]])
-    table["k"] = by_block.cumcount()
-    table["k_back"] = table["k"] - by_block["k"].transform("size")
-    last_block = table.groupby(session)["block"].transform("max")
-    post = table[(table["block"] > 1) & (table["k"] < after)].assign(
+    table["run"] = (prior != prior.groupby(session).shift()).groupby(session).cumsum()
+    by_run = table.groupby([session, table["run"]])
+    table["k"] = by_run.cumcount()
+    table["k_back"] = table["k"] - by_run["k"].transform("size")
+    table["block"] = prior.isin((0.2, 0.8)) & (table["k_back"].groupby(
+        [session, table["run"]]).transform("min") <= -MIN_BLOCK)
+    # a switch joins two adjacent blocks (runs differ in prior, so their priors are opposite)
+    runs = table.assign(session_key=session).drop_duplicates(["session_key", "run"])
+    after_block = runs.groupby("session_key")["block"].shift(1, fill_value=False)
+    before_block = runs.groupby("session_key")["block"].shift(-1, fill_value=False)
+    switch_in = pd.Series((runs["block"] & after_block).to_numpy(),
+                          index=pd.MultiIndex.from_frame(runs[["session_key", "run"]]))
+    switch_out = pd.Series((runs["block"] & before_block).to_numpy(), index=switch_in.index)
+    keys = pd.MultiIndex.from_arrays([session, table["run"]])
+    table["switch_in"] = switch_in.reindex(keys).to_numpy()
+    table["switch_out"] = switch_out.reindex(keys).to_numpy()
+    post = table[table["switch_in"] & (table["k"] < after)].assign(
         to_block=prior, trials_since_switch=table["k"])
-    pre = table[(table["block"] < last_block) & (table["k_back"] >= -before)].assign(
+    pre = table[table["switch_out"] & (table["k_back"] >= -before)].assign(
         to_block=prior.map({0.2: 0.8, 0.8: 0.2}), trials_since_switch=table["k_back"])
+    if post.empty:
+        return pd.DataFrame(columns=columns)
     both = pd.concat([pre, post])
-    both = both[both["choice"] != 0]
+    contrast = np.fmax(both["contrastLeft"].fillna(0.0), both["contrastRight"].fillna(0.0))
+    both = both[(both["choice"] != 0) & (contrast <= max_contrast)]
     both["left"] = (both["choice"] == 1).astype(float)
     return (both.groupby(["subject", "to_block", "trials_since_switch"])
             .agg(p_left=("left", "mean"), n=("left", "size")).reset_index()[columns])
@@ -402,8 +423,8 @@ def check_twins(
     modes : sequence of {"free", "replay"}
         Which twins to run.
     protocol : {"training", "biased"}, optional
-        Protocol of the free twins; by default ``"biased"`` when the animals have biased
-        blocks (``probabilityLeft`` 0.2 / 0.8), else ``"training"``. Free twins run as many
+        Protocol of the free twins; by default ``"biased"`` when the animals switch between
+        biased blocks (see :func:`block_switch_curve`), else ``"training"``. Free twins run as many
         sessions as the longest animal.
     psychometrics : bool
         Fit psychometric curves per session (most of the time on long runs).
@@ -435,8 +456,7 @@ def check_twins(
         raise ValueError(f"interval must lie in (0, 1), got {interval!r}")
     animals = _with_session_idx(trials)
     if protocol is None:
-        protocol = ("biased" if animals["probabilityLeft"].round(6).isin((0.2, 0.8)).any()
-                    else "training")
+        protocol = "training" if block_switch_curve(animals).empty else "biased"
     seeds = np.random.default_rng(random_state).integers(2**31 - 1, size=n_twins + 1)
     runs = [animals.assign(mode="animal", twin=-1)]
     with _one_thread():

@@ -161,8 +161,9 @@ def _biased_session(tau: float, seed: int) -> pd.DataFrame:
     side_left = rng.random(len(p)) < np.repeat(priors, lengths)
     return pd.DataFrame({
         "subject": "m", "session": f"b{seed}", "trial": np.arange(len(p)),
-        "contrastLeft": np.where(side_left, 1.0, np.nan),
-        "contrastRight": np.where(side_left, np.nan, 1.0),
+        # zero contrast: the choices follow the prior alone (what the curve reads)
+        "contrastLeft": np.where(side_left, 0.0, np.nan),
+        "contrastRight": np.where(side_left, np.nan, 0.0),
         "choice": np.where(left, 1, -1),
         "feedbackType": np.where(left == side_left, 1, -1),
         "probabilityLeft": np.repeat(priors, lengths)})
@@ -183,6 +184,15 @@ def test_block_switch_curve_and_its_half_time():
     assert switch_half_trials(curve) == pytest.approx(4.0 * np.log(2.0), abs=0.6)
     slow = block_switch_curve(pd.concat([_biased_session(10.0, s) for s in range(30)]))
     assert switch_half_trials(slow) > switch_half_trials(curve) + 3
+    # visible stimuli are left out by default, counted on request
+    visible = trials.assign(contrastLeft=trials["contrastLeft"] * 0 + 1.0,
+                            contrastRight=trials["contrastRight"] * 0 + 1.0)
+    assert block_switch_curve(visible).empty
+    assert block_switch_curve(visible, max_contrast=1.0).equals(block_switch_curve(trials))
+    # short runs at 0.2 / 0.8 are the debiasing draws of older training sessions, not blocks
+    short = trials.assign(probabilityLeft=np.resize([0.5] * 5 + [0.2] * 4 + [0.8] * 4,
+                                                    len(trials)))
+    assert block_switch_curve(short).empty
     assert np.isnan(switch_half_trials(curve.iloc[:0]))
 
 
