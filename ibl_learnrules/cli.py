@@ -188,6 +188,39 @@ def _demo(args: argparse.Namespace) -> None:
              report=(lambda line: None) if args.quiet else print)
 
 
+def _experiment(args: argparse.Namespace) -> None:
+    from .experiment import PAPER_RULES, run_paper_experiment
+
+    if (args.cache_dir is None) == (not args.remote):
+        raise UsageError("give one of --cache-dir DIR (a local ONE cache) or --remote")
+    if (args.subjects is None) == (args.labs is None):
+        raise UsageError("give one of --subjects a,b,c or --labs x,y")
+    from one.api import ONE
+
+    if args.remote:  # the IBL public database
+        one = ONE(base_url="https://openalyx.internationalbrainlab.org",
+                  password="international", silent=True)
+    else:
+        if not Path(args.cache_dir).is_dir():
+            raise UsageError(f"no such ONE cache folder: {args.cache_dir}")
+        one = ONE(cache_dir=args.cache_dir, mode="local")
+    names = lambda text: [s.strip() for s in text.split(",") if s.strip()]  # noqa: E731
+    params = {} if args.epochs is None else {"max_epochs": args.epochs}
+    result = run_paper_experiment(
+        one, subjects=names(args.subjects) if args.subjects else None,
+        labs=names(args.labs) if args.labs else None, n_trials=args.n_trials,
+        rules=names(args.rules) if args.rules else PAPER_RULES, n_folds=args.folds,
+        estimator_params=params, out=args.out, n_jobs=args.jobs, progress=not args.quiet,
+        min_trials=args.min_trials)
+    import matplotlib.pyplot as plt
+
+    for figure in result.figures.values():
+        plt.close(figure)
+    if not args.quiet:
+        print(result.report)
+        print(f"wrote {', '.join(sorted(p.name for p in result.files.values()))} to {args.out}")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -287,6 +320,34 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--folds", type=_positive_int, default=5)
     compare.add_argument("--out", help="write the per-animal table (.csv)")
     compare.set_defaults(func=_compare)
+
+    experiment = sub.add_parser(
+        "experiment", help="the paper's experiment: mice through ONE, 5-fold comparison",
+        description="Load the first N training trials of mice (by name or lab) through ONE, "
+                    "compare none/reinforce/reinforce_baseline/dnn/rnn on held-out mice "
+                    "(GroupKFold), test the flexible rules against the classic ones, and write "
+                    "results.csv, tests.csv, report.txt, summary.json and figures.")
+    source = experiment.add_mutually_exclusive_group()
+    source.add_argument("--cache-dir", help="a local ONE cache folder")
+    source.add_argument("--remote", action="store_true",
+                        help="the IBL public database (openalyx; needs internet)")
+    mice = experiment.add_mutually_exclusive_group()
+    mice.add_argument("--subjects", help="comma-separated subject names")
+    mice.add_argument("--labs", help="comma-separated lab names: all their mice")
+    experiment.add_argument("--n-trials", type=_positive_int, default=10_000,
+                            help="first trials of training sessions per mouse (default 10000)")
+    experiment.add_argument("--min-trials", type=_positive_int, default=None,
+                            help="leave out mice with fewer trials (default n-trials / 10)")
+    experiment.add_argument("--rules", default=None,
+                            help="comma-separated rule names (default "
+                                 "none,reinforce,reinforce_baseline,dnn,rnn)")
+    experiment.add_argument("--folds", type=_positive_int, default=5)
+    experiment.add_argument("--epochs", type=_positive_int, default=None,
+                            help="max_epochs of every fit (default: the package default)")
+    experiment.add_argument("--jobs", type=int, default=None, help="fits run at once (joblib)")
+    experiment.add_argument("--out", default="ibl_learnrules_experiment", help="output folder")
+    experiment.add_argument("--quiet", action="store_true", help="print nothing, no progress")
+    experiment.set_defaults(func=_experiment)
     return parser
 
 
