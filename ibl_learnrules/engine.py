@@ -468,6 +468,18 @@ def _lr_schedule(optimizer, name: str, max_epochs: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
 
 
+def _optimizer(rule: LearningRule, params: list, lr: float, weight_decay: float):
+    """Adam; with ``weight_decay``, decoupled decay (AdamW) of the rule's correction only."""
+    if not params:
+        return None
+    if not weight_decay:
+        return torch.optim.Adam(params, lr=lr)
+    shrunk = {id(p) for p in rule.correction_parameters()}
+    groups = [{"params": [p for p in params if id(p) in shrunk], "weight_decay": weight_decay},
+              {"params": [p for p in params if id(p) not in shrunk], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
 def train_rule(
     rule: LearningRule,
     batch: TensorBatch,
@@ -483,6 +495,7 @@ def train_rule(
     patience: int = 10,
     progress: Callable | None = None,
     engine: str = "auto",
+    weight_decay: float = 0.0,
 ) -> TrainingHistory:
     """Fit ``rule`` in place by maximising the mean per-trial log-likelihood.
 
@@ -512,13 +525,16 @@ def train_rule(
     engine : {"auto", "torch", "fused"}
         ``"auto"`` uses the rule's compiled kernel where it has one (on the CPU), the torch
         loop otherwise.
+    weight_decay : float
+        Decoupled weight decay (AdamW) of :meth:`LearningRule.correction_parameters` only:
+        it shrinks a network's correction toward the rule it nests (or toward no update).
 
     Returns
     -------
     TrainingHistory
     """
     params = [p for p in rule.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr) if params else None
+    optimizer = _optimizer(rule, params, lr, weight_decay)
     schedule = _lr_schedule(optimizer, lr_schedule, max_epochs)
     runner = ChunkRunner(rule, batch, engine)
     val_runner = None if val_batch is None else ChunkRunner(rule, val_batch, engine)

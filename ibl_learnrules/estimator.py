@@ -66,6 +66,10 @@ class LearningRuleGLM(BaseEstimator):
         Epochs without improvement before stopping.
     grad_clip : float or None
         Maximum gradient norm.
+    weight_decay : float
+        Decoupled weight decay of a network rule's correction (its network's parameters):
+        it pulls the rule toward the classic rule it nests (``rule_params={"base": ...}``),
+        or toward no update. Classic rules have nothing to decay.
     rule_params : dict, optional
         Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``).
     device : str
@@ -118,6 +122,7 @@ class LearningRuleGLM(BaseEstimator):
         validation_fraction: float = 0.2,
         patience: int = 10,
         grad_clip: float | None = 1.0,
+        weight_decay: float = 0.0,
         rule_params: Mapping | None = None,
         device: str = "auto",
         engine: str = "auto",
@@ -137,6 +142,7 @@ class LearningRuleGLM(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.grad_clip = grad_clip
+        self.weight_decay = weight_decay
         self.rule_params = rule_params
         self.device = device
         self.engine = engine
@@ -156,6 +162,8 @@ class LearningRuleGLM(BaseEstimator):
         if self.init_weights not in _INIT_WEIGHTS:
             raise ValueError(f"init_weights must be one of {list(_INIT_WEIGHTS)}, "
                              f"got {self.init_weights!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError("validation_fraction must lie in (0, 1), "
                              f"got {self.validation_fraction!r}")
@@ -233,6 +241,7 @@ class LearningRuleGLM(BaseEstimator):
             rule.train(), batch, w0, max_epochs=self.max_epochs, lr=self.lr,
             lr_schedule=self.lr_schedule, tbptt=self.tbptt, grad_clip=self.grad_clip,
             val_batch=val_batch, val_w0=val_w0, patience=self.patience, engine=self.engine,
+            weight_decay=self.weight_decay,
             progress=engine.progress_bar(self.max_epochs, f"fit {self.rule}", self.verbose))
         self.rule_, self.rule_name_, self.covariates_ = rule.eval(), self.rule, covariates
         self.subjects_ = arrays.subjects

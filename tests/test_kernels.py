@@ -194,7 +194,10 @@ def test_classic_kernels_do_not_depend_on_the_threads(name, monkeypatch):
     chunks = SHAPES["K2"][3]
     serial = run_chunks(make_rule(name, 2), batch, "fused", w0, chunks)
     monkeypatch.setattr(classic, "_WORK_PER_THREAD", 1)
+    torch_threads = torch.get_num_threads()
     parallel = run_chunks(make_rule(name, 2), batch, "fused", w0, chunks)
+    # the kernel leaves torch's threads alone (numba's OpenMP layer shares them)
+    assert torch.get_num_threads() == torch_threads
     for s, p in zip(serial, parallel, strict=True):
         assert s[0] == p[0]
         np.testing.assert_array_equal(s[1], p[1])

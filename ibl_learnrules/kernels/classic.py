@@ -304,15 +304,13 @@ def classic_chunk(
     flat_state = (np.zeros((n_animals, 0), dtype) if state is None
                   else arr(state).reshape(n_animals, -1))
     theta = np.concatenate([np.ravel(arr(p)) for p in params]).astype(dtype)
-    threads = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, x.shape[0] * x.shape[1] // _WORK_PER_THREAD)))
-    try:
-        loglik, w_end, s_end, grad = _chunk(
-            int(rule), arr(x), arr(y), arr(reward), arr(correct_side), arr(new_session),
-            arr(valid), arr(w0), flat_state, theta, float(max_run), bool(need_grad),
-            float(loss_norm))
-    finally:
-        numba.set_num_threads(threads)
+    # a serial twin rather than numba.set_num_threads: under numba's OpenMP layer that call
+    # also resets torch's thread count, which slows every small torch op that follows
+    run = _chunk if x.shape[0] * x.shape[1] >= 2 * _WORK_PER_THREAD else _chunk_serial
+    loglik, w_end, s_end, grad = run(
+        int(rule), arr(x), arr(y), arr(reward), arr(correct_side), arr(new_session),
+        arr(valid), arr(w0), flat_state, theta, float(max_run), bool(need_grad),
+        float(loss_norm))
     state_end = None if state is None else s_end.reshape(np.shape(state))
     grads = None
     if need_grad:
@@ -322,3 +320,7 @@ def classic_chunk(
             grads.append(grad[start:start + size].astype(dtype).reshape(np.shape(p)))
             start += size
     return loglik.astype(dtype), w_end, state_end, grads
+
+
+#: The same chunk compiled without threads, for chunks too small to share out.
+_chunk_serial = numba.njit(cache=True)(_chunk.py_func)

@@ -118,6 +118,14 @@ class LearningRule(nn.Module):
         """Return ``(dw, new_state)``: the update of ``w`` (B, K) after ``trial``."""
         raise NotImplementedError
 
+    def correction_parameters(self) -> list[nn.Parameter]:
+        """Parameters that weight decay may shrink: a flexible part on top of a simple rule.
+
+        Their zero is the simple rule (a network's correction of the classic rule it nests);
+        by default none.
+        """
+        return []
+
     def chunk_kernel(self) -> ChunkKernel | None:
         """Return the rule's fast CPU implementation of a chunk of trials, or ``None``.
 

@@ -56,6 +56,11 @@ class _ScaledOutput(LearningRule):
             self.log_alpha = per_weight_log_parameter(n_weights, alpha, "alpha")
             self.beta = per_weight_parameter(n_weights, beta, "beta")
 
+    def correction_parameters(self) -> list[nn.Parameter]:
+        """Return the network's parameters: at zero, the update is the base rule's (or none)."""
+        return [p for name, p in self.named_parameters()
+                if name not in ("log_scale", "log_alpha", "beta")]
+
     def base_update(self, trial: TrialStep):
         """Return the classic part of the update (0 without a base)."""
         if self.base is None:
