@@ -9,6 +9,7 @@ on validation animals.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -230,6 +231,29 @@ def rollout(
     stop = env.n_trials if stop is None else stop
     if state is None and start == 0:
         state = rule.initial_state(env.n_animals, w.device)
+    with _one_cpu_thread(w.device):
+        return _rollout(rule, env, w, state, start, stop, record)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Run torch on one thread on the CPU: the trial loop's ops are far too small to share.
+
+    With more threads each tiny op pays for waking them, and on a busy machine (numba's
+    workers, other processes) that cost grows 10-30 fold.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _rollout(rule, env, w, state, start, stop, record) -> RolloutResult:
     offset = rule.policy_offset()
     loglik = torch.zeros(env.n_animals, dtype=w.dtype, device=w.device)
     weights, p_right, choices, trial_ll = [], [], [], []

@@ -1,0 +1,86 @@
+"""The science claims on real mice, with the package's defaults: do the flexible rules win?
+
+Usage::
+
+    python benchmarks/bench_science.py                    # everything (~10 minutes, 2 cores)
+    python benchmarks/bench_science.py --parts training,ks014
+
+Parts:
+
+* ``training``: the training-protocol sessions of the 27 bundled IBL mice (62,457 trials),
+  ``GroupKFold(5)`` by mouse: held-out log-likelihood of ``none``, ``reinforce``,
+  ``reinforce_baseline``, ``dnn``, ``rnn``; paired one-sided tests of each flexible rule
+  against ``reinforce_baseline``.
+* ``ks014``: KS014's first 10 sessions fitted, sessions 10-14 scored (the rule rolled through
+  all of them on the mouse's own choices).
+* ``biased``: the same 5-fold comparison on the first ``--biased-sessions`` biased-block
+  sessions of each mouse (within-session adaptation to block switches is learning of the
+  bias weight).
+
+Every estimator is ``LearningRuleGLM(rule=name)`` with the package defaults, seed 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import pandas as pd
+from sklearn.model_selection import GroupKFold
+
+from ibl_learnrules import load_ks014
+from ibl_learnrules.datasets import load_ibl_mice
+from ibl_learnrules.evaluation import compare_rules, held_out_future, paired_test, summarize
+
+RULES = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
+REFERENCE = "reinforce_baseline"
+
+
+def report(title: str, table: pd.DataFrame, seconds: float) -> None:
+    print(f"\n## {title} ({seconds:.0f} s)")
+    print(summarize(table).round(4).to_string())
+    for rule in ("dnn", "rnn"):
+        test = paired_test(table, rule, REFERENCE)
+        print(f"{rule} - {REFERENCE}: {test['mean_diff']:+.4f} nats/trial, "
+              f"{int(test['n_a_better'])}/{int(test['n_animals'])} mice better, "
+              f"Wilcoxon p = {test['wilcoxon_p']:.3g}, t-test p = {test['ttest_p']:.3g}",
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="training,ks014,biased")
+    parser.add_argument("--biased-sessions", type=int, default=5)
+    args = parser.parse_args()
+    parts = args.parts.split(",")
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; rules {RULES}; "
+          "package defaults")
+    if "training" in parts:
+        trials = load_ibl_mice("training")
+        start = time.perf_counter()
+        table = compare_rules(trials, RULES, cv=GroupKFold(5))
+        report(f"27 mice, training sessions, {len(trials):,} trials, GroupKFold(5)", table,
+               time.perf_counter() - start)
+    if "ks014" in parts:
+        start = time.perf_counter()
+        table = held_out_future(load_ks014(), RULES, n_train_sessions=10)
+        seconds = time.perf_counter() - start
+        print(f"\n## KS014, sessions 0-9 fitted, 10-14 scored ({seconds:.0f} s)")
+        scores = table.set_index("rule")["loglik"]
+        print(scores.round(4).to_string())
+        for rule in ("dnn", "rnn"):
+            print(f"{rule} - {REFERENCE}: {scores[rule] - scores[REFERENCE]:+.4f} nats/trial")
+    if "biased" in parts:
+        trials = load_ibl_mice("biased")
+        first = trials.groupby("subject")["session_index"].transform(
+            lambda s: s.rank(method="dense")) <= args.biased_sessions
+        trials = trials[first.to_numpy()]
+        start = time.perf_counter()
+        table = compare_rules(trials, RULES, cv=GroupKFold(5))
+        report(f"27 mice, first {args.biased_sessions} biased sessions, {len(trials):,} "
+               "trials, GroupKFold(5)", table, time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
