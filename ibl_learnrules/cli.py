@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--lr", type=float, default=0.01)
         command.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                              help="learning rate over the epochs (cosine: anneal to 0)")
-        command.add_argument("--tbptt", type=_positive_int, default=500)
+        command.add_argument("--tbptt", type=_positive_int, default=100)
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--quiet", action="store_true", help="print nothing")
 
