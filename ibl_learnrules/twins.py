@@ -26,8 +26,7 @@ compared in free mode.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -380,23 +379,6 @@ def _summary(sessions, subjects, bands, interval) -> pd.DataFrame:
                                        "not_reached"])
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread while the twins run.
-
-    A rollout is a loop of tiny per-trial operations, which intra-op threads only slow down
-    (10-30x on a busy 2-core machine).
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def check_twins(
     estimator,
     trials: pd.DataFrame,
@@ -459,15 +441,14 @@ def check_twins(
         protocol = "training" if block_switch_curve(animals).empty else "biased"
     seeds = np.random.default_rng(random_state).integers(2**31 - 1, size=n_twins + 1)
     runs = [animals.assign(mode="animal", twin=-1)]
-    with _one_thread():
-        if "free" in modes:
-            n_sessions = int(animals.groupby("subject")["session_idx"].max().max()) + 1
-            free = estimator.simulate({"n_subjects": n_twins, "n_sessions": n_sessions,
-                                       "protocol": protocol}, random_state=int(seeds[0]))
-            runs.append(free.assign(mode="free", twin=free["subject"].str[3:].astype(int)))
-        if "replay" in modes:
-            runs += [estimator.simulate(animals, random_state=int(seed))
-                     .assign(mode="replay", twin=i) for i, seed in enumerate(seeds[1:])]
+    if "free" in modes:
+        n_sessions = int(animals.groupby("subject")["session_idx"].max().max()) + 1
+        free = estimator.simulate({"n_subjects": n_twins, "n_sessions": n_sessions,
+                                   "protocol": protocol}, random_state=int(seeds[0]))
+        runs.append(free.assign(mode="free", twin=free["subject"].str[3:].astype(int)))
+    if "replay" in modes:
+        runs += [estimator.simulate(animals, random_state=int(seed))
+                 .assign(mode="replay", twin=i) for i, seed in enumerate(seeds[1:])]
     # one table, each run a subject of its own, so each step below is one vectorised pass
     # sessions keep the order they come in (dates differ between animals and free twins)
     table = pd.concat([run.drop(columns=["date", "session_start_time"], errors="ignore")
