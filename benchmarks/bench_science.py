@@ -16,6 +16,11 @@ Parts:
 * ``biased``: the same 5-fold comparison on the first ``--biased-sessions`` biased-block
   sessions of each mouse (within-session adaptation to block switches is learning of the
   bias weight).
+* ``reward_runs``: the paper's third claim. ``dnn`` and ``rnn`` fitted on those biased
+  sessions of all 27 mice; per mouse, the effective learning rate (``rate`` of
+  :func:`~ibl_learnrules.interpret.summarize_reward_history`) on rewarded trials after k
+  rewarded trials vs after k unrewarded ones, k = 1..5: median ratio across mice, its
+  interquartile range, and the number of mice whose ratio exceeds 1.
 
 Every estimator is ``LearningRuleGLM(rule=name)`` with the package defaults, seed 0.
 """
@@ -32,6 +37,7 @@ from sklearn.model_selection import GroupKFold
 from ibl_learnrules import load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.evaluation import compare_rules, held_out_future, paired_test, summarize
+from ibl_learnrules.interpret import reward_history_updates, summarize_reward_history
 
 RULES = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
 REFERENCE = "reinforce_baseline"
@@ -48,9 +54,32 @@ def report(title: str, table: pd.DataFrame, seconds: float) -> None:
               flush=True)
 
 
+def biased_sessions(n_sessions: int) -> pd.DataFrame:
+    """The first ``n_sessions`` biased-block sessions of each bundled mouse."""
+    trials = load_ibl_mice("biased")
+    first = trials.groupby("subject")["session_index"].transform(
+        lambda s: s.rank(method="dense")) <= n_sessions
+    return trials[first.to_numpy()]
+
+
+def reward_run_ratios(est, trials: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Per mouse and covariate: |rate| after k rewarded over after k unrewarded trials."""
+    updates = reward_history_updates(est, trials, k=k)
+    rows = []
+    for subject, mouse in updates.groupby("subject"):
+        summary = summarize_reward_history(mouse)
+        rate = summary[summary["reward"] == 1.0].set_index(["context", "covariate"])["rate"]
+        for name in est.covariates_:
+            if ("rewarded", name) in rate.index and ("unrewarded", name) in rate.index:
+                rows.append({"subject": subject, "covariate": name,
+                             "ratio": abs(rate["rewarded", name])
+                             / abs(rate["unrewarded", name])})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="training,ks014,biased")
+    parser.add_argument("--parts", default="training,ks014,biased,reward_runs")
     parser.add_argument("--biased-sessions", type=int, default=5)
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -72,14 +101,28 @@ def main() -> None:
         for rule in ("dnn", "rnn"):
             print(f"{rule} - {REFERENCE}: {scores[rule] - scores[REFERENCE]:+.4f} nats/trial")
     if "biased" in parts:
-        trials = load_ibl_mice("biased")
-        first = trials.groupby("subject")["session_index"].transform(
-            lambda s: s.rank(method="dense")) <= args.biased_sessions
-        trials = trials[first.to_numpy()]
+        trials = biased_sessions(args.biased_sessions)
         start = time.perf_counter()
         table = compare_rules(trials, RULES, cv=GroupKFold(5))
         report(f"27 mice, first {args.biased_sessions} biased sessions, {len(trials):,} "
                "trials, GroupKFold(5)", table, time.perf_counter() - start)
+
+    if "reward_runs" in parts:
+        from ibl_learnrules import LearningRuleGLM
+
+        trials = biased_sessions(args.biased_sessions)
+        print(f"\n## Updates after runs of rewards ({len(trials):,} biased trials, 27 mice; "
+              "ratio of |effective rate| on rewarded trials after k rewarded vs after k "
+              "unrewarded trials)")
+        for rule in ("dnn", "rnn"):
+            est = LearningRuleGLM(rule=rule, random_state=0).fit(trials)
+            for k in range(1, 6):
+                ratios = reward_run_ratios(est, trials, k)
+                for name, group in ratios.groupby("covariate", sort=False):
+                    q = group["ratio"].quantile([0.25, 0.5, 0.75]).to_numpy()
+                    print(f"{rule} k={k} {name:<9s} median {q[1]:.2f} (IQR {q[0]:.2f}-"
+                          f"{q[2]:.2f}), {int((group['ratio'] > 1).sum())}/{len(group)} "
+                          "mice > 1", flush=True)
 
 
 if __name__ == "__main__":
