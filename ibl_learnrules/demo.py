@@ -1,9 +1,11 @@
-"""The main job: compare learning rules on the bundled real mouse and a simulated cohort.
+"""The main job: compare learning rules on real mice, the bundled KS014 and a simulated cohort.
 
 ``ibl-learnrules demo --out DIR`` runs :func:`run_demo`: it fits the fixed GLM, the classic
-rules and the DNN/RNN rules, prints the held-out comparison tables (held-out animals for the
-simulated cohort, held-out later sessions for KS014), and writes figures, fitted models, KS014's
-sessions as NWB files carrying the fitted rule's results, and a JSON summary into ``DIR``.
+rules and the DNN/RNN rules, prints the held-out comparison tables (held-out real mice from
+the 27 bundled IBL mice, with the verdict of the flexible rules against REINFORCE with
+baseline; held-out animals of a simulated cohort; held-out later sessions of KS014), and writes
+figures, fitted models, KS014's sessions as NWB files carrying the fitted rule's results, and a
+JSON summary into ``DIR``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import GroupKFold
 
-from .datasets import KS014_ATTRIBUTION, load_ks014
+from .datasets import IBL_MICE_ATTRIBUTION, KS014_ATTRIBUTION, load_ibl_mice, load_ks014
 from .estimator import LearningRuleGLM
 from .evaluation import (
     compare_rules,
@@ -49,10 +52,19 @@ class DemoSizes:
     ks014_train_sessions: int = 10
     ks014_rules: tuple[str, ...] = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
     nwb_sessions: int | None = None  # KS014 sessions written as NWB files (None: all)
+    real_sessions: int = 2  # first biased sessions of each bundled mouse
+    real_mice: int | None = None  # how many of the 27 (None: all)
+    real_trials: int | None = None  # at most this many trials per mouse (None: all)
+    real_folds: int = 5
+    real_rules: tuple[str, ...] = ("none", "reinforce_baseline", "dnn", "rnn")
+    real_epochs: int | None = None  # None: the package defaults
 
 
 QUICK = DemoSizes(n_animals=4, n_trials=300, folds=2, classic_epochs=1, network_epochs=2,
-                  ks014_train_sessions=2, ks014_rules=("none", "dnn"), nwb_sessions=2)
+                  ks014_train_sessions=2, ks014_rules=("none", "dnn"), nwb_sessions=2,
+                  real_sessions=1, real_mice=6, real_trials=300, real_folds=3, real_epochs=2)
+#: The classic rule the flexible ones must beat on real mice.
+REFERENCE = "reinforce_baseline"
 
 
 def _params(rule: str, sizes: DemoSizes) -> dict:
@@ -61,13 +73,58 @@ def _params(rule: str, sizes: DemoSizes) -> dict:
             "lr": 0.01 if network else 0.05, "tbptt": 250, "random_state": 0}
 
 
-def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[Path]:
+def _real_mice(sizes: DemoSizes, report: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
+    """Held-out comparison on the bundled IBL mice' first biased sessions, and the verdict."""
+    trials = load_ibl_mice("biased")
+    rank = trials.groupby("subject")["session_index"].rank(method="dense")
+    trials = trials[(rank <= sizes.real_sessions).to_numpy()]
+    if sizes.real_mice is not None:
+        keep = sorted(trials["subject"].unique())[:sizes.real_mice]
+        trials = trials[trials["subject"].isin(keep)]
+    if sizes.real_trials is not None:
+        trials = trials.groupby("subject").head(sizes.real_trials)
+    params = {"random_state": 0}
+    if sizes.real_epochs is not None:
+        params["max_epochs"] = sizes.real_epochs
+    n_nogo = int((trials["choice"] == 0).sum())
+    report(f"real mice: {trials['subject'].nunique()} IBL mice, first {sizes.real_sessions} "
+           f"biased session(s), {len(trials):,} trials ({n_nogo} no-go, left out of the "
+           "likelihood); package defaults")
+    tables = []
+    for rule in sizes.real_rules:
+        report(f"held-out real mice: fitting {rule}")
+        with warnings.catch_warnings():  # said once above, not once per fit and fold
+            warnings.filterwarnings("ignore", message=r".*no-go trial", category=UserWarning)
+            tables.append(compare_rules(trials, {rule: LearningRuleGLM(rule=rule, **params)},
+                                        cv=GroupKFold(sizes.real_folds)))
+    table = pd.concat(tables, ignore_index=True)
+    report("\nReal IBL mice, held out by mouse (biased sessions):")
+    report(summarize(table).round(4).to_string())
+    verdicts = {}
+    for rule in (r for r in NETWORKS if r in sizes.real_rules):
+        test = paired_test(table, rule, REFERENCE)
+        wins = test["mean_diff"] > 0 and test["wilcoxon_p"] < 0.05
+        verdicts[rule] = dict(test.to_dict(), wins=bool(wins))
+        report(f"verdict: {rule} {'beats' if wins else 'does not beat'} {REFERENCE} on "
+               f"held-out mice: {test['mean_diff']:+.4f} nats/trial, "
+               f"{int(test['n_a_better'])}/{int(test['n_animals'])} mice better, one-sided "
+               f"Wilcoxon p = {test['wilcoxon_p']:.3g}")
+    return table, verdicts
+
+
+def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014,
+             real_table) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # the demo only writes files; no display needed
     import matplotlib.pyplot as plt
 
-    from .plotting import plot_learning_curve, plot_model_comparison, plot_weight_trajectory
+    from .plotting import (
+        plot_learning_curve,
+        plot_model_comparison,
+        plot_paired_differences,
+        plot_weight_trajectory,
+    )
     from .stages import training_status
 
     def save(fig, name: str) -> Path:
@@ -77,6 +134,14 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014) -> list[P
         return out / name
 
     paths = []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    plot_model_comparison(real_table, ax=left)
+    left.set_title("Real IBL mice: held-out mice")
+    # the floor's large gap would squash the few thousandths that separate the others
+    plot_paired_differences(real_table[real_table["rule"] != "none"], REFERENCE, ax=right)
+    right.set_title(f"Paired difference from {REFERENCE}, per mouse")
+    paths.append(save(fig, "real_mice_comparison.png"))
+
     fig, ax = plt.subplots(figsize=(7, 4))
     plot_model_comparison(cohort_table, ax=ax)
     ax.set_title("Simulated cohort: held-out animals")
@@ -131,7 +196,8 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rules = CLASSIC + NETWORKS
-    report(f"simulating {sizes.n_animals} REINFORCE-with-baseline mice x {sizes.n_trials} trials")
+    real_table, verdicts = _real_mice(sizes, report)
+    report(f"\nsimulating {sizes.n_animals} REINFORCE-with-baseline mice x {sizes.n_trials} trials")
     cohort = simulate_cohort(sizes.n_animals, "reinforce_baseline", n_trials=sizes.n_trials,
                              random_state=0, alpha=0.05, w0=(0.0, 0.0))
     tables = []
@@ -166,13 +232,18 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
               for rule in sizes.ks014_rules}
     models = [save_model(est, out / f"ks014_{rule}.pt") for rule, est in fitted.items()]
     shown = fitted.get("dnn", list(fitted.values())[-1])
-    figures = _figures(out, cohort_table, ks014_table, shown, ks014)
+    figures = _figures(out, cohort_table, ks014_table, shown, ks014, real_table)
+    real_table.to_csv(out / "real_mice_heldout.csv", index=False)
     cohort_table.to_csv(out / "cohort_heldout_animals.csv", index=False)
     ks014_table.to_csv(out / "ks014_heldout_sessions.csv", index=False)
     nwb_files = _write_nwb(out / "nwb", ks014, shown, ks014_table, sizes.nwb_sessions)
     report(f"\nwrote KS014's {len(nwb_files)} session(s) as NWB files with the {shown.rule} "
            f"rule's trajectory and model in {out / 'nwb'}")
     summary = {
+        "real_mice": {"rules": summarize(real_table).reset_index().to_dict(orient="records"),
+                      "verdicts": verdicts, "reference": REFERENCE,
+                      "n_mice": int(real_table["subject"].nunique()),
+                      "attribution": IBL_MICE_ATTRIBUTION},
         "cohort": {"rules": summarize(cohort_table).reset_index().to_dict(orient="records"),
                    "paired_tests": {f"{best} > {k}": v for k, v in tests.items()},
                    "n_animals": sizes.n_animals, "n_trials": sizes.n_trials},

@@ -122,7 +122,15 @@ def test_demo_quick_writes_every_output(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "held-out animals" in printed and "KS014, sessions 2-14 held out" in printed
+    assert "Real IBL mice, held out by mouse" in printed
+    # the verdict of each flexible rule against the classic reference, whatever it is
+    assert sum(line.startswith("verdict: ") for line in printed.splitlines()) == 2
     summary = json.loads((tmp_path / "summary.json").read_text())
+    real = summary["real_mice"]
+    assert real["n_mice"] == 6 and set(real["verdicts"]) == {"dnn", "rnn"}
+    assert {r["rule"] for r in real["rules"]} == {"none", "reinforce_baseline", "dnn", "rnn"}
+    assert "CC BY 4.0" in real["attribution"]
+    assert "real_mice_comparison.png" in summary["figures"]
     assert {r["rule"] for r in summary["cohort"]["rules"]} == {
         "none", "reinforce", "reinforce_baseline", "reward_max", "prediction_error",
         "q_learning", "dnn", "rnn"}
