@@ -54,14 +54,6 @@ def report(title: str, table: pd.DataFrame, seconds: float) -> None:
               flush=True)
 
 
-def biased_sessions(n_sessions: int) -> pd.DataFrame:
-    """The first ``n_sessions`` biased-block sessions of each bundled mouse."""
-    trials = load_ibl_mice("biased")
-    first = trials.groupby("subject")["session_index"].transform(
-        lambda s: s.rank(method="dense")) <= n_sessions
-    return trials[first.to_numpy()]
-
-
 def reward_run_ratios(est, trials: pd.DataFrame, k: int) -> pd.DataFrame:
     """Per mouse and covariate: |rate| after k rewarded over after k unrewarded trials."""
     updates = reward_history_updates(est, trials, k=k)
@@ -101,7 +93,7 @@ def main() -> None:
         for rule in ("dnn", "rnn"):
             print(f"{rule} - {REFERENCE}: {scores[rule] - scores[REFERENCE]:+.4f} nats/trial")
     if "biased" in parts:
-        trials = biased_sessions(args.biased_sessions)
+        trials = load_ibl_mice("biased", max_sessions=args.biased_sessions)
         start = time.perf_counter()
         table = compare_rules(trials, RULES, cv=GroupKFold(5))
         report(f"27 mice, first {args.biased_sessions} biased sessions, {len(trials):,} "
@@ -110,7 +102,7 @@ def main() -> None:
     if "reward_runs" in parts:
         from ibl_learnrules import LearningRuleGLM
 
-        trials = biased_sessions(args.biased_sessions)
+        trials = load_ibl_mice("biased", max_sessions=args.biased_sessions)
         print(f"\n## Updates after runs of rewards ({len(trials):,} biased trials, 27 mice; "
               "ratio of |effective rate| on rewarded trials after k rewarded vs after k "
               "unrewarded trials)")

@@ -57,7 +57,7 @@ IBL_MICE_ATTRIBUTION = (
 _IBL_MICE_PROTOCOLS = ("training", "biased")
 
 
-def load_ibl_mice(protocol: str | None = None) -> pd.DataFrame:
+def load_ibl_mice(protocol: str | None = None, max_sessions: int | None = None) -> pd.DataFrame:
     """Load 27 real IBL mice: the end of basic training, then biased-block sessions.
 
     755,188 trials: the last three training sessions of each mouse (62,457 trials) and up to
@@ -69,6 +69,8 @@ def load_ibl_mice(protocol: str | None = None) -> pd.DataFrame:
     ----------
     protocol : {"training", "biased"}, optional
         Keep only that protocol's sessions (default: both, training first).
+    max_sessions : int, optional
+        Keep each mouse's first ``max_sessions`` sessions (of that protocol).
 
     Returns
     -------
@@ -90,6 +92,9 @@ def load_ibl_mice(protocol: str | None = None) -> pd.DataFrame:
         raw = pd.read_parquet(path)
     if protocol is not None:
         raw = raw[raw["protocol"] == protocol]
+    if max_sessions is not None:
+        rank = raw.groupby("subject")["session_index"].rank(method="dense")
+        raw = raw[(rank <= max_sessions).to_numpy()]
     for column in ("choice", "feedbackType"):
         raw[column] = raw[column].astype("int64")
     return validate_trials(raw).reset_index(drop=True)

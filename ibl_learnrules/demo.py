@@ -75,9 +75,7 @@ def _params(rule: str, sizes: DemoSizes) -> dict:
 
 def _real_mice(sizes: DemoSizes, report: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
     """Held-out comparison on the bundled IBL mice' first biased sessions, and the verdict."""
-    trials = load_ibl_mice("biased")
-    rank = trials.groupby("subject")["session_index"].rank(method="dense")
-    trials = trials[(rank <= sizes.real_sessions).to_numpy()]
+    trials = load_ibl_mice("biased", max_sessions=sizes.real_sessions)
     if sizes.real_mice is not None:
         keep = sorted(trials["subject"].unique())[:sizes.real_mice]
         trials = trials[trials["subject"].isin(keep)]

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.utils import check_random_state
 
 from .engine import Replay, Stimulus, TensorBatch, rollout
 from .rules import RULES, LearningRule, available_rules, make_rule
@@ -144,8 +145,9 @@ class Protocol:
         ``"biased"`` adds biased blocks once an animal is trained.
     covariates : sequence of str
         GLM covariates.
-    dtype : torch.dtype
-        Of the tensors handed to the rollout.
+    dtype, device
+        Of the tensors handed to the rollout (those of the rule); the protocol's own
+        bookkeeping stays in numpy.
     """
 
     _RECORDED = ("contrastLeft", "contrastRight", "choice", "feedbackType", "probabilityLeft")
@@ -153,10 +155,11 @@ class Protocol:
     def __init__(self, rngs: Sequence[np.random.Generator], *, n_trials: int | None = None,
                  n_sessions: int | None = None, protocol: str = "training",
                  covariates: Sequence[str] = ("stimulus", "bias"),
-                 dtype: torch.dtype = torch.float64):
+                 dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"):
         if n_trials is None and n_sessions is None:
             n_sessions = DEFAULT_N_SESSIONS
-        self.rngs, self.covariates, self.dtype = list(rngs), tuple(covariates), dtype
+        self.rngs, self.covariates = list(rngs), tuple(covariates)
+        self.dtype, self.device = dtype, torch.device(device)
         self.biased_protocol = protocol == "biased"
         self.n_animals = len(self.rngs)
         lengths = [self._session_lengths(rng, n_trials, n_sessions) for rng in self.rngs]
@@ -200,7 +203,8 @@ class Protocol:
         return lengths
 
     def _tensor(self, values) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(values, dtype=float), dtype=self.dtype)
+        return torch.as_tensor(np.asarray(values, dtype=float), dtype=self.dtype,
+                               device=self.device)
 
     def trial(self, t: int) -> Stimulus:
         """Draw trial ``t`` of every animal from its stage, repeat state and block."""
@@ -308,12 +312,12 @@ def run_protocol(
     """
     param = next(rule.parameters(), None)
     dtype = param.dtype if param is not None else torch.float64
-    env = Protocol(rngs, n_trials=n_trials, n_sessions=n_sessions, protocol=protocol,
-                   covariates=covariates, dtype=dtype)
     device = param.device if param is not None else torch.device("cpu")
+    env = Protocol(rngs, n_trials=n_trials, n_sessions=n_sessions, protocol=protocol,
+                   covariates=covariates, dtype=dtype, device=device)
     w = torch.as_tensor(np.asarray(w0, dtype=float), dtype=dtype, device=device)
     with torch.no_grad():
-        result = _rollout_on(rule, env, w, device)
+        result = rollout(rule, env, w, record=True)
     return env.table(subjects, result.weights.cpu().double().numpy())
 
 
@@ -358,8 +362,6 @@ def replay(rule: LearningRule, table: pd.DataFrame, arrays, w0: torch.Tensor,
         ``table`` (no-go trials kept as no-go) with the rule's choices and rewards, and
         ``true_w_<covariate>``: the policy weights before each trial.
     """
-    from sklearn.utils import check_random_state
-
     batch = TensorBatch.from_arrays(arrays, w0.device, dtype=w0.dtype)
     generator = torch.Generator(device=w0.device)
     generator.manual_seed(int(check_random_state(random_state).randint(2**31 - 1)))
@@ -376,26 +378,6 @@ def replay(rule: LearningRule, table: pd.DataFrame, arrays, w0: torch.Tensor,
     for k, name in enumerate(arrays.covariates):
         out[f"true_w_{name}"] = w[:, k]
     return out
-
-
-def _rollout_on(rule, env: Protocol, w, device):
-    if device.type == "cpu":
-        return rollout(rule, env, w, record=True)
-    return rollout(rule, _OnDevice(env, device), w, record=True)
-
-
-class _OnDevice:
-    """A CPU environment seen from a rule on another device."""
-
-    def __init__(self, env, device):
-        self.env, self.device = env, device
-        self.n_animals, self.n_trials = env.n_animals, env.n_trials
-
-    def trial(self, t):
-        return Stimulus(*(v.to(self.device) for v in self.env.trial(t)))
-
-    def respond(self, t, p):
-        return tuple(v.to(self.device) for v in self.env.respond(t, p))
 
 
 def simulate_cohort(

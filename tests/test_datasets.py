@@ -64,3 +64,14 @@ def test_ibl_mice_attribution_ships_with_the_data():
 
     readme = (resources.files("ibl_learnrules") / "data" / "IBL_MICE_README.md").read_text()
     assert "CC BY 4.0" in readme and "eLife.63711" in readme
+
+
+def test_ibl_mice_first_sessions():
+    from ibl_learnrules.datasets import load_ibl_mice
+
+    first = load_ibl_mice("biased", max_sessions=2)
+    assert first.groupby("subject")["session"].nunique().eq(2).all()
+    full = load_ibl_mice("biased")
+    for subject, mouse in first.groupby("subject"):
+        sessions = full.loc[full["subject"] == subject, "session"].unique()[:2]
+        assert sorted(mouse["session"].unique()) == sorted(sessions)
