@@ -51,6 +51,11 @@ CANDIDATES = {
                               lr_schedule="cosine"),
     "rnn_nested_wd1": dict(rule="rnn", rule_params={"base": "reinforce_baseline"},
                            weight_decay=1.0),
+    # choice history as a GLM covariate (perseveration outside the learned weights)
+    "reinforce_baseline_pc": dict(rule="reinforce_baseline",
+                                  covariates=("stimulus", "bias", "prev_choice")),
+    "dnn_pc": dict(rule="dnn", covariates=("stimulus", "bias", "prev_choice")),
+    "rnn_pc": dict(rule="rnn", covariates=("stimulus", "bias", "prev_choice")),
 }
 
 

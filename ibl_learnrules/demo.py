@@ -30,8 +30,10 @@ from .evaluation import (
     paired_test,
     summarize,
 )
+from .interpret import reward_run_ratios
 from .io.model_file import save_model
 from .simulate import simulate_cohort
+from .twins import check_twins
 
 __all__ = ["DemoSizes", "run_demo"]
 
@@ -51,18 +53,22 @@ class DemoSizes:
     network_epochs: int = 60
     ks014_train_sessions: int = 10
     ks014_rules: tuple[str, ...] = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
+    twin_rules: tuple[str, ...] = ("reinforce_baseline", "dnn", "rnn")  # KS014 twins of these
     nwb_sessions: int | None = None  # KS014 sessions written as NWB files (None: all)
     real_sessions: int = 2  # first biased sessions of each bundled mouse
     real_mice: int | None = None  # how many of the 27 (None: all)
     real_trials: int | None = None  # at most this many trials per mouse (None: all)
     real_folds: int = 5
     real_rules: tuple[str, ...] = ("none", "reinforce_baseline", "dnn", "rnn")
-    real_epochs: int | None = None  # None: the package defaults
+    real_epochs: int | None = None  # fits on real data (27 mice, KS014); None: defaults
+    reward_run_ks: tuple[int, ...] = (1, 2, 3, 4, 5)  # run lengths of the reward-run claim
+    n_twins: int = 20  # free-running twins of each KS014 model
 
 
 QUICK = DemoSizes(n_animals=4, n_trials=300, folds=2, classic_epochs=1, network_epochs=2,
                   ks014_train_sessions=2, ks014_rules=("none", "dnn"), nwb_sessions=2,
-                  real_sessions=1, real_mice=6, real_trials=300, real_folds=3, real_epochs=2)
+                  real_sessions=1, real_mice=6, real_trials=300, real_folds=3, real_epochs=2,
+                  reward_run_ks=(1, 2), n_twins=2)
 #: The classic rule the flexible ones must beat on real mice.
 REFERENCE = "reinforce_baseline"
 
@@ -73,17 +79,28 @@ def _params(rule: str, sizes: DemoSizes) -> dict:
             "lr": 0.01 if network else 0.05, "tbptt": 250, "random_state": 0}
 
 
-def _real_mice(sizes: DemoSizes, report: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
-    """Held-out comparison on the bundled IBL mice' first biased sessions, and the verdict."""
+def _default_params(sizes: DemoSizes) -> dict:
+    """Return the package defaults (with a seed), unless the sizes shorten training."""
+    params = {"random_state": 0}
+    if sizes.real_epochs is not None:
+        params["max_epochs"] = sizes.real_epochs
+    return params
+
+
+def _load_real_mice(sizes: DemoSizes) -> pd.DataFrame:
     trials = load_ibl_mice("biased", max_sessions=sizes.real_sessions)
     if sizes.real_mice is not None:
         keep = sorted(trials["subject"].unique())[:sizes.real_mice]
         trials = trials[trials["subject"].isin(keep)]
     if sizes.real_trials is not None:
         trials = trials.groupby("subject").head(sizes.real_trials)
-    params = {"random_state": 0}
-    if sizes.real_epochs is not None:
-        params["max_epochs"] = sizes.real_epochs
+    return trials
+
+
+def _real_mice(trials: pd.DataFrame, sizes: DemoSizes,
+               report: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
+    """Held-out comparison on the bundled IBL mice' first biased sessions, and the verdict."""
+    params = _default_params(sizes)
     n_nogo = int((trials["choice"] == 0).sum())
     report(f"real mice: {trials['subject'].nunique()} IBL mice, first {sizes.real_sessions} "
            f"biased session(s), {len(trials):,} trials ({n_nogo} no-go, left out of the "
@@ -110,8 +127,47 @@ def _real_mice(sizes: DemoSizes, report: Callable[[str], None]) -> tuple[pd.Data
     return table, verdicts
 
 
+def _reward_runs(trials: pd.DataFrame, sizes: DemoSizes,
+                 report: Callable[[str], None]) -> pd.DataFrame:
+    """Measure the third claim on the real mice: larger steps after runs of rewards."""
+    report("\nreward runs: fitting dnn and rnn on all the real mice")
+    tables = []
+    for rule in NETWORKS:
+        est = LearningRuleGLM(rule=rule, **_default_params(sizes)).fit(trials)
+        tables.append(reward_run_ratios(est, trials, ks=sizes.reward_run_ks).assign(rule=rule))
+    ratios = pd.concat(tables, ignore_index=True)
+    report("Step after k rewarded over after k unrewarded trials (rewarded trials only; 1 = "
+           "REINFORCE with baseline), median across mice [mice above 1]:")
+    for (rule, name), group in ratios.groupby(["rule", "covariate"], sort=False):
+        cells = [f"k={k}: {g['ratio'].median():.2f} [{int((g['ratio'] > 1).sum())}/{len(g)}]"
+                 for k, g in group.groupby("k")]
+        report(f"  {rule:<4} {name:<9} " + ", ".join(cells))
+    return ratios
+
+
+def _ks014_twins(fitted: dict, ks014: pd.DataFrame, sizes: DemoSizes,
+                 report: Callable[[str], None]) -> dict:
+    """Free-running twins of each rule fitted on KS014, beside the mouse."""
+    checks = {}
+    report(f"\nKS014's twins: {sizes.n_twins} free-running twins per rule under the training "
+           "protocol, beside the mouse")
+    for rule, est in fitted.items():
+        check = check_twins(est, ks014, n_twins=sizes.n_twins, random_state=0,
+                            modes=("free",), psychometrics=False)
+        row = check.summary.set_index("metric")
+        trained, easy = row.loc["sessions_to_trained"], row.loc["easy_correct"]
+        median = ("never" if pd.isna(trained["twins_median"])
+                  else f"{trained['twins_median']:g}")
+        mouse = "never" if pd.isna(trained["animal"]) else f"{trained['animal']:g}"
+        report(f"  {rule:<18s} sessions to trained_1a: twins' median {median} (KS014 "
+               f"{mouse}; {int(trained['not_reached'])}/{sizes.n_twins} never), easy-trial "
+               f"correct RMS vs KS014 {easy['rms']:.3f}")
+        checks[rule] = check
+    return checks
+
+
 def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014,
-             real_table) -> list[Path]:
+             real_table, ratios, twin_checks) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # the demo only writes files; no display needed
@@ -121,6 +177,8 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014,
         plot_learning_curve,
         plot_model_comparison,
         plot_paired_differences,
+        plot_reward_run_ratios,
+        plot_twin_check,
         plot_weight_trajectory,
     )
     from .stages import training_status
@@ -139,6 +197,16 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014,
     plot_paired_differences(real_table[real_table["rule"] != "none"], REFERENCE, ax=right)
     right.set_title(f"Paired difference from {REFERENCE}, per mouse")
     paths.append(save(fig, "real_mice_comparison.png"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, name in zip(axes, ("stimulus", "bias"), strict=True):
+        plot_reward_run_ratios(ratios, covariate=name, ax=ax)
+    paths.append(save(fig, "real_mice_reward_runs.png"))
+
+    for rule, check in twin_checks.items():
+        fig = plot_twin_check(check)
+        fig.suptitle(f"KS014 and the free-running twins of its fitted {rule} rule")
+        paths.append(save(fig, f"ks014_twins_{rule}.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     plot_model_comparison(cohort_table, ax=ax)
@@ -194,7 +262,9 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rules = CLASSIC + NETWORKS
-    real_table, verdicts = _real_mice(sizes, report)
+    real_trials = _load_real_mice(sizes)
+    real_table, verdicts = _real_mice(real_trials, sizes, report)
+    ratios = _reward_runs(real_trials, sizes, report)
     report(f"\nsimulating {sizes.n_animals} REINFORCE-with-baseline mice x {sizes.n_trials} trials")
     cohort = simulate_cohort(sizes.n_animals, "reinforce_baseline", n_trials=sizes.n_trials,
                              random_state=0, alpha=0.05, w0=(0.0, 0.0))
@@ -214,7 +284,7 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
     for rule in sizes.ks014_rules:
         report(f"KS014 later sessions: fitting {rule}")
         tables.append(held_out_future(ks014, {rule: LearningRuleGLM(rule=rule,
-                                                                    **_params(rule, sizes))},
+                                                                    **_default_params(sizes))},
                                       n_train_sessions=sizes.ks014_train_sessions))
     ks014_table = pd.concat(tables, ignore_index=True)
     report(f"\nKS014, sessions {sizes.ks014_train_sessions}-14 held out "
@@ -226,12 +296,16 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
              for other in rules if other != best}
 
     report("fitting each rule on all of KS014's sessions")
-    fitted = {rule: LearningRuleGLM(rule=rule, **_params(rule, sizes)).fit(ks014)
+    fitted = {rule: LearningRuleGLM(rule=rule, **_default_params(sizes)).fit(ks014)
               for rule in sizes.ks014_rules}
     models = [save_model(est, out / f"ks014_{rule}.pt") for rule, est in fitted.items()]
+    twin_checks = _ks014_twins({r: fitted[r] for r in sizes.twin_rules if r in fitted},
+                               ks014, sizes, report)
     shown = fitted.get("dnn", list(fitted.values())[-1])
-    figures = _figures(out, cohort_table, ks014_table, shown, ks014, real_table)
+    figures = _figures(out, cohort_table, ks014_table, shown, ks014, real_table, ratios,
+                       twin_checks)
     real_table.to_csv(out / "real_mice_heldout.csv", index=False)
+    ratios.to_csv(out / "real_mice_reward_runs.csv", index=False)
     cohort_table.to_csv(out / "cohort_heldout_animals.csv", index=False)
     ks014_table.to_csv(out / "ks014_heldout_sessions.csv", index=False)
     nwb_files = _write_nwb(out / "nwb", ks014, shown, ks014_table, sizes.nwb_sessions)
@@ -241,12 +315,16 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
         "real_mice": {"rules": summarize(real_table).reset_index().to_dict(orient="records"),
                       "verdicts": verdicts, "reference": REFERENCE,
                       "n_mice": int(real_table["subject"].nunique()),
-                      "attribution": IBL_MICE_ATTRIBUTION},
+                      "attribution": IBL_MICE_ATTRIBUTION,
+                      "reward_runs": ratios.groupby(["rule", "covariate", "k"])["ratio"]
+                      .median().rename("median_ratio").reset_index().to_dict(orient="records")},
         "cohort": {"rules": summarize(cohort_table).reset_index().to_dict(orient="records"),
                    "paired_tests": {f"{best} > {k}": v for k, v in tests.items()},
                    "n_animals": sizes.n_animals, "n_trials": sizes.n_trials},
         "ks014": {"rules": summarize(ks014_table).reset_index().to_dict(orient="records"),
                   "train_sessions": sizes.ks014_train_sessions,
+                  "twins": {rule: check.summary.to_dict(orient="records")
+                            for rule, check in twin_checks.items()},
                   "attribution": KS014_ATTRIBUTION},
         "figures": [p.name for p in figures],
         "models": [p.name for p in models],

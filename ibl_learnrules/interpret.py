@@ -38,6 +38,7 @@ __all__ = [
     "expected_update",
     "reward_history_updates",
     "summarize_reward_history",
+    "reward_run_ratios",
     "Psychometric",
     "psychometric_curves",
     "learning_curve",
@@ -464,6 +465,68 @@ def summarize_reward_history(updates: pd.DataFrame) -> pd.DataFrame:
     order = out["context"].map({c: i for i, c in enumerate(CONTEXTS)}).fillna(len(CONTEXTS))
     out = out.assign(_order=order).sort_values(["_order", "reward"], kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
+
+
+def reward_run_ratios(model, trials: pd.DataFrame, ks: Sequence[int] = (1, 2, 3, 4, 5),
+                      covariates: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per animal: how much larger a rule's step is after k rewarded than after k unrewarded trials.
+
+    The paper's third claim, measured per animal: the effective learning rate (``rate`` of
+    :func:`summarize_reward_history`) on *rewarded* trials whose k previous trials of the
+    session were all rewarded, over the same rate on rewarded trials whose k previous trials
+    were all unrewarded. Conditioning both on the trial's own reward keeps the outcome of the
+    trial itself from posing as an effect of history. A ratio above 1 means larger updates
+    after a run of rewards; REINFORCE with baseline gives exactly 1.
+
+    Parameters
+    ----------
+    model : LearningRuleGLM or LearningRule
+        As in :func:`reward_history_updates`.
+    trials : pandas.DataFrame
+        Trials table.
+    ks : sequence of int
+        Run lengths.
+    covariates : sequence of str, optional
+        Covariates of a bare rule, as in :func:`reward_history_updates`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (``subject``, ``k``, ``covariate``) where both contexts occur, with the
+        two rates (``rate_rewarded``, ``rate_unrewarded``), ``n_rewarded`` and
+        ``n_unrewarded`` (trials behind each) and ``ratio`` = ``|rate_rewarded| /
+        |rate_unrewarded|``.
+
+    Examples
+    --------
+    >>> from ibl_learnrules import simulate_cohort
+    >>> from ibl_learnrules.rules import ReinforceBaseline
+    >>> trials = simulate_cohort(2, "reinforce_baseline", n_trials=600, random_state=0)
+    >>> ratios = reward_run_ratios(ReinforceBaseline(2, alpha=0.003), trials, ks=(1, 2))
+    >>> bool(np.allclose(ratios["ratio"], 1.0))
+    True
+    """
+    rows = []
+    for k in ks:
+        updates = reward_history_updates(model, trials, k=k, covariates=covariates)
+        rewarded = updates[updates["reward"] == 1.0]
+        for subject, animal in rewarded.groupby("subject", sort=False):
+            summary = summarize_reward_history(animal).set_index(["context", "covariate"])
+            for name in [c[3:] for c in updates.columns if c.startswith("dw_")]:
+                if ("rewarded", name) not in summary.index or (
+                        "unrewarded", name) not in summary.index:
+                    continue
+                after_rewards = summary.loc[("rewarded", name)]
+                after_errors = summary.loc[("unrewarded", name)]
+                rows.append({"subject": subject, "k": k, "covariate": name,
+                             "rate_rewarded": after_rewards["rate"],
+                             "rate_unrewarded": after_errors["rate"],
+                             "n_rewarded": int(after_rewards["n_trials"]),
+                             "n_unrewarded": int(after_errors["n_trials"]),
+                             "ratio": abs(after_rewards["rate"]) / abs(after_errors["rate"])})
+    columns = ["subject", "k", "covariate", "rate_rewarded", "rate_unrewarded", "n_rewarded",
+               "n_unrewarded", "ratio"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 # --------------------------------------------------------------- choice curves

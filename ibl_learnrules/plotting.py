@@ -23,6 +23,7 @@ __all__ = [
     "plot_weight_trajectory",
     "plot_delta_w_grid",
     "plot_reward_history",
+    "plot_reward_run_ratios",
     "plot_model_comparison",
     "plot_paired_differences",
     "plot_learning_curve",
@@ -254,6 +255,59 @@ def plot_reward_history(summary_or_updates: pd.DataFrame, covariate: str | None 
     ax.set_xlabel("previous trials of the session")
     ax.set_ylabel("effective learning rate" if measure == "rate" else "mean |Δw|")
     ax.set_title(f"Δw {covariate} by reward history")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_reward_run_ratios(ratios: pd.DataFrame, covariate: str | None = None, ax=None):
+    """Step after k rewarded over after k unrewarded trials, per run length, across animals.
+
+    Parameters
+    ----------
+    ratios : pandas.DataFrame
+        Output of :func:`~ibl_learnrules.interpret.reward_run_ratios`; with a ``rule`` column
+        (several rules concatenated), one curve per rule.
+    covariate : str, optional
+        Weight to show (the first one by default).
+    ax : matplotlib.axes.Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        Log-scaled y. Per rule: the median ratio across animals (line, gid ``"median"``), the
+        interquartile range (band, gid ``"iqr"``) and the animals (points, gid ``"data"``);
+        the line at 1 (gid ``"one"``) is REINFORCE with baseline.
+
+    Examples
+    --------
+    >>> ratios = pd.DataFrame({"subject": ["a", "b", "a", "b"], "k": [1, 1, 2, 2],
+    ...                        "covariate": "stimulus", "ratio": [1.1, 1.3, 1.2, 1.6]})
+    >>> ax = plot_reward_run_ratios(ratios)
+    >>> [line.get_ydata().round(2).tolist() for line in ax.lines if line.get_gid() == "median"]
+    [[1.2, 1.4]]
+    """
+    if ratios.empty:
+        raise ValueError("no ratios to plot: no animal had both k-rewarded and k-unrewarded runs")
+    covariate = ratios["covariate"].iloc[0] if covariate is None else covariate
+    rows = ratios[ratios["covariate"] == covariate]
+    if rows.empty:
+        raise ValueError(f"no covariate {covariate!r}; have {list(ratios['covariate'].unique())}")
+    ax = _axes(ax)
+    groups = rows.groupby("rule", sort=False) if "rule" in rows else [(None, rows)]
+    for i, (rule, group) in enumerate(groups):
+        color = f"C{i}"
+        q = group.groupby("k")["ratio"].quantile([0.25, 0.5, 0.75]).unstack()
+        offset = 0.08 * (i - 0.5 * (len(groups) - 1)) if rule is not None else 0.0
+        ax.scatter(group["k"] + offset, group["ratio"], s=8, color=color, alpha=0.35, gid="data")
+        ax.fill_between(q.index, q[0.25], q[0.75], color=color, alpha=0.2, gid="iqr")
+        ax.plot(q.index, q[0.5], "o-", color=color, gid="median",
+                label=f"{rule}: median, IQR" if rule is not None else "median, IQR")
+    ax.axhline(1.0, color="0.3", ls="--", lw=0.8, gid="one")
+    ax.set_yscale("log")
+    ax.set_xticks(sorted(rows["k"].unique()))
+    ax.set_xlabel("run length k (previous trials of the session)")
+    ax.set_ylabel("rate after k rewarded / after k unrewarded")
+    ax.set_title(f"Δw {covariate}: larger steps after runs of rewards? (above 1: yes)", fontsize=9)
     ax.legend(fontsize=8)
     return ax
 

@@ -131,6 +131,16 @@ def test_demo_quick_writes_every_output(tmp_path, capsys):
     assert {r["rule"] for r in real["rules"]} == {"none", "reinforce_baseline", "dnn", "rnn"}
     assert "CC BY 4.0" in real["attribution"]
     assert "real_mice_comparison.png" in summary["figures"]
+    # the reward-run claim: both network rules, both weights, each run length QUICK asks for
+    runs = pd.DataFrame(real["reward_runs"])
+    assert set(runs["rule"]) == {"dnn", "rnn"} and set(runs["k"]) == {1, 2}
+    assert set(runs["covariate"]) == {"stimulus", "bias"} and (runs["median_ratio"] > 0).all()
+    assert "real_mice_reward_runs.png" in summary["figures"]
+    # KS014's twins: QUICK fits none and dnn, and twins are run of the network rule
+    assert "ks014_twins_dnn.png" in summary["figures"]
+    twins = pd.DataFrame(summary["ks014"]["twins"]["dnn"]).set_index("metric")
+    assert twins.loc["sessions_to_trained", "n_twins"] == 2
+    assert "KS014's twins" in printed and "sessions to trained_1a" in printed
     assert {r["rule"] for r in summary["cohort"]["rules"]} == {
         "none", "reinforce", "reinforce_baseline", "reward_max", "prediction_error",
         "q_learning", "dnn", "rnn"}

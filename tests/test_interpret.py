@@ -10,6 +10,7 @@ from ibl_learnrules.interpret import (
     learning_curve,
     psychometric_curves,
     reward_history_updates,
+    reward_run_ratios,
     summarize_reward_history,
 )
 from ibl_learnrules.rules import Reinforce, classic
@@ -224,6 +225,20 @@ def test_true_reward_history_learner_updates_more_after_rewarded_runs(reward_his
     counts = summary[summary["covariate"] == "bias"]
     assert counts["n_trials"].sum() == (reward_history_cohort["choice"] != 0).sum()
     assert counts["fraction"].sum() == pytest.approx(1.0)
+
+
+def test_reward_run_ratios_of_the_true_reward_history_learner(reward_history_cohort):
+    params = GROUND_TRUTH_DEFAULTS["reward_history"]
+    learner = truth("reward_history", **params)
+    ratios = reward_run_ratios(learner, reward_history_cohort, ks=(1, 2, 3))
+    assert set(ratios["subject"]) == set(reward_history_cohort["subject"])
+    assert set(ratios["k"]) == {1, 2, 3} and set(ratios["covariate"]) == {"stimulus", "bias"}
+    # after k unrewarded trials the run is 0: the step is REINFORCE with baseline's, and after
+    # k rewarded ones the run is at least k, so every ratio is at least 1 + gamma * k
+    expected = params["alpha"] * (1.0 - params["beta"])
+    np.testing.assert_allclose(ratios["rate_unrewarded"], expected, rtol=1e-10)
+    assert (ratios["ratio"] >= 1.0 + params["gamma"] * ratios["k"] - 1e-9).all()
+    assert (ratios[["n_rewarded", "n_unrewarded"]] > 0).all().all()
 
 
 def test_history_free_learner_has_the_same_rate_in_every_context():
