@@ -37,7 +37,7 @@ from sklearn.model_selection import GroupKFold
 from ibl_learnrules import load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.evaluation import compare_rules, held_out_future, paired_test, summarize
-from ibl_learnrules.interpret import reward_history_updates, summarize_reward_history
+from ibl_learnrules.interpret import reward_run_ratios
 
 RULES = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
 REFERENCE = "reinforce_baseline"
@@ -52,21 +52,6 @@ def report(title: str, table: pd.DataFrame, seconds: float) -> None:
               f"{int(test['n_a_better'])}/{int(test['n_animals'])} mice better, "
               f"Wilcoxon p = {test['wilcoxon_p']:.3g}, t-test p = {test['ttest_p']:.3g}",
               flush=True)
-
-
-def reward_run_ratios(est, trials: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Per mouse and covariate: |rate| after k rewarded over after k unrewarded trials."""
-    updates = reward_history_updates(est, trials, k=k)
-    rows = []
-    for subject, mouse in updates.groupby("subject"):
-        summary = summarize_reward_history(mouse)
-        rate = summary[summary["reward"] == 1.0].set_index(["context", "covariate"])["rate"]
-        for name in est.covariates_:
-            if ("rewarded", name) in rate.index and ("unrewarded", name) in rate.index:
-                rows.append({"subject": subject, "covariate": name,
-                             "ratio": abs(rate["rewarded", name])
-                             / abs(rate["unrewarded", name])})
-    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -108,13 +93,12 @@ def main() -> None:
               "unrewarded trials)")
         for rule in ("dnn", "rnn"):
             est = LearningRuleGLM(rule=rule, random_state=0).fit(trials)
-            for k in range(1, 6):
-                ratios = reward_run_ratios(est, trials, k)
-                for name, group in ratios.groupby("covariate", sort=False):
-                    q = group["ratio"].quantile([0.25, 0.5, 0.75]).to_numpy()
-                    print(f"{rule} k={k} {name:<9s} median {q[1]:.2f} (IQR {q[0]:.2f}-"
-                          f"{q[2]:.2f}), {int((group['ratio'] > 1).sum())}/{len(group)} "
-                          "mice > 1", flush=True)
+            for (k, name), group in reward_run_ratios(est, trials).groupby(
+                    ["k", "covariate"], sort=False):
+                q = group["ratio"].quantile([0.25, 0.5, 0.75]).to_numpy()
+                print(f"{rule} k={k} {name:<9s} median {q[1]:.2f} (IQR {q[0]:.2f}-"
+                      f"{q[2]:.2f}), {int((group['ratio'] > 1).sum())}/{len(group)} "
+                      "mice > 1", flush=True)
 
 
 if __name__ == "__main__":
