@@ -167,9 +167,12 @@ def write_one_cache(trials: pd.DataFrame, root, lab: str = "simlab"):
     pathlib.Path
         ``root``.
     """
+    import tempfile
     from pathlib import Path
 
     from one.alf.cache import make_parquet_db
+
+    from .files import atomic_write, copy_file
 
     table = validate_trials(trials)
     if "date" not in table:
@@ -182,7 +185,12 @@ def write_one_cache(trials: pd.DataFrame, root, lab: str = "simlab"):
         if folder.exists():
             raise ValueError(f"two sessions of {subject} would share {folder}")
         folder.mkdir(parents=True)
-        session[_ALF_COLUMNS].reset_index(drop=True).to_parquet(
-            folder / "_ibl_trials.table.pqt")
-    make_parquet_db(root, hash_ids=True, hash_files=True)
+        rows = session[_ALF_COLUMNS].reset_index(drop=True)
+        atomic_write(folder / "_ibl_trials.table.pqt", lambda tmp, t=rows: t.to_parquet(tmp))
+    # ONE's builder writes its cache tables into a scratch folder, copied over atomically
+    # (they may replace the tables of an existing cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        make_parquet_db(root, out_dir=tmp, hash_ids=True, hash_files=True)
+        for table in sorted(Path(tmp).iterdir()):
+            copy_file(table, root / table.name)
     return root
