@@ -60,17 +60,19 @@ def test_another_seed_other_parameters(cohort):
                                                       parameters(b).values(), strict=True))
 
 
-def test_torch_threads_do_not_change_a_fit(cohort):
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+def test_torch_threads_do_not_change_a_fit(cohort, engine):
     # joblib workers run with fewer threads than the parent: a fit must not depend on them
     threads = torch.get_num_threads()
+    est = LearningRuleGLM(rule="dnn", random_state=0, engine=engine, **FAST)
     try:
         torch.set_num_threads(2)
-        two = LearningRuleGLM(rule="dnn", random_state=0, **FAST).fit(cohort)
+        two = parameters(est.fit(cohort))
         torch.set_num_threads(1)
-        one = LearningRuleGLM(rule="dnn", random_state=0, **FAST).fit(cohort)
+        one = parameters(est.fit(cohort))
     finally:
         torch.set_num_threads(threads)
-    assert_identical(parameters(one), parameters(two))
+    assert_identical(one, two)
 
 
 def test_compare_rules_in_parallel_equals_the_serial_run(cohort):
