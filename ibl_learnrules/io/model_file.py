@@ -132,7 +132,9 @@ def load_model(path: str | Path, device: str = "cpu",
     # fails with whatever its unpickler trips on: EOFError, IndexError, UnpicklingError, ...
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         detail = " ".join(f"{type(err).__name__}: {err}".split())
-        raise ValueError(f"{path} is not a model saved by save_model: {detail}") from None
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."  # torch's run long
+        raise ValueError(f"{path} is not a model saved by save_model (truncated, or another "
+                         f"format): {detail}") from None
     if config.get("format") != SAVE_FORMAT:
         raise ValueError(f"{path} has format {config.get('format')!r}, expected "
                          f"{SAVE_FORMAT!r}")

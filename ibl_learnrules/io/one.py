@@ -122,7 +122,8 @@ def load_subject_trials(
         try:
             table = _load_trials(one, row.eid)
         except Exception as err:  # noqa: BLE001 - any unreadable session is skipped, not fatal
-            skipped.append(f"{row.eid} ({type(err).__name__}: {err})")
+            detail = " ".join(f"{type(err).__name__}: {err}".split())
+            skipped.append(f"{row.eid} of {row.date.date()} #{row.number} ({detail})")
             continue
         table.insert(0, "subject", subject)
         table.insert(1, "session", row.eid)
