@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_memory.py                          # 25, 50, 100, 200 mice x 10,000
     python benchmarks/bench_memory.py --mice 10,20 --trials 2000 --rules reinforce
+    python benchmarks/bench_memory.py --mice 25,50 --longest 100000   # unequal lengths
 
 Each (rule, cohort size) runs in a fresh Python process, so every peak is its own: the process
 simulates the cohort (``simulate_cohort``), fits ``LearningRuleGLM`` for a few epochs and
@@ -29,13 +30,18 @@ def peak_mib():  # ru_maxrss is in KiB on Linux
 import torch
 from ibl_learnrules import LearningRuleGLM, simulate_cohort
 torch.set_num_threads(1)
-n_mice, n_trials, rule, epochs = json.loads(sys.argv[1])
+n_mice, n_trials, rule, epochs, longest = json.loads(sys.argv[1])
 # a tiny warm-up fit first: numba compiles (or loads) its kernels, torch allocates its pools;
 # that fixed cost belongs in the baseline, not in what grows with the data
 LearningRuleGLM(rule=rule, max_epochs=1, device="cpu", random_state=0).fit(
     simulate_cohort(2, n_trials=300, random_state=1))
 base = peak_mib()
 trials = simulate_cohort(n_mice, n_trials=n_trials, random_state=0)
+if longest:  # one more mouse, longer than the others: the arrays are padded to its length
+    import pandas as pd
+    long = simulate_cohort(1, n_trials=longest, n_sessions=10**6, random_state=1)
+    trials = pd.concat([trials, long.assign(subject="long", session="long-" + long["session"])],
+                       ignore_index=True)
 data = trials.memory_usage(deep=True).sum() / 2**20
 after_sim = peak_mib()
 start = time.perf_counter()
@@ -45,10 +51,10 @@ print(json.dumps({"base": base, "after_sim": after_sim, "peak": peak_mib(), "dat
 """
 
 
-def run_one(n_mice: int, n_trials: int, rule: str, epochs: int) -> dict:
+def run_one(n_mice: int, n_trials: int, rule: str, epochs: int, longest: int = 0) -> dict:
     """Fit in a fresh interpreter; return its memory figures (MiB)."""
     done = subprocess.run([sys.executable, "-c", _CHILD,
-                           json.dumps([n_mice, n_trials, rule, epochs])],
+                           json.dumps([n_mice, n_trials, rule, epochs, longest])],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{rule} on {n_mice} mice failed:\n{done.stderr}")
@@ -61,6 +67,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10_000, help="trials per mouse")
     parser.add_argument("--rules", default="reinforce,dnn")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--longest", type=int, default=0,
+                        help="add one mouse with this many trials (unequal lengths: the "
+                             "per-animal arrays are padded to the longest animal)")
     args = parser.parse_args()
     sizes = sorted(int(n) for n in args.mice.split(","))
     print(f"machine: {platform.processor() or platform.machine()}, python "
@@ -72,7 +81,7 @@ def main() -> None:
     for rule in [r for r in args.rules.split(",") if r]:
         first = None
         for n in sizes:
-            r = run_one(n, args.trials, rule, args.epochs)
+            r = run_one(n, args.trials, rule, args.epochs, args.longest)
             first = first or r
             data_growth = r["data"] / first["data"]
             rss_growth = (r["peak"] - r["base"]) / (first["peak"] - first["base"])
