@@ -26,8 +26,8 @@ from pynwb.file import Subject
 
 from ibl_learnrules import LearningRuleGLM, load_model, save_model, simulate_cohort
 from ibl_learnrules.cli import main
-from ibl_learnrules.io.nwb import read_trials, trials_to_nwb
-from ibl_learnrules.io.one import load_subject_trials
+from ibl_learnrules.io.nwb import read_model, read_trials, trials_to_nwb, write_results
+from ibl_learnrules.io.one import load_cohort, load_subject_trials
 
 ALF = ["contrastLeft", "contrastRight", "choice", "feedbackType", "probabilityLeft"]
 
@@ -94,11 +94,18 @@ def edited_model(assets, path, edit):
     return path
 
 
-def one_cache(root, sessions):
+def one_cache(root, sessions, others=None):
     """A local ONE cache of subject M1; ``sessions`` maps a date to a trials table, None (no
-    trials object) or bytes (a corrupt trials file)."""
+    trials object) or bytes (a corrupt trials file); ``others``, subject -> such a mapping."""
+    for subject, dates in {"M1": sessions, **(others or {})}.items():
+        write_sessions(root, subject, dates)
+    make_parquet_db(root, hash_ids=True, hash_files=True)
+    return root
+
+
+def write_sessions(root, subject, sessions):
     for number, (date, content) in enumerate(sessions.items(), start=1):
-        folder = root / "lab" / "Subjects" / "M1" / date / f"{number:03d}" / "alf"
+        folder = root / "lab" / "Subjects" / subject / date / f"{number:03d}" / "alf"
         folder.mkdir(parents=True)
         if isinstance(content, bytes):
             (folder / "_ibl_trials.table.pqt").write_bytes(content)
@@ -106,8 +113,6 @@ def one_cache(root, sessions):
             (folder / "_ibl_wheel.position.npy").write_bytes(np.zeros(3).tobytes())
         else:
             content[ALF].to_parquet(folder / "_ibl_trials.table.pqt")
-    make_parquet_db(root, hash_ids=True, hash_files=True)
-    return root
 
 
 def one_cache_with_deleted_session(root, table):
@@ -169,6 +174,12 @@ CASES = [
          lambda tmp, a: lambda: read_trials(nwb_without_column(tmp / "s.nwb",
                                                                "is_mouse_rewarded")),
          ValueError, r"s\.nwb.*'tidy'.*missing.*\['is_mouse_rewarded'\]"),
+    Case("nwb-results-into-a-truncated-file",
+         lambda tmp, a: lambda: write_results(truncated(a["nwb"], tmp / "s.nwb"), a["model"]),
+         ValueError, r"s\.nwb is not a readable NWB \(HDF5\) file"),
+    Case("nwb-read-model-from-a-file-without-results",
+         lambda tmp, a: lambda: read_model(a["nwb"]),
+         KeyError, r"sim000-s00\.nwb has no 'behavior' processing module with results"),
     Case("nwb-missing-file",
          lambda tmp, a: lambda: read_trials(tmp / "absent.nwb"),
          FileNotFoundError, r"no such NWB file: .*absent\.nwb"),
@@ -240,6 +251,18 @@ CASES = [
              ONE(cache_dir=one_cache(tmp, {"2024-01-01": b"junk", "2024-01-02": None}),
                  mode="local"), "M1"),
          ValueError, r"no session of 'M1' has a readable trials object"),
+    Case("one-cohort-mouse-with-nothing-left-is-skipped",
+         lambda tmp, a: lambda: load_cohort(
+             ONE(cache_dir=one_cache(tmp, {"2024-01-01": a["cohort"].iloc[:50]},
+                                     others={"M2": {"2024-01-01": b"junk"}}), mode="local"),
+             ["M1", "M2"]),
+         UserWarning, r"left out 1 subject\(s\) without a readable session: M2"),
+    Case("one-cohort-nothing-left",
+         lambda tmp, a: lambda: load_cohort(
+             ONE(cache_dir=one_cache(tmp, {"2024-01-01": b"junk"},
+                                     others={"M2": {"2024-01-01": None}}), mode="local"),
+             ["M1", "M2"]),
+         ValueError, r"no session of 'M1', 'M2' has a readable trials object"),
     Case("cli-one-nothing-left",
          cli("fit", "--one-cache",
              lambda tmp, a: one_cache(tmp / "c", {"2024-01-01": b"junk"}),
