@@ -17,6 +17,7 @@ def _simulate(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .datasets import load_ks014
+    from .io.files import write_table
     from .simulate import simulate_cohort
 
     cohort = simulate_cohort(args.n_subjects, rule=args.rule, n_sessions=args.n_sessions,
@@ -32,10 +33,7 @@ def _simulate(args: argparse.Namespace) -> None:
         if out.suffix not in (".csv", ".parquet", ".pqt"):
             raise UsageError(f"--out must end in .csv or .parquet, got {out.name!r}")
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".csv":
-            cohort.to_csv(out, index=False)
-        else:
-            cohort.to_parquet(out, index=False)
+        write_table(cohort, out)
     if args.quiet:
         return
     ks014 = load_ks014()
@@ -77,10 +75,7 @@ def _read_trials(args: argparse.Namespace):
         path = Path(args.trials)
         if not path.is_file():
             raise UsageError(f"no such file: {path}")
-        try:
-            table = (pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path))
-        except Exception as err:  # noqa: BLE001 - any unreadable input is a user error
-            raise UsageError(f"cannot read {path}: {type(err).__name__}: {err}") from None
+        table = _read_table(path)
     else:
         if not args.subject:
             raise UsageError("--one-cache needs --subject")
@@ -93,10 +88,30 @@ def _read_trials(args: argparse.Namespace):
         one = ONE(cache_dir=args.one_cache, mode="local")
         return load_cohort(one, args.subject)
     if args.subject:
-        table = table[table["subject"].astype(str).isin(args.subject)]
-        if table.empty:
-            raise UsageError(f"no trials of subject(s) {', '.join(args.subject)} in the input")
+        found = table["subject"].astype(str) if "subject" in table else pd.Series(dtype=str)
+        unknown = [s for s in args.subject if s not in set(found)]
+        if unknown:
+            raise UsageError(f"subject(s) {', '.join(unknown)} not in the input (found: "
+                             f"{', '.join(sorted(set(found))) or 'none'})")
+        table = table[found.isin(args.subject)]
     return table
+
+
+def _read_table(path: Path):
+    """Read a CSV or parquet trials table; any unreadable file is a one-line UsageError."""
+    import pandas as pd
+
+    if path.suffix not in (".csv", ".parquet", ".pqt"):
+        raise UsageError(f"--trials must be a .csv or .parquet file, got {path.name!r}")
+    try:
+        return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"cannot read {path}: not UTF-8 text ({err.reason} at byte "
+                         f"{err.start}); save the table as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"cannot read {path}: the file is empty") from None
+    except Exception as err:  # noqa: BLE001 - any unreadable input is a user error
+        raise UsageError(f"cannot read {path}: {type(err).__name__}: {err}") from None
 
 
 def _estimator_params(args: argparse.Namespace) -> dict:
@@ -129,6 +144,7 @@ def _fit(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    from .io.files import write_figure, write_table
     from .io.model_file import load_model
     from .twins import check_twins
 
@@ -141,8 +157,8 @@ def _check(args: argparse.Namespace) -> None:
                         psychometrics=not args.no_psychometrics)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    check.summary.to_csv(out / "twin_check_summary.csv", index=False)
-    check.sessions.to_csv(out / "twin_check_sessions.csv", index=False)
+    write_table(check.summary, out / "twin_check_summary.csv")
+    write_table(check.sessions, out / "twin_check_sessions.csv")
     import matplotlib
 
     matplotlib.use("Agg")  # only files are written
@@ -151,7 +167,7 @@ def _check(args: argparse.Namespace) -> None:
     from .plotting import plot_twin_check
 
     fig = plot_twin_check(check)
-    fig.savefig(out / "twin_check.png", dpi=120)
+    write_figure(fig, out / "twin_check.png", dpi=120)
     plt.close(fig)
     if not args.quiet:
         n_animals = trials["subject"].nunique()
@@ -164,6 +180,7 @@ def _compare(args: argparse.Namespace) -> None:
     from sklearn.model_selection import GroupKFold
 
     from .evaluation import compare_rules, comparison_report
+    from .io.files import write_table
 
     trials = _read_trials(args)
     rules = [r for r in args.rules.split(",") if r]
@@ -174,7 +191,7 @@ def _compare(args: argparse.Namespace) -> None:
                           estimator_params=_estimator_params(args) | {"verbose": 0})
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
+        write_table(table, args.out)
     if args.quiet:
         return
     print(f"held-out animals ({n_animals}, GroupKFold), mean per animal:")
@@ -358,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (UsageError, ValueError, TypeError, OSError) as err:
-        print(f"ibl-learnrules {args.command}: error: {err}", file=sys.stderr)
+        # one line whatever the message holds (torch and hdmf messages span lines)
+        message = " ".join(str(err).split())
+        print(f"ibl-learnrules {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

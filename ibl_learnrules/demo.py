@@ -31,6 +31,7 @@ from .evaluation import (
     summarize,
 )
 from .interpret import reward_run_ratios
+from .io.files import write_figure, write_table, write_text
 from .io.model_file import save_model
 from .simulate import simulate_cohort
 from .twins import check_twins
@@ -185,7 +186,7 @@ def _figures(out: Path, cohort_table, ks014_table, ks014_model, ks014,
 
     def save(fig, name: str) -> Path:
         fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
+        write_figure(fig, out / name, dpi=120)
         plt.close(fig)
         return out / name
 
@@ -304,10 +305,10 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
     shown = fitted.get("dnn", list(fitted.values())[-1])
     figures = _figures(out, cohort_table, ks014_table, shown, ks014, real_table, ratios,
                        twin_checks)
-    real_table.to_csv(out / "real_mice_heldout.csv", index=False)
-    ratios.to_csv(out / "real_mice_reward_runs.csv", index=False)
-    cohort_table.to_csv(out / "cohort_heldout_animals.csv", index=False)
-    ks014_table.to_csv(out / "ks014_heldout_sessions.csv", index=False)
+    write_table(real_table, out / "real_mice_heldout.csv")
+    write_table(ratios, out / "real_mice_reward_runs.csv")
+    write_table(cohort_table, out / "cohort_heldout_animals.csv")
+    write_table(ks014_table, out / "ks014_heldout_sessions.csv")
     nwb_files = _write_nwb(out / "nwb", ks014, shown, ks014_table, sizes.nwb_sessions)
     report(f"\nwrote KS014's {len(nwb_files)} session(s) as NWB files with the {shown.rule} "
            f"rule's trajectory and model in {out / 'nwb'}")
@@ -332,7 +333,7 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
         "seconds": round(time.perf_counter() - start, 1),
         "machine": platform.machine(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
     report(f"\nwrote {len(figures)} figures, {len(models)} models and summary.json to {out} "
            f"in {summary['seconds']:.0f} s")
     return summary

@@ -24,6 +24,20 @@ __all__ = ["LearningRuleGLM"]
 _INIT_WEIGHTS = ("zero", "fitted")
 
 
+def _check_learnable(arrays) -> None:
+    """Refuse animals a rule cannot be fitted on: it acts between trials with a choice."""
+    n_go = arrays.valid.sum(axis=1)
+    none = [s for s, n in zip(arrays.subjects, n_go, strict=True) if n == 0]
+    if none:
+        raise ValueError(f"animal(s) {', '.join(none)} have no trial with a choice (every "
+                         "trial is no-go, choice 0): leave them out of the fit")
+    one = [s for s, n in zip(arrays.subjects, n_go, strict=True) if n == 1]
+    if one:
+        raise ValueError(f"animal(s) {', '.join(one)} have 1 trial with a choice; a learning "
+                         "rule updates the weights between trials, so fitting needs at least 2 "
+                         "per animal: leave them out of the fit")
+
+
 class LearningRuleGLM(BaseEstimator):
     """Infer a learning rule from animals' choices: GLM policy + learned weight updates.
 
@@ -230,6 +244,7 @@ class LearningRuleGLM(BaseEstimator):
         covariates = check_covariates(self.covariates)
         self.device_ = device = engine.resolve_device(self.device)
         _, arrays, batch, w0 = self._prepare(X, y, covariates)
+        _check_learnable(arrays)
         rng = check_random_state(self.random_state)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.randint(2**31 - 1)))
@@ -261,7 +276,10 @@ class LearningRuleGLM(BaseEstimator):
         Each animal is rolled forward from its starting weights with the fitted rule on its
         own trials (teacher forcing); no-go trials are left out.
         """
-        return float(np.nanmean(self.score_samples(X, y)))
+        loglik = self.score_samples(X, y)
+        if np.isnan(loglik).all():
+            raise ValueError("no trial with a choice to score: every trial is no-go (choice 0)")
+        return float(np.nanmean(loglik))
 
     def score_samples(self, X: pd.DataFrame, y=None) -> np.ndarray:
         """Log-likelihood (nats) of each trial's choice, in the row order of ``X``.

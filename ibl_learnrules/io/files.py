@@ -1,4 +1,10 @@
-"""Writing files so that a failure never leaves a half-written target."""
+"""Writing files so that a failure never leaves a half-written target.
+
+Every file the package writes goes through :func:`atomic_write`: the serialiser writes a
+temporary file beside the target (by convention the writing function's argument is named
+``tmp``; ``tests/test_atomic_writes.py`` checks every serialiser call in the package writes to
+one), which replaces the target only when complete. The helpers below are the common cases.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "write_table", "write_text", "write_figure", "copy_file"]
 
 
 def atomic_write(target: str | Path, write: Callable[[Path], None],
@@ -51,3 +57,64 @@ def atomic_write(target: str | Path, write: Callable[[Path], None],
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def write_table(frame, target: str | Path, **kwargs) -> Path:
+    """Write a DataFrame as CSV or parquet (by ``target``'s suffix), without its index.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> import pandas as pd
+    >>> path = write_table(pd.DataFrame({"a": [1]}), pathlib.Path(tempfile.mkdtemp()) / "a.csv")
+    >>> path.read_text().split()
+    ['a', '1']
+    """
+    target = Path(target)
+    if target.suffix == ".csv":
+        return atomic_write(target, lambda tmp: frame.to_csv(tmp, index=False, **kwargs))
+    if target.suffix in (".parquet", ".pqt"):
+        return atomic_write(target, lambda tmp: frame.to_parquet(tmp, index=False, **kwargs))
+    raise ValueError(f"a table is written as .csv or .parquet, got {target.name!r}")
+
+
+def write_text(target: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``target``.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> write_text(pathlib.Path(tempfile.mkdtemp()) / "a.txt", "hi").read_text()
+    'hi'
+    """
+    return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_figure(figure, target: str | Path, **kwargs) -> Path:
+    """Save a matplotlib figure (format from ``target``'s suffix); ``kwargs`` go to savefig.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> path = write_figure(plt.figure(), pathlib.Path(tempfile.mkdtemp()) / "f.png")
+    >>> path.read_bytes()[1:4]
+    b'PNG'
+    """
+    return atomic_write(target, lambda tmp: figure.savefig(tmp, **kwargs))
+
+
+def copy_file(source: str | Path, target: str | Path) -> Path:
+    """Copy ``source`` onto ``target``.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = write_text(folder / "a.txt", "hi")
+    >>> copy_file(folder / "a.txt", folder / "b.txt").read_text()
+    'hi'
+    """
+    return atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,25 +49,34 @@ def estimator_from_config(config: dict, state_dict: Mapping, device: str = "cpu"
     """Rebuild a fitted estimator from :func:`estimator_config` and the rule's state dict."""
     from .. import __version__
 
-    saved = config["package_version"]
+    saved = config.get("package_version")
     if saved != __version__ and not allow_version_mismatch:
         raise ValueError(f"{source} was saved by ibl_learnrules {saved}, this is "
                          f"{__version__}; refit, or pass allow_version_mismatch=True to "
                          "load it anyway")
-    params = dict(config["params"], device=device)
-    params["covariates"] = tuple(params["covariates"])
-    est = LearningRuleGLM(**params)
-    fitted = config["fitted"]
+    try:
+        params = dict(config["params"], device=device)
+        params["covariates"] = tuple(params["covariates"])
+        est = LearningRuleGLM(**params)
+        fitted = config["fitted"]
+        est.covariates_ = tuple(fitted["covariates"])
+        est.rule_name_ = fitted["rule"]
+        est.subjects_ = tuple(fitted["subjects"])
+        est.n_iter_ = fitted["n_iter"]
+        est.best_epoch_ = fitted["best_epoch"]
+        est.history_ = pd.DataFrame(fitted["history"])
+        rule = est._build_rule(len(est.covariates_))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{source} is not a model saved by save_model: its configuration "
+                         f"is incomplete or inconsistent ({type(err).__name__}: {err})") from None
+    try:
+        rule.load_state_dict(state_dict)
+    except RuntimeError as err:  # torch lists missing/unexpected keys and shapes, over lines
+        detail = " ".join(str(err).split())
+        raise ValueError(f"{source}: its parameters do not fit rule {est.rule!r} "
+                         f"({detail})") from None
     est.device_ = resolve_device(device)
-    est.covariates_ = tuple(fitted["covariates"])
-    rule = est._build_rule(len(est.covariates_))
-    rule.load_state_dict(state_dict)
     est.rule_ = rule.to(est.device_).eval()
-    est.rule_name_ = fitted["rule"]
-    est.subjects_ = tuple(fitted["subjects"])
-    est.n_iter_ = fitted["n_iter"]
-    est.best_epoch_ = fitted["best_epoch"]
-    est.history_ = pd.DataFrame(fitted["history"])
     est.classes_ = np.array([0, 1])
     return est
 
@@ -109,15 +117,25 @@ def load_model(path: str | Path, device: str = "cpu",
     allow_version_mismatch : bool
         Load a file saved by another version of the package (else ValueError).
     """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such model file: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty: not a model saved by save_model")
     try:
-        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
         config = json.loads(blob["config"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError,
-            pickle.UnpicklingError) as err:
-        raise ValueError(f"{path} is not a model saved by save_model: "
-                         f"{type(err).__name__}: {err}") from None
+        state_dict = blob["state_dict"]
+        if not isinstance(config, dict):
+            raise TypeError(f"configuration is a {type(config).__name__}, not a mapping")
+    # torch.load of a file that is not a torch zip archive (truncated, text, another pickle)
+    # fails with whatever its unpickler trips on: EOFError, IndexError, UnpicklingError, ...
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        detail = " ".join(f"{type(err).__name__}: {err}".split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."  # torch's run long
+        raise ValueError(f"{path} is not a model saved by save_model (truncated, or another "
+                         f"format): {detail}") from None
     if config.get("format") != SAVE_FORMAT:
         raise ValueError(f"{path} has format {config.get('format')!r}, expected "
                          f"{SAVE_FORMAT!r}")
-    return estimator_from_config(config, blob["state_dict"], device, allow_version_mismatch,
-                                 str(path))
+    return estimator_from_config(config, state_dict, device, allow_version_mismatch, str(path))

@@ -21,6 +21,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +66,46 @@ _CONTRACT = ("contrastLeft", "contrastRight", "choice", "feedbackType", "probabi
 
 
 # ----------------------------------------------------------------------------- reading
-def _vocabulary(columns: Iterable[str]) -> str:
+def _vocabulary(columns: Iterable[str], source: str = "the trials table") -> str:
     columns = set(columns)
     for name, mapping in VOCABULARIES.items():
         if set(mapping) <= columns:
             return name
+    # a table with a column only one vocabulary has is that vocabulary, short of some columns
+    shared = set.intersection(*(set(m) for m in VOCABULARIES.values()))
+    for name, mapping in VOCABULARIES.items():
+        if (set(mapping) - shared) & columns:
+            missing = sorted(set(mapping) - columns)
+            raise ValueError(f"{source}: the trials table is in the {name!r} vocabulary but is "
+                             f"missing column(s) {missing}; found columns {sorted(columns)}")
     wanted = "; ".join(f"{name}: {sorted(m)}" for name, m in VOCABULARIES.items())
-    raise ValueError(f"the trials table has neither IBL vocabulary. Found columns "
+    raise ValueError(f"{source}: the trials table has neither IBL vocabulary. Found columns "
                      f"{sorted(columns)}; expected all of one of: {wanted}")
+
+
+@contextmanager
+def _open_nwb(path: str | Path, mode: str = "r", source: str | None = None, **kwargs):
+    """Open an NWB file and read it; yield ``(io, nwbfile)``.
+
+    A file that is empty, truncated, not HDF5 or HDF5 but not NWB is a ValueError naming it
+    (``source``, default ``path``), instead of h5py's or hdmf's error from deep inside.
+    """
+    source = source or str(path)
+    if Path(path).stat().st_size == 0:
+        raise ValueError(f"{source} is empty: not an NWB file")
+    io = None
+    try:
+        io = NWBHDF5IO(str(path), mode, **kwargs)
+        nwbfile = io.read()
+    except (OSError, TypeError, ValueError, KeyError) as err:
+        if io is not None:
+            io.close()
+        raise ValueError(f"{source} is not a readable NWB (HDF5) file (truncated, or another "
+                         f"format): {type(err).__name__}: {err}") from None
+    try:
+        yield io, nwbfile
+    finally:
+        io.close()
 
 
 def _text(values) -> np.ndarray:
@@ -122,7 +155,7 @@ def _read_one(nwbfile, subject: str | None, source: str) -> pd.DataFrame:
         found = sorted(nwbfile.intervals) if nwbfile.intervals else []
         raise ValueError(f"{source} has no trials table (intervals found: {found or 'none'})")
     df = trials.to_dataframe()
-    table = _decode(df, _vocabulary(df.columns))
+    table = _decode(df, _vocabulary(df.columns, source))
     file_subject = getattr(nwbfile.subject, "subject_id", None)
     if file_subject is None and subject is None:
         raise ValueError(f"{source} names no subject (nwbfile.subject.subject_id); pass "
@@ -175,8 +208,8 @@ def read_trials(source, subject: str | None = None) -> pd.DataFrame:
         path = Path(item)
         if not path.is_file():
             raise FileNotFoundError(f"no such NWB file: {path}")
-        with NWBHDF5IO(str(path), "r") as io:
-            tables.append(_read_one(io.read(), subject, str(path)))
+        with _open_nwb(path) as (_, nwbfile):
+            tables.append(_read_one(nwbfile, subject, str(path)))
     if not tables:
         raise ValueError("no NWB files given")
     table = pd.concat(tables, ignore_index=True)
@@ -286,8 +319,9 @@ def trials_to_nwb(trials: pd.DataFrame, directory: str | Path, vocabulary: str =
 
 
 # ---------------------------------------------------------------------- results
-def _write_new(path: Path, nwbfile, manager=None) -> None:
-    with NWBHDF5IO(str(path), "w", **({"manager": manager} if manager else {})) as io:
+def _write_new(tmp: Path, nwbfile, manager=None) -> None:
+    """Write ``nwbfile`` to ``tmp``, the temporary file of an :func:`atomic_write`."""
+    with NWBHDF5IO(str(tmp), "w", **({"manager": manager} if manager else {})) as io:
         io.write(nwbfile)
 
 
@@ -416,8 +450,7 @@ def write_results(path: str | Path, estimator, trials: pd.DataFrame | None = Non
     suffix = name or estimator.rule_name_
     if output is None:
         def append(tmp: Path) -> None:
-            with NWBHDF5IO(str(tmp), "a") as io:
-                nwbfile = io.read()
+            with _open_nwb(tmp, "a", source=str(path)) as (io, nwbfile):
                 _add_results(nwbfile, nwbfile, estimator, trials, comparison, suffix, str(path))
                 io.write(nwbfile)
 
@@ -428,8 +461,7 @@ def write_results(path: str | Path, estimator, trials: pd.DataFrame | None = Non
     if output.resolve() == path.resolve():
         raise ValueError("output must differ from path; leave output out to append to path")
     output.parent.mkdir(parents=True, exist_ok=True)
-    with NWBHDF5IO(str(path), "r") as source_io:
-        source = source_io.read()
+    with _open_nwb(path) as (source_io, source):
         subject = source.subject
         fields = ("age", "description", "genotype", "sex", "species", "strain",
                   "date_of_birth", "weight")
@@ -463,8 +495,7 @@ def _find(module, neurodata_type: str, name: str | None, source: str):
     return next(iter(found.values()))
 
 
-def _open_behavior(io, source: str):
-    nwbfile = io.read()
+def _open_behavior(nwbfile, source: str):
     if _BEHAVIOR not in nwbfile.processing:
         raise KeyError(f"{source} has no '{_BEHAVIOR}' processing module with results")
     return nwbfile.processing[_BEHAVIOR]
@@ -475,8 +506,8 @@ def read_trajectory(path: str | Path, name: str | None = None) -> pd.DataFrame:
 
     Returns ``subject``, ``session``, ``trial``, ``w_<covariate>`` and ``p_right``.
     """
-    with NWBHDF5IO(str(path), "r") as io:
-        found = _find(_open_behavior(io, str(path)), "LearningTrajectory", name, str(path))
+    with _open_nwb(path) as (_, nwbfile):
+        found = _find(_open_behavior(nwbfile, str(path)), "LearningTrajectory", name, str(path))
         weights = np.asarray(found.weights[:])
         frame = pd.DataFrame({"subject": found.subject_id, "session": found.session_id,
                               "trial": np.asarray(found.trial_indices[:])})
@@ -488,8 +519,8 @@ def read_trajectory(path: str | Path, name: str | None = None) -> pd.DataFrame:
 
 def read_comparison(path: str | Path, name: str | None = None) -> pd.DataFrame:
     """Read a ``ModelComparisonTable`` back with the column names of ``compare_rules``."""
-    with NWBHDF5IO(str(path), "r") as io:
-        found = _find(_open_behavior(io, str(path)), "ModelComparisonTable", name, str(path))
+    with _open_nwb(path) as (_, nwbfile):
+        found = _find(_open_behavior(nwbfile, str(path)), "ModelComparisonTable", name, str(path))
         frame = found.to_dataframe().reset_index(drop=True)
     return frame.rename(columns={"log_likelihood": "loglik", "bits_per_trial": "bits"})
 
@@ -514,8 +545,8 @@ def read_model(path: str | Path, name: str | None = None, device: str = "cpu",
     LearningRuleGLM
         Fitted, with predictions equal to the estimator that was written.
     """
-    with NWBHDF5IO(str(path), "r") as io:
-        model = _find(_open_behavior(io, str(path)), "LearningRuleModel", name, str(path))
+    with _open_nwb(path) as (_, nwbfile):
+        model = _find(_open_behavior(nwbfile, str(path)), "LearningRuleModel", name, str(path))
         params = model.parameters.to_dataframe()
         state = {str(row["parameter"]): torch.as_tensor(
                      np.asarray(row["values"], dtype=np.float32).reshape(

@@ -29,6 +29,10 @@ _ALF_COLUMNS = [c for c in REQUIRED_COLUMNS if c not in ("subject", "session", "
 _TIMING_COLUMNS = ["stimOn_times", "goCue_times", "response_times", "feedback_times"]
 
 
+class _NothingReadable(ValueError):
+    """Every session of a subject was skipped: a cohort goes on without it."""
+
+
 def _sessions(one, subject: str) -> pd.DataFrame:
     eids, details = one.search(subject=subject, details=True)
     rows = []
@@ -122,7 +126,8 @@ def load_subject_trials(
         try:
             table = _load_trials(one, row.eid)
         except Exception as err:  # noqa: BLE001 - any unreadable session is skipped, not fatal
-            skipped.append(f"{row.eid} ({type(err).__name__}: {err})")
+            detail = " ".join(f"{type(err).__name__}: {err}".split())
+            skipped.append(f"{row.eid} of {row.date.date()} #{row.number} ({detail})")
             continue
         table.insert(0, "subject", subject)
         table.insert(1, "session", row.eid)
@@ -135,7 +140,7 @@ def load_subject_trials(
         warnings.warn(f"skipped {len(skipped)} session(s) of {subject} without a readable trials "
                       f"object: {'; '.join(skipped)}", stacklevel=2)
     if not tables:
-        raise ValueError(f"no session of {subject!r} has a readable trials object")
+        raise _NothingReadable(f"no session of {subject!r} has a readable trials object")
     trials = pd.concat(tables, ignore_index=True)
     if until is not None:
         trials = cut_at_stage(trials, until)
@@ -148,10 +153,25 @@ def load_subject_trials(
 def load_cohort(one, subjects: Iterable[str], **kwargs) -> pd.DataFrame:
     """Load several mice with :func:`load_subject_trials` into one trials table.
 
-    See :func:`load_subject_trials` for the keyword arguments and an example.
+    A mouse none of whose sessions is readable is left out with a warning naming it; a
+    ValueError if that leaves no mouse, or if ONE knows no session of a name (a typo should
+    not shrink a cohort quietly). See :func:`load_subject_trials` for the keyword arguments
+    and an example.
     """
-    return pd.concat([load_subject_trials(one, s, **kwargs) for s in subjects],
-                     ignore_index=True)
+    tables, unreadable = [], []
+    subjects = list(subjects)
+    for subject in subjects:
+        try:
+            tables.append(load_subject_trials(one, subject, **kwargs))
+        except _NothingReadable:
+            unreadable.append(subject)
+    if unreadable:
+        warnings.warn(f"left out {len(unreadable)} subject(s) without a readable session: "
+                      f"{', '.join(unreadable)}", stacklevel=2)
+    if not tables:
+        raise ValueError(f"no session of {', '.join(map(repr, subjects)) or 'no subject'} has "
+                         "a readable trials object")
+    return pd.concat(tables, ignore_index=True)
 
 
 def write_one_cache(trials: pd.DataFrame, root, lab: str = "simlab"):
@@ -167,9 +187,12 @@ def write_one_cache(trials: pd.DataFrame, root, lab: str = "simlab"):
     pathlib.Path
         ``root``.
     """
+    import tempfile
     from pathlib import Path
 
     from one.alf.cache import make_parquet_db
+
+    from .files import atomic_write, copy_file
 
     table = validate_trials(trials)
     if "date" not in table:
@@ -182,7 +205,12 @@ def write_one_cache(trials: pd.DataFrame, root, lab: str = "simlab"):
         if folder.exists():
             raise ValueError(f"two sessions of {subject} would share {folder}")
         folder.mkdir(parents=True)
-        session[_ALF_COLUMNS].reset_index(drop=True).to_parquet(
-            folder / "_ibl_trials.table.pqt")
-    make_parquet_db(root, hash_ids=True, hash_files=True)
+        rows = session[_ALF_COLUMNS].reset_index(drop=True)
+        atomic_write(folder / "_ibl_trials.table.pqt", lambda tmp, t=rows: t.to_parquet(tmp))
+    # ONE's builder writes its cache tables into a scratch folder, copied over atomically
+    # (they may replace the tables of an existing cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        make_parquet_db(root, out_dir=tmp, hash_ids=True, hash_files=True)
+        for table in sorted(Path(tmp).iterdir()):
+            copy_file(table, root / table.name)
     return root

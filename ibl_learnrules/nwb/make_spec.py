@@ -10,6 +10,7 @@ the package; edit the types here and regenerate::
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 NAMESPACE = "ndx-learning-rules"
@@ -140,9 +141,15 @@ def write_spec(output_dir: str | Path = SPEC_DIR) -> Path:
     for neurodata_type in ("NWBDataInterface", "DynamicTable", "VectorData", "VectorIndex",
                            "TimeIntervals"):
         builder.include_type(neurodata_type, namespace="core")
+    from ..io.files import copy_file
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    export_spec(builder, build_types(), str(output_dir))
+    # exported into a scratch folder, then each file replaces its old version when complete
+    with tempfile.TemporaryDirectory() as tmp:
+        export_spec(builder, build_types(), tmp)
+        for path in sorted(Path(tmp).iterdir()):
+            copy_file(path, output_dir / path.name)
     return output_dir / f"{NAMESPACE}.namespace.yaml"
 
 
