@@ -641,10 +641,11 @@ def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, c
                                  names))
         if learn:
             optimizer.step()
-            if not all_finite(params):  # an overflowing step, caught before any use
-                raise Trouble(state.epoch, f"trials {a}-{b}",
-                              "the optimiser step made parameters non-finite")
         total -= loglik
+    # an overflowing step shows in the next chunk's loss; after the last one, here
+    if not all_finite(params):
+        raise Trouble(state.epoch, "the last chunk", "the optimiser step made parameters "
+                      "non-finite")
     return total / max(sum(n_valid), 1.0)
 
 
