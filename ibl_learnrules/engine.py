@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .numerics import (
+    LR_FACTOR,
     MAX_LR_CUTS,
     WEIGHT_LIMIT,
     NumericalTroubleError,
@@ -596,26 +597,28 @@ def _blame(runner: ChunkRunner, w, state, start: int, stop: int, need_grad: bool
         loglik, w_end, _ = runner.only(animal)(_row(w, animal), _row(state, animal), start,
                                                stop, need_grad=need_grad)
         grads_ok = not need_grad or all_finite(p.grad for p in params)
-        if not (math.isfinite(loglik) and grads_ok) or weight_trouble(w_end, max_weight):
+        if (not (math.isfinite(loglik) and grads_ok)
+                or weight_trouble(_policy_weights(runner.rule, w_end), max_weight)):
             culprits.append(names[animal])
     for p in params:
         p.grad = None
     return culprits
 
 
-def _chunk_trouble(loglik: float, w, params: list, grad_clip: float | None,
-                   max_weight: float) -> str | None:
-    """Check a chunk just run (``params`` empty when it took no gradient); clip its gradient."""
-    if not math.isfinite(loglik):
-        return "non-finite loss"
-    if params:
-        if grad_clip is not None:
-            grads_ok = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, grad_clip)))
-        else:
-            grads_ok = all_finite(p.grad for p in params)
-        if not grads_ok:
-            return "non-finite gradient"
-    return weight_trouble(w, max_weight)
+def _policy_weights(rule: LearningRule, w):
+    """Return the GLM's weights: carried ones (tensor or array) plus the rule's offset."""
+    offset = rule.policy_offset()
+    if offset is None:
+        return w
+    offset = offset.detach()
+    return w + (offset.cpu().numpy() if isinstance(w, np.ndarray) else offset)
+
+
+def _clip_gradient(params: list, grad_clip: float | None) -> bool:
+    """Clip the parameters' gradient to norm ``grad_clip`` (if given); return whether finite."""
+    if grad_clip is not None:
+        return bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, grad_clip)))
+    return all_finite(p.grad for p in params)
 
 
 def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, chunks: list,
@@ -634,18 +637,31 @@ def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, c
             optimizer.zero_grad()
         w_before, carried_before = w, carried
         loglik, w, carried = runner(w, carried, a, b, need_grad=learn, loss_norm=max(n, 1.0))
-        what = _chunk_trouble(loglik, w, params if learn else [], grad_clip, max_weight)
+        if not math.isfinite(loglik):
+            what = "non-finite loss"
+        elif learn and not _clip_gradient(params, grad_clip):
+            what = "non-finite gradient"
+        else:
+            what = weight_trouble(_policy_weights(state.rule, w), max_weight)
         if what is not None:
             raise Trouble(state.epoch, f"trials {a}-{b}", what,
                           _blame(runner, w_before, carried_before, a, b, learn, max_weight,
                                  names))
         if learn:
-            optimizer.step()
+            try:
+                optimizer.step()
+            except RuntimeError as err:  # Adam's step size itself overflows the dtype
+                if "overflow" not in str(err):
+                    raise
+                raise Trouble(state.epoch, f"trials {a}-{b}", f"the optimiser step "
+                              f"overflowed ({err})") from None
         total -= loglik
-    # an overflowing step shows in the next chunk's loss; after the last one, here
+    # a bad step shows in the next chunk's loss and weights; after the last one, here
+    offset = state.rule.policy_offset()
     if not all_finite(params):
-        raise Trouble(state.epoch, "the last chunk", "the optimiser step made parameters "
-                      "non-finite")
+        raise Trouble(state.epoch, "the last step", "parameters became non-finite")
+    if offset is not None and weight_trouble(offset, max_weight):
+        raise Trouble(state.epoch, "the last step", weight_trouble(offset, max_weight))
     return total / max(sum(n_valid), 1.0)
 
 
@@ -672,8 +688,9 @@ def _give_up(trouble: Trouble, state: _TrainingState) -> NumericalTroubleError:
         remedy = "the rule has nothing to train: check the inputs"
     else:
         remedy = (f"the learning rate was lowered {state.lr_cuts} time(s), to "
-                  f"{state.optimizer.param_groups[0]['lr']:.3g}, without curing it: check "
-                  "those animals' covariates, or start from a smaller lr or other rule_params")
+                  f"{state.optimizer.param_groups[0]['lr']:.3g}, without curing it: "
+                  + ("check those animals' covariates, or " if trouble.animals else "")
+                  + "start from a smaller lr or other rule_params")
     return NumericalTroubleError(f"training failed numerically at {trouble}; {remedy}")
 
 
@@ -699,7 +716,7 @@ def train_rule(
     val_names: Sequence[str] | None = None,
     max_weight: float = WEIGHT_LIMIT,
     max_lr_cuts: int = MAX_LR_CUTS,
-    lr_factor: float = 0.1,
+    lr_factor: float = LR_FACTOR,
 ) -> TrainingHistory:
     """Fit ``rule`` in place by maximising the mean per-trial log-likelihood.
 

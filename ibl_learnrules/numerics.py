@@ -42,16 +42,18 @@ class Trouble(Exception):
     epoch: int
     where: str  # "trials 100-200" or "validation"
     what: str  # the first problem seen, e.g. "non-finite gradient"
-    animals: Sequence[str] = ()  # the animals whose own chunk shows it; empty if none alone
+    # the animals whose own chunk, run alone, shows it (empty: none alone); None: not a chunk's
+    animals: Sequence[str] | None = None
 
     def __str__(self) -> str:
+        text = f"epoch {self.epoch}, {self.where}: {self.what}"
+        if self.animals is None:
+            return text
         if not self.animals:
-            who = "no single animal alone (the batch together)"
-        else:
-            shown = ", ".join(repr(a) for a in self.animals[:5])
-            more = f" and {len(self.animals) - 5} more" if len(self.animals) > 5 else ""
-            who = f"animal{'s' if len(self.animals) > 1 else ''} {shown}{more}"
-        return f"epoch {self.epoch}, {self.where}: {self.what}; {who}"
+            return f"{text}; no single animal alone (the batch together)"
+        shown = ", ".join(repr(a) for a in self.animals[:5])
+        more = f" and {len(self.animals) - 5} more" if len(self.animals) > 5 else ""
+        return f"{text}; animal{'s' if len(self.animals) > 1 else ''} {shown}{more}"
 
 
 def weight_trouble(w, limit: float = WEIGHT_LIMIT) -> str | None:
