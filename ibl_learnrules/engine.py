@@ -17,7 +17,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from .numerics import (
 )
 from .rules.base import ChunkInputs, LearningRule, TrialStep
 from .trials import TrialArrays
+
+if TYPE_CHECKING:  # the checkpoint module imports the io package, which imports the engine
+    from .checkpoint import Checkpoint
 
 __all__ = [
     "TensorBatch",
@@ -710,7 +713,7 @@ def train_rule(
     progress: Callable | None = None,
     engine: str = "auto",
     weight_decay: float = 0.0,
-    checkpoint=None,
+    checkpoint: Checkpoint | None = None,
     resume: dict | None = None,
     names: Sequence[str] | None = None,
     val_names: Sequence[str] | None = None,
