@@ -124,7 +124,8 @@ def _fit(args: argparse.Namespace) -> None:
     from .io.model_file import save_model
 
     trials = _read_trials(args)
-    est = LearningRuleGLM(rule=args.rule, **_estimator_params(args)).fit(trials)
+    est = _fit_with_checkpoint(LearningRuleGLM(rule=args.rule, **_estimator_params(args)),
+                               trials, args)
     save_model(est, args.out)
     if not args.quiet:
         print(f"fitted rule {args.rule!r} on {len(est.subjects_)} animal(s), {len(trials)} "
@@ -141,6 +142,28 @@ def _fit(args: argparse.Namespace) -> None:
                                 output=folder / f"{Path(source).stem}_learning_rules.nwb")
             if not args.quiet:
                 print(f"wrote {out} (linked to {source})")
+
+
+def _fit_with_checkpoint(est, trials, args: argparse.Namespace):
+    """Fit, with ``--checkpoint`` / ``--resume``; Ctrl-C and numerical failure in one line."""
+    from .numerics import NumericalTroubleError
+
+    if args.resume and args.checkpoint is None:
+        raise UsageError("--resume needs --checkpoint FILE")
+    if args.checkpoint is not None and Path(args.checkpoint).exists() and not args.resume:
+        raise UsageError(f"checkpoint {args.checkpoint} exists: add --resume to carry on "
+                         "from it, or delete it to start afresh")
+    try:
+        return est.fit(trials, checkpoint=args.checkpoint, resume=args.resume)
+    except NumericalTroubleError as err:
+        raise UsageError(str(err)) from None
+    except KeyboardInterrupt:
+        if args.checkpoint is None:
+            raise
+        print(f"ibl-learnrules fit: interrupted; the last completed epoch is saved in "
+              f"{args.checkpoint}: run the same command with --resume to carry on",
+              file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -302,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_and_training(fit)
     fit.add_argument("--rule", choices=available_rules(), default="dnn")
     fit.add_argument("--out", required=True, help="model file to write (.pt)")
+    fit.add_argument("--checkpoint", metavar="FILE",
+                     help="save the training state to FILE after every epoch and on Ctrl-C")
+    fit.add_argument("--resume", action="store_true",
+                     help="with --checkpoint: carry on from FILE if it exists (same data and "
+                          "settings: the result is that of an uninterrupted fit)")
     fit.add_argument("--nwb-results", metavar="DIR",
                      help="with --nwb: write one results file per session into DIR "
                           "(trajectory, fitted rule), linked to the untouched source file")

@@ -4,24 +4,40 @@ The one hot loop is :func:`rollout`: trial by trial for all animals at once, it 
 policy's p(right), the log-likelihood of the observed choice, and the rule's weight update.
 Training (:func:`train_rule`) runs it over chunks of ``tbptt`` trials (truncated
 back-propagation through time), with Adam, gradient clipping and optional early stopping
-on validation animals.
+on validation animals; it checks every chunk for numerical trouble (:mod:`.numerics`) and can
+save and resume its state at epoch boundaries (:mod:`.checkpoint`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .numerics import (
+    LR_FACTOR,
+    MAX_LR_CUTS,
+    WEIGHT_LIMIT,
+    NumericalTroubleError,
+    NumericalWarning,
+    Trouble,
+    all_finite,
+    weight_trouble,
+)
 from .rules.base import ChunkInputs, LearningRule, TrialStep
 from .trials import TrialArrays
+
+if TYPE_CHECKING:  # the checkpoint module imports the io package, which imports the engine
+    from .checkpoint import Checkpoint
 
 __all__ = [
     "TensorBatch",
@@ -427,6 +443,22 @@ class ChunkRunner:
         result = carry[0]
         return float(result.loglik.sum()), result.w, result.state
 
+    def only(self, animal: int) -> ChunkRunner:
+        """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
+        b = self.batch
+        one = TensorBatch(**{f.name: getattr(b, f.name)[animal:animal + 1]
+                             for f in dataclasses.fields(b)})
+        return ChunkRunner(self.rule, one, "fused" if self.fused else "torch")
+
+
+def _row(value, animal: int):
+    """Animal ``animal``'s row of carried weights or state (tensor, array, tuple or None)."""
+    if value is None:
+        return None
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value[animal:animal + 1]
+    return type(value)(_row(v, animal) for v in value)
+
 
 def split_animals(n_animals: int, fraction: float,
                   rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
@@ -504,6 +536,167 @@ def _optimizer(rule: LearningRule, params: list, lr: float, weight_decay: float)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
+class _TrainingState:
+    """What changes from epoch to epoch; a snapshot of it at an epoch boundary is a checkpoint."""
+
+    def __init__(self, rule: LearningRule, optimizer, schedule):
+        self.rule, self.optimizer, self.schedule = rule, optimizer, schedule
+        self.epoch = 0  # the next epoch to run
+        self.history = TrainingHistory([], [], best_epoch=-1, stopped_early=False)
+        self.best_loss, self.best_params, self.waited = math.inf, None, 0
+        self.lr_cuts = 0
+
+    def snapshot(self) -> dict:
+        """Return a deep copy of the state: rule, optimiser, schedule, history, early stopping."""
+        return copy.deepcopy({
+            "epoch": self.epoch,
+            "rule": self.rule.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
+            "history": dataclasses.asdict(self.history),
+            "best_loss": self.best_loss, "best_params": self.best_params,
+            "waited": self.waited, "lr_cuts": self.lr_cuts})
+
+    def restore(self, snapshot: dict) -> None:
+        """Return to ``snapshot`` (of :meth:`snapshot`, or read from a checkpoint file)."""
+        # the optimiser adopts the tensors it is given and updates them in place: give it copies
+        snapshot = copy.deepcopy(snapshot)
+        self.rule.load_state_dict(snapshot["rule"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(snapshot["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(snapshot["schedule"])
+        self.epoch = snapshot["epoch"]
+        self.history = TrainingHistory(**snapshot["history"])
+        self.best_loss, self.best_params = snapshot["best_loss"], snapshot["best_params"]
+        self.waited, self.lr_cuts = snapshot["waited"], snapshot["lr_cuts"]
+
+    @property
+    def finished(self) -> bool:
+        """Whether training is over (in a resumed state too)."""
+        return self.history.stopped_early
+
+    def lower_lr(self, factor: float) -> float:
+        """Multiply the learning rate (and the schedule's base) by ``factor``; return it."""
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+            if "initial_lr" in group:
+                group["initial_lr"] *= factor
+        if self.schedule is not None:
+            # cosine annealing rescales the current rate, so scaling both keeps its shape
+            self.schedule.base_lrs = [lr * factor for lr in self.schedule.base_lrs]
+        self.lr_cuts += 1
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def _blame(runner: ChunkRunner, w, state, start: int, stop: int, need_grad: bool,
+           max_weight: float, names: Sequence[str]) -> list[str]:
+    """Animals whose chunk, run alone, shows the trouble (their own loss, weights, gradient)."""
+    params = [p for p in runner.rule.parameters() if p.requires_grad]
+    culprits = []
+    for animal in range(runner.batch.n_animals):
+        for p in params:
+            p.grad = None
+        loglik, w_end, _ = runner.only(animal)(_row(w, animal), _row(state, animal), start,
+                                               stop, need_grad=need_grad)
+        grads_ok = not need_grad or all_finite(p.grad for p in params)
+        if (not (math.isfinite(loglik) and grads_ok)
+                or weight_trouble(_policy_weights(runner.rule, w_end), max_weight)):
+            culprits.append(names[animal])
+    for p in params:
+        p.grad = None
+    return culprits
+
+
+def _policy_weights(rule: LearningRule, w):
+    """Return the GLM's weights: carried ones (tensor or array) plus the rule's offset."""
+    offset = rule.policy_offset()
+    if offset is None:
+        return w
+    offset = offset.detach()
+    return w + (offset.cpu().numpy() if isinstance(w, np.ndarray) else offset)
+
+
+def _clip_gradient(params: list, grad_clip: float | None) -> bool:
+    """Clip the parameters' gradient to norm ``grad_clip`` (if given); return whether finite."""
+    if grad_clip is not None:
+        return bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, grad_clip)))
+    return all_finite(p.grad for p in params)
+
+
+def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, chunks: list,
+                 n_valid: list, params: list, grad_clip: float | None, max_weight: float,
+                 names: Sequence[str]) -> float:
+    """One pass over the training animals, one optimiser step per chunk; the mean loss.
+
+    Raises :class:`~ibl_learnrules.numerics.Trouble` at the first chunk in numerical trouble.
+    """
+    optimizer = state.optimizer
+    w, carried = runner.start(w0)
+    total = 0.0
+    for (a, b), n in zip(chunks, n_valid, strict=True):
+        learn = n > 0 and optimizer is not None
+        if learn:
+            optimizer.zero_grad()
+        w_before, carried_before = w, carried
+        loglik, w, carried = runner(w, carried, a, b, need_grad=learn, loss_norm=max(n, 1.0))
+        if not math.isfinite(loglik):
+            what = "non-finite loss"
+        elif learn and not _clip_gradient(params, grad_clip):
+            what = "non-finite gradient"
+        else:
+            what = weight_trouble(_policy_weights(state.rule, w), max_weight)
+        if what is not None:
+            raise Trouble(state.epoch, f"trials {a}-{b}", what,
+                          _blame(runner, w_before, carried_before, a, b, learn, max_weight,
+                                 names))
+        if learn:
+            try:
+                optimizer.step()
+            except RuntimeError as err:  # Adam's step size itself overflows the dtype
+                if "overflow" not in str(err):
+                    raise
+                raise Trouble(state.epoch, f"trials {a}-{b}", f"the optimiser step "
+                              f"overflowed ({err})") from None
+        total -= loglik
+    # a bad step shows in the next chunk's loss and weights; after the last one, here
+    offset = state.rule.policy_offset()
+    if not all_finite(params):
+        raise Trouble(state.epoch, "the last step", "parameters became non-finite")
+    if offset is not None and weight_trouble(offset, max_weight):
+        raise Trouble(state.epoch, "the last step", weight_trouble(offset, max_weight))
+    return total / max(sum(n_valid), 1.0)
+
+
+def _validate(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor,
+              names: Sequence[str]) -> float:
+    """Mean loss of the validation animals; early-stopping bookkeeping."""
+    val_loss = _mean_nll(runner, w0)
+    if not math.isfinite(val_loss):
+        raise Trouble(state.epoch, "validation", "non-finite loss",
+                      _blame(runner, *runner.start(w0), 0, runner.batch.n_trials, False,
+                             math.inf, names))
+    state.history.val_loss.append(val_loss)
+    if val_loss < state.best_loss - 1e-6:
+        state.best_loss, state.waited = val_loss, 0
+        state.best_params = copy.deepcopy(state.rule.state_dict())
+        state.history.best_epoch = state.epoch
+    else:
+        state.waited += 1
+    return val_loss
+
+
+def _give_up(trouble: Trouble, state: _TrainingState) -> NumericalTroubleError:
+    if state.optimizer is None:
+        remedy = "the rule has nothing to train: check the inputs"
+    else:
+        remedy = (f"the learning rate was lowered {state.lr_cuts} time(s), to "
+                  f"{state.optimizer.param_groups[0]['lr']:.3g}, without curing it: "
+                  + ("check those animals' covariates, or " if trouble.animals else "")
+                  + "start from a smaller lr or other rule_params")
+    return NumericalTroubleError(f"training failed numerically at {trouble}; {remedy}")
+
+
 def train_rule(
     rule: LearningRule,
     batch: TensorBatch,
@@ -520,6 +713,13 @@ def train_rule(
     progress: Callable | None = None,
     engine: str = "auto",
     weight_decay: float = 0.0,
+    checkpoint: Checkpoint | None = None,
+    resume: dict | None = None,
+    names: Sequence[str] | None = None,
+    val_names: Sequence[str] | None = None,
+    max_weight: float = WEIGHT_LIMIT,
+    max_lr_cuts: int = MAX_LR_CUTS,
+    lr_factor: float = LR_FACTOR,
 ) -> TrainingHistory:
     """Fit ``rule`` in place by maximising the mean per-trial log-likelihood.
 
@@ -528,6 +728,13 @@ def train_rule(
     through the chunk only, Adam takes a step, and the weights and state carry on detached.
     With a validation batch, training stops when its loss has not improved for ``patience``
     epochs, and the best parameters are restored.
+
+    Every chunk is checked for numerical trouble (:mod:`ibl_learnrules.numerics`): a
+    non-finite loss or gradient, or carried weights beyond ``max_weight``. On trouble the
+    epoch is undone (parameters, optimiser and schedule back to its start), the learning rate
+    is multiplied by ``lr_factor`` (a :class:`~ibl_learnrules.numerics.NumericalWarning` says
+    where and why) and the epoch is run again; after ``max_lr_cuts`` such cuts a
+    :class:`~ibl_learnrules.numerics.NumericalTroubleError` names the epoch and the animals.
 
     Parameters
     ----------
@@ -552,10 +759,33 @@ def train_rule(
     weight_decay : float
         Decoupled weight decay (AdamW) of :meth:`LearningRule.correction_parameters` only:
         it shrinks a network's correction toward the rule it nests (or toward no update).
+    checkpoint : ibl_learnrules.checkpoint.Checkpoint, optional
+        Save the training state there after every ``checkpoint.every`` epochs, after the
+        last one, and when interrupted (Ctrl-C: the last completed epoch, then
+        KeyboardInterrupt is raised again).
+    resume : dict, optional
+        A saved training state (``Checkpoint.load()["state"]``) to carry on from; the fit
+        then ends with the very parameters of one that had never stopped.
+    names, val_names : sequence of str, optional
+        The animals' names in error messages (default: their positions in the batch).
+    max_weight, max_lr_cuts, lr_factor
+        Numerical trouble: the largest carried weight allowed, how many times the learning
+        rate may be lowered, and by what factor.
 
     Returns
     -------
     TrainingHistory
+
+    Examples
+    --------
+    >>> from ibl_learnrules import featurize, simulate_cohort
+    >>> from ibl_learnrules.rules import Reinforce
+    >>> batch = TensorBatch.from_arrays(featurize(simulate_cohort(2, n_trials=200,
+    ...                                 random_state=0)), torch.device("cpu"))
+    >>> hist = train_rule(Reinforce(2), batch, torch.zeros(2, 2), max_epochs=2, lr=0.01,
+    ...                   tbptt=100)
+    >>> len(hist.train_loss)
+    2
     """
     params = [p for p in rule.parameters() if p.requires_grad]
     optimizer = _optimizer(rule, params, lr, weight_decay)
@@ -564,42 +794,54 @@ def train_rule(
     val_runner = None if val_batch is None else ChunkRunner(rule, val_batch, engine)
     chunks = [(s, min(s + tbptt, batch.n_trials)) for s in range(0, batch.n_trials, tbptt)]
     n_valid = [float(batch.valid[:, a:b].sum()) for a, b in chunks]
-    history = TrainingHistory([], [], best_epoch=-1, stopped_early=False)
-    best_loss, best_params, waited = math.inf, None, 0
-    for epoch in range(max_epochs):
-        w, state = runner.start(w0)
-        total = 0.0
-        if optimizer is not None:
-            history.lr.append(optimizer.param_groups[0]["lr"])
-        for (a, b), n in zip(chunks, n_valid, strict=True):
-            learn = n > 0 and optimizer is not None
-            if learn:
-                optimizer.zero_grad()
-            loglik, w, state = runner(w, state, a, b, need_grad=learn, loss_norm=max(n, 1.0))
-            if learn:
-                if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                optimizer.step()
-            total -= loglik
-        history.train_loss.append(total / max(sum(n_valid), 1.0))
-        if schedule is not None:
-            schedule.step()
-        val_loss = math.nan
-        if val_runner is not None:
-            val_loss = _mean_nll(val_runner, val_w0)
-            history.val_loss.append(val_loss)
-            if val_loss < best_loss - 1e-6:
-                best_loss, best_params, waited = val_loss, copy.deepcopy(rule.state_dict()), 0
-                history.best_epoch = epoch
-            else:
-                waited += 1
-        if progress is not None:
-            progress(epoch, history.train_loss[-1], val_loss)
-        if val_batch is not None and waited >= patience:
-            history.stopped_early = True
-            break
-    if best_params is not None:
-        rule.load_state_dict(best_params)
+    names = list(names) if names is not None else [f"#{i}" for i in range(batch.n_animals)]
+    if val_batch is not None:
+        val_names = (list(val_names) if val_names is not None
+                     else [f"validation #{i}" for i in range(val_batch.n_animals)])
+    state = _TrainingState(rule, optimizer, schedule)
+    if resume is not None:
+        state.restore(resume)
+    good = state.snapshot()  # the last epoch boundary: where trouble and Ctrl-C return to
+    try:
+        while state.epoch < max_epochs and not state.finished:
+            epoch = state.epoch
+            epoch_lr = None if optimizer is None else optimizer.param_groups[0]["lr"]
+            try:
+                train_loss = _train_epoch(state, runner, w0, chunks, n_valid, params,
+                                          grad_clip, max_weight, names)
+                if schedule is not None:
+                    schedule.step()
+                val_loss = (math.nan if val_runner is None
+                            else _validate(state, val_runner, val_w0, val_names))
+            except Trouble as trouble:
+                state.restore(good)
+                if optimizer is None or state.lr_cuts >= max_lr_cuts:
+                    raise _give_up(trouble, state) from None
+                new_lr = state.lower_lr(lr_factor)
+                warnings.warn(f"numerical trouble at {trouble}; the epoch is run again with "
+                              f"learning rate {new_lr:.3g}", NumericalWarning, stacklevel=2)
+                good = state.snapshot()
+                continue
+            state.history.train_loss.append(train_loss)
+            if epoch_lr is not None:
+                state.history.lr.append(epoch_lr)
+            state.history.stopped_early = val_runner is not None and state.waited >= patience
+            state.epoch += 1
+            good = state.snapshot()
+            if checkpoint is not None and checkpoint.due(epoch, state.epoch >= max_epochs
+                                                         or state.finished):
+                checkpoint.save(good)
+            if progress is not None:
+                progress(epoch, train_loss, val_loss)
+    except KeyboardInterrupt:
+        if checkpoint is not None:
+            checkpoint.save(good)
+        raise
+    history = state.history
+    if state.best_params is not None:
+        rule.load_state_dict(state.best_params)
     else:
         history.best_epoch = len(history.train_loss) - 1
+    if not all_finite(rule.parameters()):  # cannot happen after the checks; never hand out NaN
+        raise NumericalTroubleError("training ended with non-finite parameters")
     return history

@@ -7,6 +7,7 @@ A thin adapter: it checks parameters, turns trials tables into tensors and calls
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -226,8 +227,24 @@ class LearningRuleGLM(BaseEstimator):
         return table, table.index.to_numpy()[arrays.row_position[observed]], values
 
     # ---------------------------------------------------------------------- API
-    def fit(self, X: pd.DataFrame, y=None) -> LearningRuleGLM:
+    def fit(self, X: pd.DataFrame, y=None, *, checkpoint: str | Path | None = None,
+            checkpoint_every: int = 1, resume: bool = True) -> LearningRuleGLM:
         """Fit the learning rule on the animals in ``X``.
+
+        With ``checkpoint``, the training state (parameters, optimiser, schedule, epoch,
+        history, early stopping, validation split) is written to that file, atomically, every
+        ``checkpoint_every`` epochs, after the last one and on Ctrl-C (then the
+        KeyboardInterrupt goes on). If the file exists and ``resume`` is true, training
+        carries on from it and ends with exactly the parameters of an uninterrupted fit; a
+        file written with other trials or parameters is refused (ValueError). With
+        ``resume=False`` the fit starts afresh and overwrites the file. The file is kept after
+        the fit: fitting again with it returns the same model without training.
+
+        Numerical trouble (a non-finite loss or gradient, or exploding weights) undoes the
+        epoch and retries it with a lower learning rate, with a
+        :class:`~ibl_learnrules.numerics.NumericalWarning`; when that does not cure it a
+        :class:`~ibl_learnrules.numerics.NumericalTroubleError` (a FloatingPointError) names
+        the epoch and the animals. A fitted model never holds non-finite parameters.
 
         Parameters
         ----------
@@ -235,31 +252,56 @@ class LearningRuleGLM(BaseEstimator):
             Trials table (see :func:`~ibl_learnrules.validate_trials`).
         y : array-like, optional
             Choices, 1 = right; derived from ``X["choice"]`` when left out.
+        checkpoint : str or Path, optional
+            Checkpoint file to write, and to resume from when it exists.
+        checkpoint_every : int
+            Epochs between checkpoints.
+        resume : bool
+            Carry on from an existing checkpoint file (else start afresh and overwrite it).
 
         Returns
         -------
         self
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> from ibl_learnrules import simulate_cohort
+        >>> trials = simulate_cohort(2, n_trials=200, random_state=0)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "fit.ckpt"
+        >>> est = LearningRuleGLM(rule="reinforce", max_epochs=2, random_state=0)
+        >>> a = est.fit(trials, checkpoint=path).rule_.log_alpha.detach().clone()
+        >>> bool((est.fit(trials, checkpoint=path).rule_.log_alpha == a).all())  # resumed
+        True
         """
         self._check_params()
         covariates = check_covariates(self.covariates)
         self.device_ = device = engine.resolve_device(self.device)
         _, arrays, batch, w0 = self._prepare(X, y, covariates)
         _check_learnable(arrays)
+        ckpt, resume_state = self._checkpoint(arrays, checkpoint, checkpoint_every, resume)
         rng = check_random_state(self.random_state)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.randint(2**31 - 1)))
             rule = self._build_rule(len(covariates)).to(device)
-        val_batch = val_w0 = None
+        val_batch = val_w0 = val_names = None
+        train = np.arange(arrays.n_animals)
         if self.early_stopping:
             train, val = engine.split_animals(arrays.n_animals, self.validation_fraction, rng)
+            if ckpt is not None:  # a resumed fit keeps its split, even unseeded
+                train, val = (np.asarray(ckpt.meta.setdefault(k, v.tolist()), dtype=int)
+                              for k, v in (("train", train), ("validation", val)))
             val_batch = engine.TensorBatch.from_arrays(arrays.take(val), device)
             batch = engine.TensorBatch.from_arrays(arrays.take(train), device)
             val_w0, w0 = w0[torch.as_tensor(val)], w0[torch.as_tensor(train)]
+            val_names = [arrays.subjects[i] for i in val]
         history = engine.train_rule(
             rule.train(), batch, w0, max_epochs=self.max_epochs, lr=self.lr,
             lr_schedule=self.lr_schedule, tbptt=self.tbptt, grad_clip=self.grad_clip,
             val_batch=val_batch, val_w0=val_w0, patience=self.patience, engine=self.engine,
-            weight_decay=self.weight_decay,
+            weight_decay=self.weight_decay, checkpoint=ckpt, resume=resume_state,
+            names=[arrays.subjects[i] for i in train],
+            val_names=val_names,
             progress=engine.progress_bar(self.max_epochs, f"fit {self.rule}", self.verbose))
         self.rule_, self.rule_name_, self.covariates_ = rule.eval(), self.rule, covariates
         self.subjects_ = arrays.subjects
@@ -269,6 +311,23 @@ class LearningRuleGLM(BaseEstimator):
                                       "val_loss": history.val_loss or np.nan})
         self.classes_ = np.array([0, 1])
         return self
+
+    def _checkpoint(self, arrays, path, every: int, resume: bool):
+        """Return the fit's :class:`~ibl_learnrules.checkpoint.Checkpoint` and state to resume."""
+        if path is None:
+            return None, None
+        from .checkpoint import Checkpoint, fingerprint
+
+        # verbosity and the device change neither the data nor the optimisation
+        params = {k: v for k, v in self.get_params().items() if k not in ("verbose", "device")}
+        params["covariates"] = list(params["covariates"])
+        key = fingerprint(arrays.subjects, arrays.covariates, arrays.x, arrays.y,
+                          arrays.reward, arrays.correct_side, arrays.new_session,
+                          arrays.valid, params)
+        ckpt = Checkpoint(path, every, key)
+        if not (resume and ckpt.exists()):
+            return ckpt, None
+        return ckpt, ckpt.load()["state"]
 
     def score(self, X: pd.DataFrame, y=None) -> float:
         """Mean per-trial log-likelihood (nats) of the choices in ``X``; higher is better.
