@@ -520,6 +520,7 @@ def train_rule(
     progress: Callable | None = None,
     engine: str = "auto",
     weight_decay: float = 0.0,
+    runner_class: Callable | None = None,
 ) -> TrainingHistory:
     """Fit ``rule`` in place by maximising the mean per-trial log-likelihood.
 
@@ -552,6 +553,10 @@ def train_rule(
     weight_decay : float
         Decoupled weight decay (AdamW) of :meth:`LearningRule.correction_parameters` only:
         it shrinks a network's correction toward the rule it nests (or toward no update).
+    runner_class : callable, optional
+        Builds the chunk runner as ``runner_class(rule, batch, engine)``; default
+        :class:`ChunkRunner`. A noisy rule trains through
+        :class:`~ibl_learnrules.filtering.FilterRunner`, whose carried weights are a belief.
 
     Returns
     -------
@@ -560,8 +565,9 @@ def train_rule(
     params = [p for p in rule.parameters() if p.requires_grad]
     optimizer = _optimizer(rule, params, lr, weight_decay)
     schedule = _lr_schedule(optimizer, lr_schedule, max_epochs)
-    runner = ChunkRunner(rule, batch, engine)
-    val_runner = None if val_batch is None else ChunkRunner(rule, val_batch, engine)
+    runner_class = ChunkRunner if runner_class is None else runner_class
+    runner = runner_class(rule, batch, engine)
+    val_runner = None if val_batch is None else runner_class(rule, val_batch, engine)
     chunks = [(s, min(s + tbptt, batch.n_trials)) for s in range(0, batch.n_trials, tbptt)]
     n_valid = [float(batch.valid[:, a:b].sum()) for a, b in chunks]
     history = TrainingHistory([], [], best_epoch=-1, stopped_early=False)
