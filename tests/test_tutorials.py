@@ -22,8 +22,8 @@ def drawn(ax) -> int:
     return points
 
 
-def test_there_are_five_tutorials():
-    assert [p.name[:3] for p in TUTORIALS] == ["01_", "02_", "03_", "04_", "05_"]
+def test_there_are_six_tutorials():
+    assert [p.name[:3] for p in TUTORIALS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
