@@ -2,19 +2,20 @@
 
 Usage::
 
-    python benchmarks/bench_noise.py                         # both parts
+    python benchmarks/bench_noise.py                         # all parts
     python benchmarks/bench_noise.py --parts psytrack
     python benchmarks/bench_noise.py --parts mice --rules none,reinforce_baseline
 
 Parts:
 
+* ``speed``: seconds per training epoch of each rule with and without noise on the 27 mice.
 * ``mice``: the training-protocol sessions of the 27 bundled IBL mice, ``GroupKFold(5)`` by
   mouse: held-out log-likelihood (one-step-ahead predictions from each held-out mouse's own
   earlier trials, for every model) of each rule with and without ``weight_noise="learn"``;
   ``none`` + noise is the pure random walk. Deterministic rules run with the package
   defaults; noisy ones with ``max_epochs=--noisy-epochs`` and ``lr=0.03`` (the filter is a
-  per-trial torch loop, ~10x slower per epoch than the compiled kernels, and the noise
-  settles within a few epochs), seed 0. Also the per-mouse share of weight change the rule
+  per-trial torch loop, far slower per epoch than the compiled kernels: see ``speed``; the
+  noise settles within a few epochs), seed 0. Also the per-mouse share of weight change the rule
   explains (:meth:`LearningRuleGLM.rule_share`), fitted on all 27 mice.
 * ``psytrack``: simulated random-walk mice (sd 0.05 stimulus, 0.03 bias); per mouse, PsyTrack
   (MAP weights, sigma by evidence; sigInit fixed at 4) and ``LearningRuleGLM(rule="none",
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -125,16 +127,34 @@ def psytrack_part(n_mice: int, n_trials: int) -> None:
     print(table.drop(columns="subject").mean().round(4).to_string())
 
 
+def speed_part(rules: list[str]) -> None:
+    """Seconds per training epoch on the 27 mice's training sessions, without and with noise."""
+    trials = load_ibl_mice("training")
+    print(f"\n## Seconds per epoch, 27 mice, {len(trials):,} trials (one CPU thread for torch)")
+    for rule in rules:
+        for noisy in (False, True):
+            params = dict(NOISY) if noisy else {}
+            est = LearningRuleGLM(rule=rule, device="cpu", random_state=0, **params)
+            est.set_params(max_epochs=1).fit(trials)  # warm-up: numba compilation
+            start = time.perf_counter()
+            est.set_params(max_epochs=2).fit(trials)
+            label = f"{rule}+noise" if noisy else rule
+            print(f"{label:<26s} {(time.perf_counter() - start) / 2:.2f} s/epoch", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="mice,psytrack")
+    parser.add_argument("--parts", default="speed,psytrack,mice")
     parser.add_argument("--rules", default="none,reinforce_baseline,dnn")
     parser.add_argument("--noisy-epochs", type=int, default=30)
     parser.add_argument("--psytrack-mice", type=int, default=4)
     parser.add_argument("--psytrack-trials", type=int, default=3000)
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message=".*no-go trial")
     parts = args.parts.split(",")
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; {args}")
+    if "speed" in parts:
+        speed_part(args.rules.split(","))
     if "psytrack" in parts:
         psytrack_part(args.psytrack_mice, args.psytrack_trials)
     if "mice" in parts:
