@@ -243,3 +243,12 @@ def test_smoother_matches_a_dense_gaussian_solve():
     post_cov = np.linalg.inv(prec)
     np.testing.assert_allclose(sm[:, 0], post_cov @ (obs / r), rtol=1e-10)
     np.testing.assert_allclose(sc[:, 0, 0], np.diag(post_cov), rtol=1e-10)
+
+
+def test_noise_trains_with_early_stopping_on_validation_mice():
+    trials = simulate_cohort(4, n_trials=200, random_state=0, weight_noise=0.02)
+    est = LearningRuleGLM(rule="reinforce", weight_noise="learn", max_epochs=3,
+                          early_stopping=True, patience=1, device="cpu",
+                          random_state=0).fit(trials)
+    assert np.isfinite(est.history_["val_loss"]).all()
+    assert 0 <= est.best_epoch_ < est.n_iter_ <= 3
