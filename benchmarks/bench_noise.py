@@ -13,7 +13,7 @@ Parts:
   mouse: held-out log-likelihood (one-step-ahead predictions from each held-out mouse's own
   earlier trials, for every model) of each rule with and without ``weight_noise="learn"``;
   ``none`` + noise is the pure random walk. Deterministic rules run with the package
-  defaults; noisy ones with ``max_epochs=--noisy-epochs`` and ``lr=0.03`` (the filter is a
+  defaults; noisy ones with ``max_epochs=--noisy-epochs``, ``lr=0.03`` and ``tbptt=500`` (the filter is a
   per-trial torch loop, far slower per epoch than the compiled kernels: see ``speed``; the
   noise settles within a few epochs), seed 0. Also the per-mouse share of weight change the rule
   explains (:meth:`LearningRuleGLM.rule_share`), fitted on all 27 mice.
@@ -38,7 +38,7 @@ from ibl_learnrules import LearningRuleGLM, featurize, simulate_cohort
 from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.evaluation import compare_rules, paired_test, summarize
 
-NOISY = {"weight_noise": "learn", "lr": 0.03}
+NOISY = {"weight_noise": "learn", "lr": 0.03, "tbptt": 500}
 
 
 def mice_part(rules: list[str], noisy_epochs: int) -> None:
@@ -107,8 +107,8 @@ def psytrack_part(n_mice: int, n_trials: int) -> None:
         sd_psy, w_psy = psytrack_fit(x, y, names)
         t_psy = time.perf_counter() - start
         start = time.perf_counter()
-        est = LearningRuleGLM(rule="none", max_epochs=15, random_state=0, device="cpu",
-                              **NOISY).fit(mouse)
+        est = LearningRuleGLM(rule="none", max_epochs=20, random_state=0, device="cpu",
+                              **dict(NOISY, lr=0.05)).fit(mouse)
         t_ours = time.perf_counter() - start
         ours = est.predict_trajectory(mouse, smoothed=True)
         sd_ours = est.rule_.noise.sd.detach().numpy()

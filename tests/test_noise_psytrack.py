@@ -34,19 +34,19 @@ def test_random_walk_agrees_with_psytrack():
                             w0=(0.0, 0.0))
     arrays = featurize(mouse, NAMES)
     sd_psy, w_psy = psytrack_fit(arrays.x[0], arrays.y[0])
-    est = LearningRuleGLM(rule="none", weight_noise="learn", max_epochs=8, lr=0.05,
-                          device="cpu", random_state=0).fit(mouse)
+    # chunks of 500 trials: the noise's gradient flows through the belief's covariance,
+    # whose memory on one mouse outlasts 100-trial chunks (then the bias noise comes out
+    # ~0.013, see the estimator's weight_noise)
+    est = LearningRuleGLM(rule="none", weight_noise="learn", max_epochs=20, lr=0.05,
+                          tbptt=500, device="cpu", random_state=0).fit(mouse)
     sd_ours = est.rule_.noise.sd.detach().numpy()
     ours = est.predict_trajectory(mouse, smoothed=True)
     for k, name in enumerate(NAMES):
         r = np.corrcoef(ours[f"w_{name}"], w_psy[:, k])[0, 1]
-        # both are posterior means of the same model given all the choices
-        assert r > 0.95
-    # seed 5: stimulus 0.065 ours, 0.056 PsyTrack (truth 0.05); bias 0.013 and 0.021 (truth
-    # 0.03). One mouse pins the bias noise down poorly (a trained mouse's choices follow the
-    # stimulus): PsyTrack misses it by 30 %, we by 55 %. Iterating our update to the
-    # posterior mode or moment matching moved these by < 1 %: it is the estimator (one-step
-    # predictions vs evidence), not the filter's approximation. Cohorts recover both
-    # (tests/test_noise.py). So: stimulus within 25 %, bias within a factor of 2.
-    assert sd_ours[0] == pytest.approx(sd_psy[0], rel=0.25)
-    assert 0.5 < sd_ours[1] / sd_psy[1] < 2.0
+        # both are posterior means of the same model given all the choices: 0.999, 0.999
+        assert r > 0.99
+    # seed 5: ours 0.048 / 0.021, PsyTrack 0.056 / 0.021 (truth 0.05 / 0.03: one mouse pins
+    # the bias noise down poorly, a trained mouse's choices follow the stimulus). Our filter's
+    # likelihood matches a 20,000-particle filter's within ~1 nat over a grid of sds; the
+    # two estimators (one-step predictions vs Laplace evidence) agree within 25 %
+    np.testing.assert_allclose(sd_ours, sd_psy, rtol=0.25)
