@@ -13,10 +13,11 @@ Parts:
   mouse: held-out log-likelihood (one-step-ahead predictions from each held-out mouse's own
   earlier trials, for every model) of each rule with and without ``weight_noise="learn"``;
   ``none`` + noise is the pure random walk. Deterministic rules run with the package
-  defaults; noisy ones with ``max_epochs=--noisy-epochs``, ``lr=0.03`` and ``tbptt=500`` (the filter is a
-  per-trial torch loop, far slower per epoch than the compiled kernels: see ``speed``; the
-  noise settles within a few epochs), seed 0. Also the per-mouse share of weight change the rule
-  explains (:meth:`LearningRuleGLM.rule_share`), fitted on all 27 mice.
+  defaults; noisy ones with ``max_epochs=--noisy-epochs``, ``lr=0.03`` and ``tbptt=500``
+  (the filter is a per-trial torch loop, far slower per epoch than the compiled kernels:
+  see ``speed``; the noise settles within a few epochs), seed 0. Also the per-mouse share
+  of weight change the rule explains (:meth:`LearningRuleGLM.rule_share`), fitted on all
+  27 mice.
 * ``psytrack``: simulated random-walk mice (sd 0.05 stimulus, 0.03 bias); per mouse, PsyTrack
   (MAP weights, sigma by evidence; sigInit fixed at 4) and ``LearningRuleGLM(rule="none",
   weight_noise="learn")`` fitted to that mouse alone: recovered sd, correlation of the
