@@ -253,7 +253,7 @@ class LearningRuleGLM(BaseEstimator):
 
         With weight noise the values come from the filter: ``w`` the filtered (or smoothed)
         mean of the policy weights, ``sd`` their standard deviation, ``drift`` the rule's
-        update; and ``arrays``, the featurized trials.
+        update.
         """
         self._check_fitted()
         table, arrays, batch, w0 = self._prepare(X, y)
