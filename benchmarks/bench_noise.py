@@ -63,7 +63,15 @@ def mice_part(rules: list[str], noisy_epochs: int) -> None:
                 print(f"  {label} - {rule}: {test['mean_diff']:+.4f} nats/trial, "
                       f"{int(test['n_a_better'])}/{int(test['n_animals'])} mice better, "
                       f"Wilcoxon p = {test['wilcoxon_p']:.3g}", flush=True)
-    print("\n" + summarize(pd.concat(tables)).round(4).to_string())
+    everything = pd.concat(tables)
+    print("\n" + summarize(everything).round(4).to_string())
+    if "none" in rules:  # does a rule add to the random walk?
+        for rule in rules:
+            if rule != "none":
+                test = paired_test(everything, f"{rule}+noise", "none+noise")
+                print(f"{rule}+noise - none+noise: {test['mean_diff']:+.4f} nats/trial, "
+                      f"{int(test['n_a_better'])}/{int(test['n_animals'])} mice better, "
+                      f"Wilcoxon p = {test['wilcoxon_p']:.3g}", flush=True)
     for rule in rules:
         if rule == "none":
             continue
