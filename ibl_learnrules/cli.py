@@ -124,8 +124,8 @@ def _fit(args: argparse.Namespace) -> None:
     from .io.model_file import save_model
 
     trials = _read_trials(args)
-    est = _fit_with_checkpoint(LearningRuleGLM(rule=args.rule, **_estimator_params(args)),
-                               trials, args)
+    est = _fit_with_checkpoint(LearningRuleGLM(rule=args.rule, weight_noise=args.weight_noise,
+                                               **_estimator_params(args)), trials, args)
     save_model(est, args.out)
     if not args.quiet:
         print(f"fitted rule {args.rule!r} on {len(est.subjects_)} animal(s), {len(trials)} "
@@ -261,6 +261,19 @@ def _experiment(args: argparse.Namespace) -> None:
         print(f"wrote {', '.join(sorted(p.name for p in result.files.values()))} to {args.out}")
 
 
+def _weight_noise(text: str) -> str | float:
+    if text == "learn":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 'learn' or a standard deviation >= 0, "
+                                         f"got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -330,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true",
                      help="with --checkpoint: carry on from FILE if it exists (same data and "
                           "settings: the result is that of an uninterrupted fit)")
+    fit.add_argument("--weight-noise", type=_weight_noise, default=None,
+                     help="'learn', or a fixed standard deviation: Gaussian noise on the "
+                          "weights after every trial, on top of the rule (slower: a filter); "
+                          "use --tbptt 500 or more with it")
     fit.add_argument("--nwb-results", metavar="DIR",
                      help="with --nwb: write one results file per session into DIR "
                           "(trajectory, fitted rule), linked to the untouched source file")

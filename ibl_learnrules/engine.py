@@ -108,6 +108,11 @@ class TensorBatch:
         """T (padded length)."""
         return self.x.shape[1]
 
+    def animal(self, index: int) -> TensorBatch:
+        """Return the batch of animal ``index`` alone."""
+        return TensorBatch(**{f.name: getattr(self, f.name)[index:index + 1]
+                              for f in dataclasses.fields(self)})
+
     # the environment interface of :func:`rollout`: teacher forcing replays everything
     def trial(self, t: int) -> Stimulus:
         """Present trial ``t``: what the animals face."""
@@ -445,10 +450,8 @@ class ChunkRunner:
 
     def only(self, animal: int) -> ChunkRunner:
         """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
-        b = self.batch
-        one = TensorBatch(**{f.name: getattr(b, f.name)[animal:animal + 1]
-                             for f in dataclasses.fields(b)})
-        return ChunkRunner(self.rule, one, "fused" if self.fused else "torch")
+        return ChunkRunner(self.rule, self.batch.animal(animal),
+                           "fused" if self.fused else "torch")
 
 
 def _row(value, animal: int):
@@ -610,6 +613,8 @@ def _blame(runner: ChunkRunner, w, state, start: int, stop: int, need_grad: bool
 
 def _policy_weights(rule: LearningRule, w):
     """Return the GLM's weights: carried ones (tensor or array) plus the rule's offset."""
+    if isinstance(w, tuple):  # a filter's belief (mean, covariance): its mean is the policy's
+        return w[0]
     offset = rule.policy_offset()
     if offset is None:
         return w
@@ -720,6 +725,7 @@ def train_rule(
     max_weight: float = WEIGHT_LIMIT,
     max_lr_cuts: int = MAX_LR_CUTS,
     lr_factor: float = LR_FACTOR,
+    runner_class: Callable | None = None,
 ) -> TrainingHistory:
     """Fit ``rule`` in place by maximising the mean per-trial log-likelihood.
 
@@ -771,6 +777,10 @@ def train_rule(
     max_weight, max_lr_cuts, lr_factor
         Numerical trouble: the largest carried weight allowed, how many times the learning
         rate may be lowered, and by what factor.
+    runner_class : callable, optional
+        Builds the chunk runner as ``runner_class(rule, batch, engine)``; default
+        :class:`ChunkRunner`. A noisy rule trains through
+        :class:`~ibl_learnrules.filtering.FilterRunner`, whose carried weights are a belief.
 
     Returns
     -------
@@ -790,8 +800,9 @@ def train_rule(
     params = [p for p in rule.parameters() if p.requires_grad]
     optimizer = _optimizer(rule, params, lr, weight_decay)
     schedule = _lr_schedule(optimizer, lr_schedule, max_epochs)
-    runner = ChunkRunner(rule, batch, engine)
-    val_runner = None if val_batch is None else ChunkRunner(rule, val_batch, engine)
+    runner_class = ChunkRunner if runner_class is None else runner_class
+    runner = runner_class(rule, batch, engine)
+    val_runner = None if val_batch is None else runner_class(rule, val_batch, engine)
     chunks = [(s, min(s + tbptt, batch.n_trials)) for s in range(0, batch.n_trials, tbptt)]
     n_valid = [float(batch.valid[:, a:b].sum()) for a, b in chunks]
     names = list(names) if names is not None else [f"#{i}" for i in range(batch.n_animals)]

@@ -16,13 +16,15 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
-from . import engine, simulate
+from . import engine, filtering, simulate
 from .rules import get_rule_class, make_rule
 from .trials import check_choices, check_covariates, featurize, validate_trials
 
 __all__ = ["LearningRuleGLM"]
 
 _INIT_WEIGHTS = ("zero", "fitted")
+#: Starting values of learned noise: per-trial sd and the spread of the starting weights.
+_NOISE_START, _INIT_SD_START = 0.05, 0.5
 
 
 def _check_learnable(arrays) -> None:
@@ -90,6 +92,20 @@ class LearningRuleGLM(BaseEstimator):
         or toward no update. Classic rules have nothing to decay.
     rule_params : dict, optional
         Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``).
+    weight_noise : None, "learn", float or sequence of float
+        Gaussian noise on the weights after every trial, on top of the rule's update
+        (:mod:`ibl_learnrules.filtering`): ``None`` (default) none, the deterministic model;
+        ``"learn"`` per-weight standard deviations fitted with the rule; a number or K
+        numbers, fixed standard deviations. With noise, the likelihood (fitting, ``score``)
+        comes from a filter over each animal's weights, whose starting spread around
+        ``init_weights`` is learned too; ``rule="none"`` is then PsyTrack's random walk.
+        The filter is a per-trial torch loop: slower than the compiled kernels. The noise's
+        gradient flows through the belief's covariance, which truncated back-propagation
+        cuts at each chunk; where that covariance remembers longer than a chunk (a weight
+        the choices inform little, e.g. a trained mouse's bias) short chunks bias its
+        noise low: on one simulated mouse, ``tbptt=100`` gave a bias sd of 0.013, 500 gave
+        0.021 and the whole trajectory 0.019, for a truth of 0.03 (PsyTrack: 0.021). Prefer
+        ``tbptt`` of 500 or more with noise.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     engine : {"auto", "torch", "fused"}
@@ -142,6 +158,7 @@ class LearningRuleGLM(BaseEstimator):
         grad_clip: float | None = 1.0,
         weight_decay: float = 0.0,
         rule_params: Mapping | None = None,
+        weight_noise=None,
         device: str = "auto",
         engine: str = "auto",
         random_state: int | None = None,
@@ -162,6 +179,7 @@ class LearningRuleGLM(BaseEstimator):
         self.grad_clip = grad_clip
         self.weight_decay = weight_decay
         self.rule_params = rule_params
+        self.weight_noise = weight_noise
         self.device = device
         self.engine = engine
         self.random_state = random_state
@@ -182,21 +200,52 @@ class LearningRuleGLM(BaseEstimator):
                              f"got {self.init_weights!r}")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        self._noise_settings()
         if not 0 < self.validation_fraction < 1:
             raise ValueError("validation_fraction must lie in (0, 1), "
                              f"got {self.validation_fraction!r}")
+
+    def _noise_settings(self) -> dict | None:
+        """Keyword arguments of :class:`~ibl_learnrules.filtering.WeightNoise` (None: off)."""
+        noise = self.weight_noise
+        if noise is None:
+            return None
+        if isinstance(noise, str):
+            if noise != "learn":
+                raise ValueError(f"weight_noise must be None, 'learn' or standard deviations, "
+                                 f"got {noise!r}")
+            return {"sd": _NOISE_START, "learn_sd": True}
+        sd = np.asarray(noise, dtype=float)
+        if sd.ndim > 1 or not np.isfinite(sd).all() or (sd < 0).any():
+            raise ValueError(f"weight_noise must be None, 'learn' or standard deviations >= 0, "
+                             f"got {noise!r}")
+        return {"sd": sd.tolist(), "learn_sd": False}
+
+    @property
+    def noisy_(self) -> bool:
+        """Whether the fitted rule carries weight noise (scored through the filter)."""
+        return isinstance(getattr(self, "rule_", None), filtering.NoisyRule)
 
     def _build_rule(self, n_weights: int):
         kwargs = dict(self.rule_params or {})
         if self.rule in ("dnn", "rnn"):
             kwargs.setdefault("hidden_size", self.hidden_size)
-        return make_rule(self.rule, n_weights, **kwargs)
+        rule = make_rule(self.rule, n_weights, **kwargs)
+        noise = self._noise_settings()
+        if noise is None:
+            return rule
+        return filtering.NoisyRule(rule, filtering.WeightNoise(n_weights,
+                                                               init_sd=_INIT_SD_START, **noise))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "rule_"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet: call fit(trials) "
                                  "before using it")
         covariates = check_covariates(self.covariates)
+        if (self._noise_settings() is None) == self.noisy_:
+            raise ValueError(f"the estimator was fitted with weight_noise="
+                             f"{'on' if self.noisy_ else 'None'}, but now has weight_noise="
+                             f"{self.weight_noise!r}: call fit again after changing it")
         if covariates != self.covariates_ or self.rule != self.rule_name_:
             raise ValueError(
                 f"the estimator was fitted with rule={self.rule_name_!r} and covariates="
@@ -214,17 +263,44 @@ class LearningRuleGLM(BaseEstimator):
         return (table, arrays, engine.TensorBatch.from_arrays(arrays, device),
                 torch.as_tensor(w0, dtype=torch.float32, device=device))
 
-    def _per_trial(self, X, y=None):
-        """Return the validated table, positions of its observed trials, their rollout values."""
+    def _per_trial(self, X, y=None, smoothed: bool = False):
+        """Return the validated table, positions of its observed trials, their rollout values.
+
+        With weight noise the values come from the filter: ``w`` the filtered (or smoothed)
+        mean of the policy weights, ``sd`` their standard deviation, ``drift`` the rule's
+        update.
+        """
         self._check_fitted()
         table, arrays, batch, w0 = self._prepare(X, y)
         with torch.no_grad():
-            res = engine.rollout(self.rule_.eval(), batch, w0, record=True)
+            if self.noisy_:
+                values = self._filtered(batch, w0, arrays, smoothed)
+            else:
+                res = engine.rollout(self.rule_.eval(), batch, w0, record=True)
+                values = {"p": res.p_right, "w": res.weights, "loglik": res.trial_loglik}
         observed = arrays.observed
-        values = {"p": res.p_right, "w": res.weights, "loglik": res.trial_loglik}
-        values = {k: v.cpu().double().numpy()[observed] for k, v in values.items()}
+        values = {k: np.asarray(v.cpu().double().numpy() if isinstance(v, torch.Tensor) else v,
+                                dtype=float)[observed] for k, v in values.items()}
         values["loglik"][~arrays.valid[observed]] = np.nan
         return table, table.index.to_numpy()[arrays.row_position[observed]], values
+
+    def _filtered(self, batch, w0, arrays, smoothed: bool) -> dict:
+        """Per-trial (B, T, ...) values of the filter, and the smoother's when asked."""
+        res = filtering.filter_rollout(self.rule_.eval(), batch, w0, record=True)
+        mean, cov = res.post_mean.cpu().double().numpy(), res.post_cov.cpu().double().numpy()
+        if smoothed:
+            offset = self.rule_.policy_offset()
+            offset = 0.0 if offset is None else offset.detach().cpu().double().numpy()
+            drift = res.drift.cpu().double().numpy()
+            var = self.rule_.noise.var.detach().cpu().double().numpy()
+            mean, cov = mean.copy(), cov.copy()
+            for a in range(arrays.n_animals):
+                m, P = filtering.rts_smooth(mean[a] - offset, cov[a], drift[a], var,
+                                            arrays.valid[a])
+                mean[a], cov[a] = m + offset, P
+        sd = np.sqrt(np.clip(np.diagonal(cov, axis1=-2, axis2=-1), 0.0, None))
+        return {"p": res.p_right, "w": mean, "sd": sd, "loglik": res.trial_loglik,
+                "drift": res.drift}
 
     # ---------------------------------------------------------------------- API
     def fit(self, X: pd.DataFrame, y=None, *, checkpoint: str | Path | None = None,
@@ -302,6 +378,7 @@ class LearningRuleGLM(BaseEstimator):
             weight_decay=self.weight_decay, checkpoint=ckpt, resume=resume_state,
             names=[arrays.subjects[i] for i in train],
             val_names=val_names,
+            runner_class=filtering.FilterRunner if self._noise_settings() else None,
             progress=engine.progress_bar(self.max_epochs, f"fit {self.rule}", self.verbose))
         self.rule_, self.rule_name_, self.covariates_ = rule.eval(), self.rule, covariates
         self.subjects_ = arrays.subjects
@@ -368,22 +445,79 @@ class LearningRuleGLM(BaseEstimator):
         """Most likely choice of every trial (1 = right, 0 = left), in the row order of ``X``."""
         return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
 
-    def predict_trajectory(self, X: pd.DataFrame) -> pd.DataFrame:
-        """GLM weights before every trial, rolled forward with the fitted rule.
+    def predict_trajectory(self, X: pd.DataFrame, smoothed: bool = False) -> pd.DataFrame:
+        """GLM weights of every trial, rolled forward (or filtered) with the fitted rule.
+
+        Without weight noise, the weights before each trial. With it, the belief over the
+        weights of each trial from the filter: its mean and standard deviation given the
+        choices up to and including that trial (filtered), or given all of the animal's
+        choices (``smoothed=True``: a Rauch-Tung-Striebel backward pass).
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Trials table.
+        smoothed : bool
+            Smoothed rather than filtered beliefs (weight noise only).
 
         Returns
         -------
         pandas.DataFrame
             In contract order (subject, session, trial), indexed like ``X``: ``subject``,
-            ``session``, ``trial``, ``w_<covariate>`` per weight and ``p_right``.
+            ``session``, ``trial``, ``w_<covariate>`` per weight, with weight noise
+            ``w_<covariate>_sd`` after them, and ``p_right`` (the one-step-ahead prediction
+            from earlier trials, as :meth:`predict_proba`).
         """
-        table, positions, values = self._per_trial(X)
+        self._check_fitted()
+        if smoothed and not self.noisy_:
+            raise ValueError("smoothed=True needs weight noise: a deterministic rule's "
+                             "weights are known, there is nothing to smooth")
+        table, positions, values = self._per_trial(X, smoothed=smoothed)
         out = table.loc[positions, ["subject", "session", "trial"]]
         for k, name in enumerate(self.covariates_):
             out[f"w_{name}"] = values["w"][:, k]
+        if "sd" in values:
+            for k, name in enumerate(self.covariates_):
+                out[f"w_{name}_sd"] = values["sd"][:, k]
         out["p_right"] = values["p"]
         out.index = X.index[positions]
         return out
+
+    def rule_share(self, X: pd.DataFrame, window: int | None = None) -> pd.DataFrame:
+        """Per animal, the share of its weight change that the fitted rule explains.
+
+        Under the noisy model the weights of an animal move over ``n`` valid trials by
+        ``D + E``: ``D`` the sum of the rule's updates (along the filtered weights), ``E``
+        the noise, mean 0 and variance ``n sd**2``. The share is
+        ``D**2 / (D**2 + n sd**2)``, summed over windows of ``window`` trials (default: the
+        whole of training, i.e. the animal's net learning); see
+        :func:`ibl_learnrules.filtering.rule_share`. 1 means the rule accounts for all of
+        the expected squared change, 0 that the noise does.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per animal: ``subject``, ``n_trials`` (valid trials), ``share_<covariate>``
+            per weight and ``share`` for all weights together.
+
+        Examples
+        --------
+        >>> from ibl_learnrules import LearningRuleGLM, simulate_cohort
+        >>> trials = simulate_cohort(2, n_trials=200, random_state=0, weight_noise=0.02)
+        >>> est = LearningRuleGLM(rule="reinforce", weight_noise=0.02, max_epochs=1)
+        >>> est.fit(trials).rule_share(trials).columns.tolist()
+        ['subject', 'n_trials', 'share_stimulus', 'share_bias', 'share']
+        """
+        self._check_fitted()
+        if not self.noisy_:
+            raise ValueError("rule_share needs weight noise (weight_noise='learn' or fixed): "
+                             "without it the rule explains every change by construction")
+        _, arrays, batch, w0 = self._prepare(X)
+        with torch.no_grad():
+            res = filtering.filter_rollout(self.rule_.eval(), batch, w0, record=True)
+        var = self.rule_.noise.var.detach().cpu().double().numpy()
+        return filtering.share_table(arrays.subjects, res.drift.cpu().double().numpy(), var,
+                                     arrays.valid, self.covariates_, window)
 
     def simulate(self, X_or_protocol, random_state=None) -> pd.DataFrame:
         """Free-running choices from the fitted rule.
@@ -397,7 +531,9 @@ class LearningRuleGLM(BaseEstimator):
             ``n_sessions``, ``protocol``) to run the IBL training protocol from zero weights,
             whose repeat trials and blocks then follow the model's own choices.
         random_state : int, optional
-            Seed of the sampled choices.
+            Seed of the sampled choices (and of the weight noise, with ``weight_noise``:
+            the simulated animals' weights then wander around the rule's updates; they start
+            at their ``init_weights`` exactly).
 
         Returns
         -------
@@ -406,14 +542,17 @@ class LearningRuleGLM(BaseEstimator):
             policy weights before each trial.
         """
         self._check_fitted()
+        rule = self.rule_
+        if self.noisy_:
+            rule = rule.sampling(int(np.random.default_rng(random_state).integers(2**62)))
         if isinstance(X_or_protocol, pd.DataFrame):
             table, arrays, _, w0 = self._prepare(X_or_protocol)
-            out = simulate.replay(self.rule_, table, arrays, w0, random_state)
+            out = simulate.replay(rule, table, arrays, w0, random_state)
         elif isinstance(X_or_protocol, Mapping):
             if self.init_weights == "fitted":
                 raise ValueError("protocol simulation starts from zero weights; it is not "
                                  "defined for init_weights='fitted' (replay a trials table)")
-            out = simulate.twins(self.rule_, self.covariates_, random_state=random_state,
+            out = simulate.twins(rule, self.covariates_, random_state=random_state,
                                  **X_or_protocol)
         else:
             raise TypeError("simulate needs a trials DataFrame or a dict of protocol "

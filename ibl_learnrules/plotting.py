@@ -71,7 +71,7 @@ def plot_weight_trajectory(trajectory: pd.DataFrame, true: pd.DataFrame | None =
     ----------
     trajectory : pandas.DataFrame
         Output of :meth:`LearningRuleGLM.predict_trajectory` (rows in trial order, columns
-        ``w_<covariate>``).
+        ``w_<covariate>``; with ``w_<covariate>_sd``, a 95 % band is shaded around each).
     true : pandas.DataFrame, optional
         A simulated cohort with ``true_w_<covariate>`` columns: the true weights are drawn
         dashed in the colour of the inferred ones (matched on subject, session, trial).
@@ -104,11 +104,16 @@ def plot_weight_trajectory(trajectory: pd.DataFrame, true: pd.DataFrame | None =
     starts = np.flatnonzero(np.r_[True, session[1:] != session[:-1]])
     for s in starts:
         ax.axvline(int(s), color="0.85", lw=0.8, zorder=0, gid="session_start")
-    names = [c[2:] for c in rows.columns if c.startswith("w_")]
+    names = [c[2:] for c in rows.columns if c.startswith("w_") and not c.endswith("_sd")]
     colors = {}
     for name in names:
-        (line,) = ax.plot(x, rows[f"w_{name}"].to_numpy(), label=name, gid=f"w_{name}")
+        mean = rows[f"w_{name}"].to_numpy()
+        (line,) = ax.plot(x, mean, label=name, gid=f"w_{name}")
         colors[name] = line.get_color()
+        if f"w_{name}_sd" in rows:  # a rule with weight noise: the belief's 95 % band
+            band = 1.96 * rows[f"w_{name}_sd"].to_numpy()
+            ax.fill_between(x, mean - band, mean + band, color=colors[name], alpha=0.2,
+                            lw=0, gid=f"w_{name}_band")
     if true is not None:
         shown = [n for n in names if f"true_w_{n}" in true.columns]
         if not shown:

@@ -390,6 +390,7 @@ def simulate_cohort(
     *,
     covariates: Sequence[str] = ("stimulus", "bias"),
     w0: Sequence[float] | None = None,
+    weight_noise=None,
     **rule_params,
 ) -> pd.DataFrame:
     """Simulate a cohort of mice learning the IBL task with a known rule.
@@ -415,6 +416,11 @@ def simulate_cohort(
     w0 : sequence of float, optional
         Initial weights shared by all mice; by default each mouse draws its own, near chance
         (stimulus ~ N(0, 0.2), other weights ~ N(0, 0.7)).
+    weight_noise : float or sequence of float, optional
+        Standard deviation of Gaussian noise added to each weight after every trial, on top
+        of the rule's update (a noisy learner, :class:`~ibl_learnrules.filtering.NoisyRule`;
+        with ``rule="none"`` a random walk). The noise of a cohort comes from one stream, so
+        unlike the rest of an animal's data it depends on the cohort's size.
     **rule_params
         Parameters of the named rule, e.g. ``alpha=0.01``, ``beta=0.5`` (per-weight sequences
         allowed).
@@ -447,6 +453,12 @@ def simulate_cohort(
         raise ValueError(f"w0 has {len(w0)} values for {len(covariates)} covariates")
     rng = np.random.default_rng(random_state)
     rngs = [np.random.default_rng(rng.integers(2**63)) for _ in range(n_subjects)]
+    if weight_noise is not None:
+        from .filtering import NoisyRule, WeightNoise
+
+        noise = WeightNoise(len(covariates), sd=weight_noise, init_sd=0.0)
+        learner = NoisyRule(learner, noise.to(torch.float64).requires_grad_(False))
+        learner = learner.sampling(int(rng.integers(2**62))).eval()
     if w0 is None:
         scale = np.where(np.asarray(covariates) == "stimulus", 0.2, 0.7)
         w_init = np.stack([r.normal(0.0, scale) for r in rngs])

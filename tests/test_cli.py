@@ -50,6 +50,19 @@ def test_fit_saves_a_loadable_model(trials_file, tmp_path, capsys):
     assert model.lr_schedule == "cosine"
 
 
+def test_fit_with_weight_noise(trials_file, tmp_path, capsys):
+    from ibl_learnrules import load_model
+
+    out = tmp_path / "noisy.pt"
+    args = ["fit", "--trials", str(trials_file), "--rule", "reinforce", "--epochs", "1",
+            "--weight-noise", "learn", "--out", str(out)]
+    assert main(args) == 0
+    assert load_model(out).noisy_
+    with pytest.raises(SystemExit):
+        main(args[:-4] + ["--weight-noise", "-1", "--out", str(out)])
+    assert "expected 'learn' or a standard deviation" in capsys.readouterr().err
+
+
 def test_fit_reads_nwb_and_writes_linked_results(tmp_path, capsys):
     from ibl_learnrules import load_model
     from ibl_learnrules.io.nwb import read_trajectory, read_trials, trials_to_nwb

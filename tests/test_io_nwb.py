@@ -287,3 +287,25 @@ def test_writer_refuses_unfitted_models_and_foreign_trials(files, fitted, cohort
         write_results(path, fitted, trials=other, output=tmp_path / "r.nwb")
     with pytest.raises(ValueError, match="output must differ"):
         write_results(path, fitted, output=path)
+
+
+def test_noisy_rule_writes_weight_sds_that_round_trip(files, cohort, tmp_path):
+    source = session_file(files, "sim001-s01")
+    path = tmp_path / source.name
+    path.write_bytes(source.read_bytes())
+    animal = read_trials([p for p in files["tidy"] if p.stem.startswith("sim001")])
+    noisy = LearningRuleGLM(rule="reinforce", weight_noise=[0.03, 0.01], max_epochs=1,
+                            random_state=0).fit(cohort)
+    write_results(path, noisy, trials=animal)
+    assert validate(path=str(path)) == []
+    assert serious(path) == []
+    expected = noisy.predict_trajectory(animal)
+    expected = expected[expected["session"] == "sim001-s01"].reset_index(drop=True)
+    got = read_trajectory(path)
+    assert list(got.columns) == list(expected.columns)
+    for column in ("w_stimulus", "w_bias", "w_stimulus_sd", "w_bias_sd", "p_right"):
+        np.testing.assert_allclose(got[column], expected[column], rtol=1e-6, atol=1e-7)
+    restored = read_model(path)
+    assert restored.get_params()["weight_noise"] == [0.03, 0.01]
+    np.testing.assert_allclose(restored.score_samples(cohort), noisy.score_samples(cohort),
+                               rtol=1e-6)

@@ -95,6 +95,22 @@ def test_huge_covariates_name_the_animal(cohort):
     assert all(torch.isfinite(p).all() for p in rule.parameters())  # the start, restored
 
 
+def test_a_noisy_rule_in_trouble_names_the_animal(cohort):
+    # the filter carries a belief (mean, covariance), not weights: the same checks apply
+    from ibl_learnrules.filtering import FilterRunner, NoisyRule, WeightNoise
+
+    arrays = featurize(cohort)
+    batch = TensorBatch.from_arrays(arrays, torch.device("cpu"))
+    batch.x[1] *= 1e30
+    rule = NoisyRule(Reinforce(2), WeightNoise(2))
+    with numerical_warnings() as messages, pytest.raises(NumericalTroubleError) as err:
+        train_rule(rule, batch, torch.zeros(3, 2), max_epochs=2, lr=0.01, tbptt=100,
+                   names=arrays.subjects, runner_class=FilterRunner)
+    assert len(messages) == 3
+    assert "animal 'sim001'" in str(err.value) and "'sim000'" not in str(err.value)
+    assert all(torch.isfinite(p).all() for p in rule.parameters())
+
+
 @pytest.mark.parametrize("alpha,what", [
     (1e4, r"weights exploded \(\|w\| = 1e\+04 > 1e\+03\)"),
     (1e20, "non-finite gradient"),  # finite weights of 1e20, and a gradient that overflows

@@ -63,3 +63,17 @@ def test_a_failed_save_leaves_the_existing_file_untouched(tmp_path, cohort):
         save_model(est, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+@pytest.mark.parametrize("noise", ["learn", np.array([0.02, 0.0])])
+def test_noisy_estimator_round_trips(tmp_path, cohort, noise):
+    est = LearningRuleGLM(rule="reinforce_baseline", weight_noise=noise, max_epochs=1,
+                          random_state=0).fit(cohort)
+    loaded = load_model(save_model(est, tmp_path / "noisy.pt"))
+    assert loaded.noisy_
+    np.testing.assert_array_equal(loaded.score_samples(cohort), est.score_samples(cohort))
+    traj = loaded.predict_trajectory(cohort, smoothed=True)
+    np.testing.assert_array_equal(traj["w_bias_sd"],
+                                  est.predict_trajectory(cohort, smoothed=True)["w_bias_sd"])
+    saved = loaded.get_params()["weight_noise"]
+    assert saved == "learn" if isinstance(noise, str) else saved == [0.02, 0.0]

@@ -23,7 +23,7 @@ def drawn(ax) -> int:
 
 
 def test_the_tutorials_are_the_listed_ones():
-    assert [p.name[:3] for p in TUTORIALS] == ["01_", "02_", "03_", "04_", "05_", "07_"]
+    assert [p.name[:3] for p in TUTORIALS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_"]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

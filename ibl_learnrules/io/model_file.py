@@ -28,6 +28,9 @@ def estimator_config(estimator: LearningRuleGLM) -> dict:
     estimator._check_fitted()
     params = estimator.get_params()
     params["covariates"] = list(params["covariates"])
+    noise = params.get("weight_noise")
+    if noise is not None and not isinstance(noise, str):  # fixed sds: JSON numbers
+        params["weight_noise"] = np.asarray(noise, dtype=float).tolist()
     return {
         "format": SAVE_FORMAT,
         "package_version": __version__,

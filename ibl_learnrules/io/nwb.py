@@ -384,10 +384,13 @@ def _trajectory_container(estimator, nwbfile, trials: pd.DataFrame | None, name:
         raise ValueError(f"trial indices {indices.min()}..{indices.max()} do not fit the "
                          f"{n_rows} rows of the trials table in {source}")
     names = [f"w_{c}" for c in estimator.covariates_]
+    sds = [f"{n}_sd" for n in names]
+    extra = ({"weight_sds": rows[sds].to_numpy(dtype=np.float32)}
+             if all(c in rows for c in sds) else {})
     return LearningTrajectory(
         name=name, rule=estimator.rule_name_, session_id=str(session),
         subject_id=str(rows["subject"].iloc[0]),
-        weights=rows[names].to_numpy(dtype=np.float32),
+        weights=rows[names].to_numpy(dtype=np.float32), **extra,
         weight_names=list(estimator.covariates_),
         p_right=rows["p_right"].to_numpy(dtype=np.float32), trial_indices=indices,
         trials=nwbfile.trials)
@@ -504,15 +507,21 @@ def _open_behavior(nwbfile, source: str):
 def read_trajectory(path: str | Path, name: str | None = None) -> pd.DataFrame:
     """Read a ``LearningTrajectory`` back as a DataFrame like ``predict_trajectory``'s.
 
-    Returns ``subject``, ``session``, ``trial``, ``w_<covariate>`` and ``p_right``.
+    Returns ``subject``, ``session``, ``trial``, ``w_<covariate>``, for a rule with weight
+    noise ``w_<covariate>_sd``, and ``p_right``.
     """
     with _open_nwb(path) as (_, nwbfile):
         found = _find(_open_behavior(nwbfile, str(path)), "LearningTrajectory", name, str(path))
         weights = np.asarray(found.weights[:])
         frame = pd.DataFrame({"subject": found.subject_id, "session": found.session_id,
                               "trial": np.asarray(found.trial_indices[:])})
-        for k, cov in enumerate(_text(found.weight_names[:])):
+        covariates = list(_text(found.weight_names[:]))
+        for k, cov in enumerate(covariates):
             frame[f"w_{cov}"] = weights[:, k]
+        if found.weight_sds is not None:
+            sds = np.asarray(found.weight_sds[:])
+            for k, cov in enumerate(covariates):
+                frame[f"w_{cov}_sd"] = sds[:, k]
         frame["p_right"] = np.asarray(found.p_right[:])
     return frame
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 NAMESPACE = "ndx-learning-rules"
-VERSION = "0.1.0"
+VERSION = "0.2.0"  # 0.2.0: optional weight_sds of LearningTrajectory
 SPEC_DIR = Path(__file__).parent / "spec"
 
 
@@ -49,7 +49,13 @@ def build_types() -> list:
         datasets=[
             NWBDatasetSpec(name="weights", dtype="float32", shape=[None, None],
                            dims=["num_trials", "num_weights"],
-                           doc="GLM weight of each covariate before each trial."),
+                           doc=("GLM weight of each covariate on each trial: rolled forward by "
+                                "the rule, or, for a rule with weight noise, the mean of the "
+                                "filter's belief given the choices up to that trial.")),
+            NWBDatasetSpec(name="weight_sds", dtype="float32", shape=[None, None],
+                           dims=["num_trials", "num_weights"], quantity="?",
+                           doc=("Standard deviation of the filter's belief over each weight "
+                                "(rules with weight noise only).")),
             NWBDatasetSpec(name="weight_names", dtype="text", shape=[None],
                            dims=["num_weights"], doc="Covariate of each weight column."),
             NWBDatasetSpec(name="p_right", dtype="float32", shape=[None], dims=["num_trials"],
