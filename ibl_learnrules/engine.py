@@ -853,6 +853,9 @@ def train_rule(
         rule.load_state_dict(state.best_params)
     else:
         history.best_epoch = len(history.train_loss) - 1
-    if not all_finite(rule.parameters()):  # cannot happen after the checks; never hand out NaN
+    # cannot happen after the checks; never hand out NaN. A fixed parameter may be infinite
+    # on purpose (the log of a noise sd fixed at 0), a trained one may not.
+    trained = [p for p in rule.parameters() if p.requires_grad]
+    if not all_finite(trained) or any(bool(torch.isnan(p).any()) for p in rule.parameters()):
         raise NumericalTroubleError("training ended with non-finite parameters")
     return history
