@@ -134,8 +134,11 @@ def _reward_runs(trials: pd.DataFrame, sizes: DemoSizes,
     report("\nreward runs: fitting dnn and rnn on all the real mice")
     tables = []
     for rule in NETWORKS:
-        est = LearningRuleGLM(rule=rule, **_default_params(sizes)).fit(trials)
-        tables.append(reward_run_ratios(est, trials, ks=sizes.reward_run_ks).assign(rule=rule))
+        with warnings.catch_warnings():  # the no-go trials were reported above
+            warnings.filterwarnings("ignore", message=r".*no-go trial", category=UserWarning)
+            est = LearningRuleGLM(rule=rule, **_default_params(sizes)).fit(trials)
+            ratios = reward_run_ratios(est, trials, ks=sizes.reward_run_ks)
+        tables.append(ratios.assign(rule=rule))
     ratios = pd.concat(tables, ignore_index=True)
     report("Step after k rewarded over after k unrewarded trials (rewarded trials only; 1 = "
            "REINFORCE with baseline), median across mice [mice above 1]:")
