@@ -33,6 +33,8 @@
 # `IBL_MICE_ATTRIBUTION` is the credit line to keep with any figure you make.
 
 # %%
+import warnings
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -48,6 +50,10 @@ mice = mice[mice["subject"].isin(keep)]
 print(f"{mice['subject'].nunique()} mice, {len(mice):,} trials in their first two biased "
       "sessions")
 print(IBL_MICE_ATTRIBUTION)
+# no-go trials (choice 0) carry no choice: every fit and score leaves them out and says so;
+# said once here instead
+print(f"{int((mice['choice'] == 0).sum())} no-go trials, left out of the likelihood")
+warnings.filterwarnings("ignore", message=r".*no-go trial", category=UserWarning)
 
 # %% [markdown]
 # ### Example 1: larger updates after runs of rewards?
@@ -144,5 +150,10 @@ check = check_twins(fitted["rnn"], mice, n_twins=tutorial_size(10), random_state
                     modes=("replay",), psychometrics=False)
 half = check.subjects.groupby("mode")["switch_half_trials"].median()
 print("median trials to half of the post-switch change:", half.round(1).to_dict())
+
+# %% [markdown]
+# Full run: the mice reach half of the change 2.6 trials after a switch (median over mice), the
+# `rnn` rule's replay twins after 5.7: twice as slow, but in the right range. Twins of
+# REINFORCE with baseline take about 33 trials.
 fig = plot_twin_check(check)
 plt.show()
