@@ -129,3 +129,23 @@ class Checkpoint:
                 "meta": self.meta, "state": dict(state)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, lambda tmp: torch.save(blob, tmp))
+
+
+def fit_checkpoint(path: str | Path | None, every: int, resume: bool, arrays,
+                   estimator_params: dict) -> tuple[Checkpoint | None, dict | None]:
+    """Return the :class:`Checkpoint` of an estimator's fit and the state to resume (or None).
+
+    Its key is a fingerprint of the data (``arrays``, :class:`~ibl_learnrules.trials.TrialArrays`)
+    and of the estimator's parameters, so that another fit cannot resume from it.
+    """
+    if path is None:
+        return None, None
+    # verbosity and the device change neither the data nor the optimisation
+    params = {k: v for k, v in estimator_params.items() if k not in ("verbose", "device")}
+    params["covariates"] = list(params["covariates"])
+    key = fingerprint(arrays.subjects, arrays.covariates, arrays.x, arrays.y, arrays.reward,
+                      arrays.correct_side, arrays.new_session, arrays.valid, params)
+    ckpt = Checkpoint(path, every, key)
+    if not (resume and ckpt.exists()):
+        return ckpt, None
+    return ckpt, ckpt.load()["state"]

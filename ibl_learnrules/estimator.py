@@ -24,7 +24,6 @@ __all__ = ["LearningRuleGLM"]
 
 _INIT_WEIGHTS = ("zero", "fitted")
 #: Starting values of learned noise: per-trial sd and the spread of the starting weights.
-_NOISE_START, _INIT_SD_START = 0.05, 0.5
 
 
 def _check_learnable(arrays) -> None:
@@ -207,19 +206,7 @@ class LearningRuleGLM(BaseEstimator):
 
     def _noise_settings(self) -> dict | None:
         """Keyword arguments of :class:`~ibl_learnrules.filtering.WeightNoise` (None: off)."""
-        noise = self.weight_noise
-        if noise is None:
-            return None
-        if isinstance(noise, str):
-            if noise != "learn":
-                raise ValueError(f"weight_noise must be None, 'learn' or standard deviations, "
-                                 f"got {noise!r}")
-            return {"sd": _NOISE_START, "learn_sd": True}
-        sd = np.asarray(noise, dtype=float)
-        if sd.ndim > 1 or not np.isfinite(sd).all() or (sd < 0).any():
-            raise ValueError(f"weight_noise must be None, 'learn' or standard deviations >= 0, "
-                             f"got {noise!r}")
-        return {"sd": sd.tolist(), "learn_sd": False}
+        return filtering.noise_settings(self.weight_noise)
 
     @property
     def noisy_(self) -> bool:
@@ -231,11 +218,7 @@ class LearningRuleGLM(BaseEstimator):
         if self.rule in ("dnn", "rnn"):
             kwargs.setdefault("hidden_size", self.hidden_size)
         rule = make_rule(self.rule, n_weights, **kwargs)
-        noise = self._noise_settings()
-        if noise is None:
-            return rule
-        return filtering.NoisyRule(rule, filtering.WeightNoise(n_weights,
-                                                               init_sd=_INIT_SD_START, **noise))
+        return filtering.with_noise(rule, self._noise_settings())
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "rule_"):
@@ -274,7 +257,8 @@ class LearningRuleGLM(BaseEstimator):
         table, arrays, batch, w0 = self._prepare(X, y)
         with torch.no_grad():
             if self.noisy_:
-                values = self._filtered(batch, w0, arrays, smoothed)
+                values = filtering.beliefs(self.rule_.eval(), batch, w0, arrays.valid,
+                                           smoothed)
             else:
                 res = engine.rollout(self.rule_.eval(), batch, w0, record=True)
                 values = {"p": res.p_right, "w": res.weights, "loglik": res.trial_loglik}
@@ -283,24 +267,6 @@ class LearningRuleGLM(BaseEstimator):
                                 dtype=float)[observed] for k, v in values.items()}
         values["loglik"][~arrays.valid[observed]] = np.nan
         return table, table.index.to_numpy()[arrays.row_position[observed]], values
-
-    def _filtered(self, batch, w0, arrays, smoothed: bool) -> dict:
-        """Per-trial (B, T, ...) values of the filter, and the smoother's when asked."""
-        res = filtering.filter_rollout(self.rule_.eval(), batch, w0, record=True)
-        mean, cov = res.post_mean.cpu().double().numpy(), res.post_cov.cpu().double().numpy()
-        if smoothed:
-            offset = self.rule_.policy_offset()
-            offset = 0.0 if offset is None else offset.detach().cpu().double().numpy()
-            drift = res.drift.cpu().double().numpy()
-            var = self.rule_.noise.var.detach().cpu().double().numpy()
-            mean, cov = mean.copy(), cov.copy()
-            for a in range(arrays.n_animals):
-                m, P = filtering.rts_smooth(mean[a] - offset, cov[a], drift[a], var,
-                                            arrays.valid[a])
-                mean[a], cov[a] = m + offset, P
-        sd = np.sqrt(np.clip(np.diagonal(cov, axis1=-2, axis2=-1), 0.0, None))
-        return {"p": res.p_right, "w": mean, "sd": sd, "loglik": res.trial_loglik,
-                "drift": res.drift}
 
     # ---------------------------------------------------------------------- API
     def fit(self, X: pd.DataFrame, y=None, *, checkpoint: str | Path | None = None,
@@ -355,7 +321,10 @@ class LearningRuleGLM(BaseEstimator):
         self.device_ = device = engine.resolve_device(self.device)
         _, arrays, batch, w0 = self._prepare(X, y, covariates)
         _check_learnable(arrays)
-        ckpt, resume_state = self._checkpoint(arrays, checkpoint, checkpoint_every, resume)
+        from .checkpoint import fit_checkpoint  # imports io, which imports this module
+
+        ckpt, resume_state = fit_checkpoint(checkpoint, checkpoint_every, resume, arrays,
+                                            self.get_params())
         rng = check_random_state(self.random_state)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.randint(2**31 - 1)))
@@ -388,23 +357,6 @@ class LearningRuleGLM(BaseEstimator):
                                       "val_loss": history.val_loss or np.nan})
         self.classes_ = np.array([0, 1])
         return self
-
-    def _checkpoint(self, arrays, path, every: int, resume: bool):
-        """Return the fit's :class:`~ibl_learnrules.checkpoint.Checkpoint` and state to resume."""
-        if path is None:
-            return None, None
-        from .checkpoint import Checkpoint, fingerprint
-
-        # verbosity and the device change neither the data nor the optimisation
-        params = {k: v for k, v in self.get_params().items() if k not in ("verbose", "device")}
-        params["covariates"] = list(params["covariates"])
-        key = fingerprint(arrays.subjects, arrays.covariates, arrays.x, arrays.y,
-                          arrays.reward, arrays.correct_side, arrays.new_session,
-                          arrays.valid, params)
-        ckpt = Checkpoint(path, every, key)
-        if not (resume and ckpt.exists()):
-            return ckpt, None
-        return ckpt, ckpt.load()["state"]
 
     def score(self, X: pd.DataFrame, y=None) -> float:
         """Mean per-trial log-likelihood (nats) of the choices in ``X``; higher is better.

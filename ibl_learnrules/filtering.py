@@ -442,3 +442,61 @@ def share_table(subjects, drift: np.ndarray, noise_var: np.ndarray, valid: np.nd
         row["share"] = share[-1]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: Starting values of a learned noise sd and of the starting weights' spread.
+NOISE_START, INIT_SD_START = 0.05, 0.5
+
+
+def noise_settings(weight_noise) -> dict | None:
+    """Check an estimator's ``weight_noise``; return :class:`WeightNoise` keywords (None: off).
+
+    Examples
+    --------
+    >>> noise_settings("learn")
+    {'sd': 0.05, 'learn_sd': True}
+    >>> noise_settings([0.1, 0.0])
+    {'sd': [0.1, 0.0], 'learn_sd': False}
+    """
+    if weight_noise is None:
+        return None
+    if isinstance(weight_noise, str):
+        if weight_noise != "learn":
+            raise ValueError(f"weight_noise must be None, 'learn' or standard deviations, "
+                             f"got {weight_noise!r}")
+        return {"sd": NOISE_START, "learn_sd": True}
+    sd = np.asarray(weight_noise, dtype=float)
+    if sd.ndim > 1 or not np.isfinite(sd).all() or (sd < 0).any():
+        raise ValueError(f"weight_noise must be None, 'learn' or standard deviations >= 0, "
+                         f"got {weight_noise!r}")
+    return {"sd": sd.tolist(), "learn_sd": False}
+
+
+def with_noise(rule: LearningRule, settings: dict | None) -> LearningRule:
+    """Return ``rule`` carrying weight noise built from :func:`noise_settings` (or bare)."""
+    if settings is None:
+        return rule
+    return NoisyRule(rule, WeightNoise(rule.n_weights, init_sd=INIT_SD_START, **settings))
+
+
+def beliefs(rule: NoisyRule, batch: TensorBatch, w0: torch.Tensor, valid: np.ndarray,
+            smoothed: bool) -> dict:
+    """Per-trial (B, T, ...) filtered (or smoothed) beliefs over the policy weights.
+
+    Returns ``p`` (one-step-ahead p(right)), ``w`` and ``sd`` (the belief's mean and standard
+    deviations), ``loglik`` and ``drift`` (the rule's update).
+    """
+    res = filter_rollout(rule, batch, w0, record=True)
+    mean, cov = res.post_mean.cpu().double().numpy(), res.post_cov.cpu().double().numpy()
+    if smoothed:
+        offset = rule.policy_offset()
+        offset = 0.0 if offset is None else offset.detach().cpu().double().numpy()
+        drift = res.drift.cpu().double().numpy()
+        var = rule.noise.var.detach().cpu().double().numpy()
+        mean, cov = mean.copy(), cov.copy()
+        for a in range(mean.shape[0]):
+            m, P = rts_smooth(mean[a] - offset, cov[a], drift[a], var, valid[a])
+            mean[a], cov[a] = m + offset, P
+    sd = np.sqrt(np.clip(np.diagonal(cov, axis1=-2, axis2=-1), 0.0, None))
+    return {"p": res.p_right, "w": mean, "sd": sd, "loglik": res.trial_loglik,
+            "drift": res.drift}
