@@ -38,6 +38,7 @@ def assert_identical(a, b):
     ("rnn", {}),
     ("dnn", {"early_stopping": True, "validation_fraction": 0.25, "patience": 1}),
     ("dnn", {"engine": "torch"}),
+    ("dnn", {"weight_noise": "learn"}),  # the filter, a per-trial torch loop
 ])
 def test_same_seed_same_parameters(cohort, rule, params):
     def fit(global_seed):
@@ -50,6 +51,18 @@ def test_same_seed_same_parameters(cohort, rule, params):
     assert_identical(parameters(first), parameters(second))
     pd.testing.assert_frame_equal(first.history_, second.history_, check_exact=True)
     np.testing.assert_array_equal(first.predict_proba(cohort), second.predict_proba(cohort))
+
+
+def test_twins_of_a_noisy_rule_are_reproducible(cohort):
+    from ibl_learnrules.twins import check_twins
+
+    est = LearningRuleGLM(rule="reinforce_baseline", weight_noise="learn", random_state=0,
+                          **FAST).fit(cohort)
+    # free twins sample choices and weight noise; replay twins sample choices: all from the seed
+    runs = [check_twins(est, cohort, n_twins=3, random_state=5, psychometrics=False)
+            for _ in range(2)]
+    pd.testing.assert_frame_equal(runs[0].sessions, runs[1].sessions, check_exact=True)
+    pd.testing.assert_frame_equal(runs[0].summary, runs[1].summary, check_exact=True)
 
 
 def test_another_seed_other_parameters(cohort):
