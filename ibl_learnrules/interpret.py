@@ -385,8 +385,20 @@ def reward_history_updates(
     >>> sorted(updates["context"].unique())
     ['mixed', 'rewarded', 'start', 'unrewarded']
     """
+    _check_run_length(k)
+    table, out, rows = _teacher_forced_updates(model, trials, covariates)
+    out.insert(3, "context", _contexts(table, k)[rows])
+    out.index = trials.index[out.index.to_numpy()]
+    return out
+
+
+def _check_run_length(k) -> None:
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+
+
+def _teacher_forced_updates(model, trials: pd.DataFrame, covariates):
+    """Return the validated table, the per-trial updates (indexed by its rows) and those rows."""
     rule, covariates = _resolve(model, covariates)
     table = validate_trials(trials.reset_index(drop=True))
     arrays = featurize(table, covariates, warn_nogo=False)
@@ -403,7 +415,6 @@ def reward_history_updates(
     keep = arrays.valid
     rows = arrays.row_position[keep]
     out = table.iloc[rows][["subject", "session", "trial"]].copy()
-    out["context"] = _contexts(table, k)[rows]
     out["choice"] = arrays.y[keep]
     out["reward"] = arrays.reward[keep]
     out["p_right"] = p_right[keep]
@@ -412,8 +423,7 @@ def reward_history_updates(
         out[f"dw_{name}"] = dw[..., j][keep]
     for j, name in enumerate(covariates):
         out[f"grad_{name}"] = grad[..., j][keep]
-    out.index = trials.index[out.index.to_numpy()]
-    return out
+    return table, out, rows
 
 
 def summarize_reward_history(updates: pd.DataFrame) -> pd.DataFrame:
@@ -506,9 +516,13 @@ def reward_run_ratios(model, trials: pd.DataFrame, ks: Sequence[int] = (1, 2, 3,
     >>> bool(np.allclose(ratios["ratio"], 1.0))
     True
     """
+    for k in ks:
+        _check_run_length(k)
+    # one rollout: only the contexts depend on k
+    table, updates, positions = _teacher_forced_updates(model, trials, covariates)
     rows = []
     for k in ks:
-        updates = reward_history_updates(model, trials, k=k, covariates=covariates)
+        updates["context"] = _contexts(table, k)[positions]
         rewarded = updates[updates["reward"] == 1.0]
         for subject, animal in rewarded.groupby("subject", sort=False):
             summary = summarize_reward_history(animal).set_index(["context", "covariate"])
