@@ -23,30 +23,36 @@ Parts:
   interquartile range, and the number of mice whose ratio exceeds 1.
 
 Every estimator is ``LearningRuleGLM(rule=name)`` with the package defaults, seed 0.
+``--network-params '{"free_running": 0.3}'`` measures a variant of ``dnn`` and ``rnn``
+(extra estimator parameters, JSON) against the same classic rules; ``--rules`` limits the
+rules fitted (``reinforce_baseline``, the reference, is always one).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 
 import pandas as pd
+from sklearn.base import clone
 from sklearn.model_selection import GroupKFold
 
-from ibl_learnrules import load_ks014
+from ibl_learnrules import LearningRuleGLM, load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.evaluation import compare_rules, held_out_future, paired_test, summarize
 from ibl_learnrules.interpret import reward_run_ratios
 
 RULES = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
+NETWORKS = ("dnn", "rnn")
 REFERENCE = "reinforce_baseline"
 
 
-def report(title: str, table: pd.DataFrame, seconds: float) -> None:
+def report(title: str, table: pd.DataFrame, seconds: float, networks) -> None:
     print(f"\n## {title} ({seconds:.0f} s)")
     print(summarize(table).round(4).to_string())
-    for rule in ("dnn", "rnn"):
+    for rule in networks:
         test = paired_test(table, rule, REFERENCE)
         print(f"{rule} - {REFERENCE}: {test['mean_diff']:+.4f} nats/trial, "
               f"{int(test['n_a_better'])}/{int(test['n_animals'])} mice better, "
@@ -58,41 +64,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="training,ks014,biased,reward_runs")
     parser.add_argument("--biased-sessions", type=int, default=5)
+    parser.add_argument("--network-params", type=json.loads, default={},
+                        help="JSON: extra LearningRuleGLM parameters of dnn and rnn")
+    parser.add_argument("--rules", default=",".join(RULES))
     args = parser.parse_args()
     parts = args.parts.split(",")
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; rules {RULES}; "
-          "package defaults")
+    names = list(dict.fromkeys(args.rules.split(",") + [REFERENCE]))
+    rules = {name: LearningRuleGLM(rule=name, random_state=0,
+                                   **(args.network_params if name in NETWORKS else {}))
+             for name in names}
+    networks = [name for name in NETWORKS if name in names]
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; rules {names}; "
+          "package defaults" + (f", networks with {args.network_params}"
+                                if args.network_params else ""))
     if "training" in parts:
         trials = load_ibl_mice("training")
         start = time.perf_counter()
-        table = compare_rules(trials, RULES, cv=GroupKFold(5))
+        table = compare_rules(trials, rules, cv=GroupKFold(5))
         report(f"27 mice, training sessions, {len(trials):,} trials, GroupKFold(5)", table,
-               time.perf_counter() - start)
+               time.perf_counter() - start, networks)
     if "ks014" in parts:
         start = time.perf_counter()
-        table = held_out_future(load_ks014(), RULES, n_train_sessions=10)
+        table = held_out_future(load_ks014(), rules, n_train_sessions=10)
         seconds = time.perf_counter() - start
         print(f"\n## KS014, sessions 0-9 fitted, 10-14 scored ({seconds:.0f} s)")
         scores = table.set_index("rule")["loglik"]
         print(scores.round(4).to_string())
-        for rule in ("dnn", "rnn"):
+        for rule in networks:
             print(f"{rule} - {REFERENCE}: {scores[rule] - scores[REFERENCE]:+.4f} nats/trial")
     if "biased" in parts:
         trials = load_ibl_mice("biased", max_sessions=args.biased_sessions)
         start = time.perf_counter()
-        table = compare_rules(trials, RULES, cv=GroupKFold(5))
+        table = compare_rules(trials, rules, cv=GroupKFold(5))
         report(f"27 mice, first {args.biased_sessions} biased sessions, {len(trials):,} "
-               "trials, GroupKFold(5)", table, time.perf_counter() - start)
+               "trials, GroupKFold(5)", table, time.perf_counter() - start, networks)
 
     if "reward_runs" in parts:
-        from ibl_learnrules import LearningRuleGLM
-
         trials = load_ibl_mice("biased", max_sessions=args.biased_sessions)
         print(f"\n## Updates after runs of rewards ({len(trials):,} biased trials, 27 mice; "
               "ratio of |effective rate| on rewarded trials after k rewarded vs after k "
               "unrewarded trials)")
-        for rule in ("dnn", "rnn"):
-            est = LearningRuleGLM(rule=rule, random_state=0).fit(trials)
+        for rule in networks:
+            est = clone(rules[rule]).fit(trials)
             for (k, name), group in reward_run_ratios(est, trials).groupby(
                     ["k", "covariate"], sort=False):
                 q = group["ratio"].quantile([0.25, 0.5, 0.75]).to_numpy()

@@ -13,7 +13,9 @@ median; KS014: 14) and how many twins never get there, the easy-trial correct RM
 KS014 over sessions, and the twins' median fraction of debiasing trials. The issue's targets:
 median within 3 sessions of KS014's, RMS <= 0.15.
 
-Noisy variants run the filter (a per-trial torch loop): a few minutes each on 2 cores.
+Noisy variants run the filter, free-running ones (``free_running``, the weight of the
+free-running likelihood in the loss) a mean-field loop: both per-trial torch loops, a few
+minutes each on 2 cores.
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ VARIANTS = {
     "dnn_prev_choice": dict(rule="dnn", covariates=HISTORY),
     "dnn_noise": dict(rule="dnn", **NOISE),
     "dnn_noise_wd10": dict(rule="dnn", weight_decay=10.0, **NOISE),
+    "dnn_free03": dict(rule="dnn", free_running=0.3),
+    "dnn_free1": dict(rule="dnn", free_running=1.0),
     "rnn": dict(rule="rnn"),
+    "rnn_free03": dict(rule="rnn", free_running=0.3),
+    "rnn_free1": dict(rule="rnn", free_running=1.0),
     "rnn_noise": dict(rule="rnn", **NOISE),
     "rnn_noise_wd10": dict(rule="rnn", weight_decay=10.0, **NOISE),
 }

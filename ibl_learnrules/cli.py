@@ -125,6 +125,7 @@ def _fit(args: argparse.Namespace) -> None:
 
     trials = _read_trials(args)
     est = _fit_with_checkpoint(LearningRuleGLM(rule=args.rule, weight_noise=args.weight_noise,
+                                               free_running=args.free_running,
                                                **_estimator_params(args)), trials, args)
     save_model(est, args.out)
     if not args.quiet:
@@ -347,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'learn', or a fixed standard deviation: Gaussian noise on the "
                           "weights after every trial, on top of the rule (slower: a filter); "
                           "use --tbptt 500 or more with it")
+    fit.add_argument("--free-running", type=float, default=0.0, metavar="WEIGHT",
+                     help="weight of the free-running likelihood in the loss (the rule run on "
+                          "its own expected choices), so that its twins learn at the "
+                          "animals' pace; slower (default 0: teacher forcing only)")
     fit.add_argument("--nwb-results", metavar="DIR",
                      help="with --nwb: write one results file per session into DIR "
                           "(trajectory, fitted rule), linked to the untouched source file")

@@ -453,6 +453,14 @@ class ChunkRunner:
         return ChunkRunner(self.rule, self.batch.animal(animal),
                            "fused" if self.fused else "torch")
 
+    def policy_weights(self, w):
+        """Return the GLM's weights: the carried ones (tensor or array) plus the rule's offset."""
+        offset = self.rule.policy_offset()
+        if offset is None:
+            return w
+        offset = offset.detach()
+        return w + (offset.cpu().numpy() if isinstance(w, np.ndarray) else offset)
+
 
 def _row(value, animal: int):
     """Animal ``animal``'s row of carried weights or state (tensor, array, tuple or None)."""
@@ -604,22 +612,11 @@ def _blame(runner: ChunkRunner, w, state, start: int, stop: int, need_grad: bool
                                                stop, need_grad=need_grad)
         grads_ok = not need_grad or all_finite(p.grad for p in params)
         if (not (math.isfinite(loglik) and grads_ok)
-                or weight_trouble(_policy_weights(runner.rule, w_end), max_weight)):
+                or weight_trouble(runner.policy_weights(w_end), max_weight)):
             culprits.append(names[animal])
     for p in params:
         p.grad = None
     return culprits
-
-
-def _policy_weights(rule: LearningRule, w):
-    """Return the GLM's weights: carried ones (tensor or array) plus the rule's offset."""
-    if isinstance(w, tuple):  # a filter's belief (mean, covariance): its mean is the policy's
-        return w[0]
-    offset = rule.policy_offset()
-    if offset is None:
-        return w
-    offset = offset.detach()
-    return w + (offset.cpu().numpy() if isinstance(w, np.ndarray) else offset)
 
 
 def _clip_gradient(params: list, grad_clip: float | None) -> bool:
@@ -650,7 +647,7 @@ def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, c
         elif learn and not _clip_gradient(params, grad_clip):
             what = "non-finite gradient"
         else:
-            what = weight_trouble(_policy_weights(state.rule, w), max_weight)
+            what = weight_trouble(runner.policy_weights(w), max_weight)
         if what is not None:
             raise Trouble(state.epoch, f"trials {a}-{b}", what,
                           _blame(runner, w_before, carried_before, a, b, learn, max_weight,

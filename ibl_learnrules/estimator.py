@@ -17,6 +17,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
 from . import engine, filtering, simulate
+from .closed_loop import ClosedLoopRunner
 from .rules import get_rule_class, make_rule
 from .trials import check_choices, check_covariates, featurize, validate_trials
 
@@ -105,6 +106,15 @@ class LearningRuleGLM(BaseEstimator):
         noise low: on one simulated mouse, ``tbptt=100`` gave a bias sd of 0.013, 500 gave
         0.021 and the whole trajectory 0.019, for a truth of 0.03 (PsyTrack: 0.021). Prefer
         ``tbptt`` of 500 or more with noise.
+    free_running : float
+        Weight of the free-running likelihood in the training loss
+        (:mod:`ibl_learnrules.closed_loop`): the animals' choices scored while the weights
+        move by the rule's expected update under its own policy, not by the animal's
+        choices. 0 (default) trains on teacher forcing alone. A positive weight keeps a rule
+        from predicting by following the animal's choices, so that its free-running twins
+        learn at the animal's pace (``benchmarks/bench_twins.py``); teacher-forced scores
+        drop a little. This part runs a per-trial torch loop: fits are several times slower.
+        Not combined with ``weight_noise``.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     engine : {"auto", "torch", "fused"}
@@ -158,6 +168,7 @@ class LearningRuleGLM(BaseEstimator):
         weight_decay: float = 0.0,
         rule_params: Mapping | None = None,
         weight_noise=None,
+        free_running: float = 0.0,
         device: str = "auto",
         engine: str = "auto",
         random_state: int | None = None,
@@ -179,6 +190,7 @@ class LearningRuleGLM(BaseEstimator):
         self.weight_decay = weight_decay
         self.rule_params = rule_params
         self.weight_noise = weight_noise
+        self.free_running = free_running
         self.device = device
         self.engine = engine
         self.random_state = random_state
@@ -200,6 +212,11 @@ class LearningRuleGLM(BaseEstimator):
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         self._noise_settings()
+        if not (isinstance(self.free_running, (int, float)) and self.free_running >= 0):
+            raise ValueError(f"free_running must be a number >= 0, got {self.free_running!r}")
+        if self.free_running and self._noise_settings() is not None:
+            raise ValueError("free_running and weight_noise cannot be combined: the noisy "
+                             "rule's likelihood comes from a filter over the weights")
         if not 0 < self.validation_fraction < 1:
             raise ValueError("validation_fraction must lie in (0, 1), "
                              f"got {self.validation_fraction!r}")
@@ -207,6 +224,14 @@ class LearningRuleGLM(BaseEstimator):
     def _noise_settings(self) -> dict | None:
         """Keyword arguments of :class:`~ibl_learnrules.filtering.WeightNoise` (None: off)."""
         return filtering.noise_settings(self.weight_noise)
+
+    def _runner_class(self):
+        """How training runs a chunk: the filter, teacher forcing plus free running, or plain."""
+        if self._noise_settings():
+            return filtering.FilterRunner
+        if self.free_running:
+            return ClosedLoopRunner.factory(self.free_running)
+        return None
 
     @property
     def noisy_(self) -> bool:
@@ -347,7 +372,7 @@ class LearningRuleGLM(BaseEstimator):
             weight_decay=self.weight_decay, checkpoint=ckpt, resume=resume_state,
             names=[arrays.subjects[i] for i in train],
             val_names=val_names,
-            runner_class=filtering.FilterRunner if self._noise_settings() else None,
+            runner_class=self._runner_class(),
             progress=engine.progress_bar(self.max_epochs, f"fit {self.rule}", self.verbose))
         self.rule_, self.rule_name_, self.covariates_ = rule.eval(), self.rule, covariates
         self.subjects_ = arrays.subjects

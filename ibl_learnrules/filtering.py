@@ -316,6 +316,10 @@ class FilterRunner:
         """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
         return FilterRunner(self.rule, self.batch.animal(animal))
 
+    def policy_weights(self, w):
+        """Return the GLM's weights of a carried belief ``(mean, P)``: its mean."""
+        return w[0]
+
     def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
         """Run trials ``start:stop``; return ``(loglik_sum, (m, P), state)``."""
         m, P = w

@@ -1,0 +1,187 @@
+"""The free-running part of the training objective: the rule left to run on its own choices.
+
+Teacher forcing rolls a rule forward on the animal's own choices, so a rule can predict the
+next choice well by *following* those choices (an update that tracks the choice whatever the
+outcome) and still, left alone, learn nothing like the animal: the tracking averages out
+when the choices are its own. A rule run free is a twin (:mod:`ibl_learnrules.twins`); its
+choices are random, but its *expected* trajectory is not. :func:`mean_field_rollout` rolls
+the weights forward by the update expected under the rule's own policy,
+
+    w_{t+1} = w_t + p_t dw(choice right, its reward) + (1 - p_t) dw(choice left, its reward),
+
+on the animal's stimuli (the reward of each choice follows from the trial's correct side),
+and scores the animal's choices with the policy of those weights. No choice of the animal
+moves them, so this likelihood is high only for a rule that, by itself, learns at the
+animal's pace. :class:`ClosedLoopRunner` adds it, weighted, to the teacher-forced
+likelihood during training (``LearningRuleGLM(free_running=...)``).
+
+A recurrent rule's state is mixed the same way (``p h(right) + (1 - p) h(left)``): exact for
+the update of a memoryless rule, an approximation for a state that enters the next update
+non-linearly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .engine import ChunkRunner, RolloutResult, TensorBatch, _detach, _keep_where
+from .rules.base import LearningRule, TrialStep
+
+__all__ = ["mean_field_rollout", "ClosedLoopRunner"]
+
+
+def _mix(p: torch.Tensor, right, left):
+    """``p * right + (1 - p) * left`` for tensors, or tuples of them (None stays None)."""
+    if right is None:
+        return None
+    if isinstance(right, torch.Tensor):
+        q = p.reshape(p.shape + (1,) * (right.dim() - p.dim()))
+        return q * right + (1 - q) * left
+    return type(right)(_mix(p, a, b) for a, b in zip(right, left, strict=True))
+
+
+def _twice(value):
+    """Stack ``value`` on itself along the animals (the two choices in one rule call)."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return torch.cat([value, value], 0)
+    return type(value)(_twice(v) for v in value)
+
+
+def _halves(value, n: int):
+    """Split what :func:`_twice` stacked: ``(first n rows, the rest)``."""
+    if value is None:
+        return None, None
+    if isinstance(value, torch.Tensor):
+        return value[:n], value[n:]
+    pairs = [_halves(v, n) for v in value]
+    return type(value)(a for a, _ in pairs), type(value)(b for _, b in pairs)
+
+
+def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, state=None, *,
+                       start: int = 0, stop: int | None = None,
+                       record: bool = False) -> RolloutResult:
+    """Roll the weights forward by the rule's expected update under its own policy.
+
+    Parameters
+    ----------
+    rule : LearningRule
+        The learning rule.
+    batch : TensorBatch
+        The animals' trials: their stimuli drive the weights, their choices are only scored.
+    w : Tensor (B, K)
+        Rule weights before trial ``start`` (the policy adds ``rule.policy_offset()``).
+    state : optional
+        Rule state before ``start``; ``rule.initial_state`` when left out at trial 0.
+    start, stop : int
+        Trial range (``stop`` defaults to ``batch.n_trials``).
+    record : bool
+        Keep per-trial policy weights, p(right) and log-likelihoods.
+
+    Returns
+    -------
+    RolloutResult
+        Log-likelihood of the animals' choices under the free-running policy, summed over the
+        valid trials of the range.
+
+    Examples
+    --------
+    >>> from ibl_learnrules import featurize, simulate_cohort
+    >>> from ibl_learnrules.rules import ReinforceBaseline
+    >>> batch = TensorBatch.from_arrays(featurize(simulate_cohort(2, n_trials=50,
+    ...                                 random_state=0)), torch.device("cpu"))
+    >>> res = mean_field_rollout(ReinforceBaseline(2, alpha=0.1), batch, torch.zeros(2, 2))
+    >>> tuple(res.loglik.shape), bool((res.loglik < 0).all())
+    ((2,), True)
+    """
+    stop = batch.n_trials if stop is None else stop
+    n = batch.n_animals
+    if state is None and start == 0:
+        state = rule.initial_state(n, w.device)
+    offset = rule.policy_offset()
+    loglik = torch.zeros(n, dtype=w.dtype, device=w.device)
+    choices = torch.cat([torch.ones(n, dtype=w.dtype, device=w.device),
+                         torch.zeros(n, dtype=w.dtype, device=w.device)])
+    weights, p_right, trial_ll = [], [], []
+    for t in range(start, stop):
+        x, correct_side, new_session, valid = batch.trial(t)
+        logit = ((w if offset is None else w + offset) * x).sum(-1)
+        p = torch.sigmoid(logit)
+        ll = -valid * F.binary_cross_entropy_with_logits(logit, batch.y[:, t], reduction="none")
+        loglik = loglik + ll
+        if record:
+            weights.append(w if offset is None else w + offset)
+            p_right.append(p)
+            trial_ll.append(ll)
+        # both choices in one call: the first n rows chose right, the last n left
+        side = _twice(correct_side)
+        reward = torch.cat([correct_side, 1 - correct_side])
+        step = TrialStep(_twice(x), choices, reward, side, _twice(new_session), _twice(p))
+        dw, new_state = rule(_twice(w), step, _twice(state))
+        w = w + valid.unsqueeze(-1) * _mix(p, *_halves(dw, n))
+        state = _keep_where(valid, _mix(p, *_halves(new_state, n)), state)
+    result = RolloutResult(loglik=loglik, w=w, state=state)
+    if record:
+        result.weights = torch.stack(weights, 1)
+        result.p_right, result.trial_loglik = torch.stack(p_right, 1), torch.stack(trial_ll, 1)
+    return result
+
+
+class ClosedLoopRunner:
+    """Train on the teacher-forced *and* the free-running likelihood, ``tf + weight * free``.
+
+    A drop-in for :class:`~ibl_learnrules.engine.ChunkRunner` in
+    :func:`~ibl_learnrules.engine.train_rule` (build it with :meth:`factory`). The teacher-
+    forced part runs through the rule's kernel where it has one; the free-running part
+    (:func:`mean_field_rollout`) is a per-trial torch loop. Each carries its own weights and
+    state from chunk to chunk, detached, as truncated back-propagation does.
+    """
+
+    def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto",
+                 weight: float = 1.0):
+        if not weight >= 0:
+            raise ValueError(f"the free-running weight must be >= 0, got {weight!r}")
+        self.rule, self.batch, self.weight, self.engine = rule, batch, float(weight), engine
+        self.teacher = ChunkRunner(rule, batch, engine)
+
+    @classmethod
+    def factory(cls, weight: float):
+        """Return a ``runner_class`` for :func:`~ibl_learnrules.engine.train_rule`."""
+        def build(rule, batch, engine="auto"):
+            return cls(rule, batch, engine, weight)
+        return build
+
+    def start(self, w0: torch.Tensor):
+        """Weights and states of both parts before trial 0."""
+        w, state = self.teacher.start(w0)
+        return (w, w0.clone()), (state, self.rule.initial_state(self.batch.n_animals,
+                                                                 w0.device))
+
+    def only(self, animal: int) -> ClosedLoopRunner:
+        """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
+        return ClosedLoopRunner(self.rule, self.batch.animal(animal), self.engine, self.weight)
+
+    def policy_weights(self, w):
+        """Return both parts' GLM weights side by side (numerical checks look at them all)."""
+        taught = self.teacher.policy_weights(w[0])
+        free = w[1] if self.rule.policy_offset() is None else w[1] + self.rule.policy_offset()
+        free = free.detach()
+        if isinstance(taught, np.ndarray):
+            free = free.cpu().numpy()
+            return np.concatenate([taught, free.astype(taught.dtype)], -1)
+        return torch.cat([taught.detach(), free.to(taught.dtype)], -1)
+
+    def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
+        """Run trials ``start:stop``; return ``(tf + weight * free loglik, weights, states)``."""
+        taught, w_taught, s_taught = self.teacher(w[0], state[0], start, stop, need_grad,
+                                                  loss_norm)
+        with torch.set_grad_enabled(need_grad and self.weight > 0):
+            free = mean_field_rollout(self.rule, self.batch, w[1], state[1], start=start,
+                                      stop=stop)
+            if need_grad and self.weight > 0:
+                (-self.weight * free.loglik.sum() / loss_norm).backward()
+        loglik = taught + self.weight * float(free.loglik.detach().sum())
+        return loglik, (w_taught, free.w.detach()), (s_taught, _detach(free.state))

@@ -1,0 +1,104 @@
+"""The free-running (mean-field) likelihood, and training on it (``free_running=``)."""
+
+import pandas as pd
+import pytest
+import torch
+
+from ibl_learnrules import LearningRuleGLM, featurize, simulate_cohort
+from ibl_learnrules.closed_loop import ClosedLoopRunner, mean_field_rollout
+from ibl_learnrules.engine import Replay, TensorBatch, rollout
+from ibl_learnrules.rules import RewardMax, make_rule
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def small_batch():
+    trials = simulate_cohort(3, n_trials=300, random_state=4)
+    trials.loc[trials.index[::37], "choice"] = 0  # no-go trials: no likelihood, no update
+    return TensorBatch.from_arrays(featurize(trials), CPU, dtype=torch.float64)
+
+
+def _rule(name, **params):
+    torch.manual_seed(0)
+    return make_rule(name, 2, **params).double()
+
+
+@pytest.mark.parametrize("beta", [-5.0, 0.0, 0.7, 3.0])
+def test_reinforce_baseline_runs_free_as_reward_max(small_batch, beta):
+    # under its own policy E[(r - beta)(y - p)] = p (1 - p) (r_right - r_left): the baseline
+    # cancels, and what is left is reward_max's update, which never looks at the choice
+    free = mean_field_rollout(_rule("reinforce_baseline", alpha=0.3, beta=beta), small_batch,
+                              torch.zeros(3, 2, dtype=torch.float64), record=True)
+    reward_max = rollout(RewardMax(2, alpha=0.3).double(), small_batch,
+                         torch.zeros(3, 2, dtype=torch.float64), record=True)
+    torch.testing.assert_close(free.weights, reward_max.weights)
+    torch.testing.assert_close(free.loglik, reward_max.loglik)
+
+
+def test_mean_field_is_the_average_of_free_running_twins():
+    # 2,000 twins replay one animal's stimuli with choices drawn from their own policy; their
+    # mean p(right) per trial must follow the mean-field trajectory. The per-trial standard
+    # error of that mean is <= 0.5 / sqrt(2000) = 0.011, so 0.04 leaves 3.5 standard errors
+    # plus room for the mean field's second-order error (alpha = 0.2, 150 trials); a mix
+    # with p and 1 - p swapped misses by more than 0.1 here.
+    one = simulate_cohort(1, n_trials=150, random_state=1)
+    twins = pd.concat([one.assign(subject=f"t{i:04d}") for i in range(2000)],
+                      ignore_index=True)
+    batch = TensorBatch.from_arrays(featurize(twins), CPU, dtype=torch.float64)
+    rule = _rule("reinforce", alpha=0.2)
+    w0 = torch.zeros(batch.n_animals, 2, dtype=torch.float64)
+    with torch.no_grad():
+        sampled = rollout(rule, Replay(batch, torch.Generator().manual_seed(0)), w0,
+                          record=True)
+        free = mean_field_rollout(rule, batch.animal(0), w0[:1], record=True)
+    gap = (sampled.p_right.mean(0) - free.p_right[0]).abs().max()
+    assert gap < 0.04
+    assert float((free.p_right[0, -20:] - free.p_right[0, :20]).abs().mean()) > 0.1  # it learns
+
+
+@pytest.mark.parametrize("name", ["reinforce_baseline", "dnn", "rnn"])
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+def test_runner_gradient_is_that_of_the_weighted_sum(small_batch, name, engine):
+    weight, norm = 0.4, 250.0
+    w0 = torch.zeros(3, 2, dtype=torch.float64)
+    rule = _rule(name)
+    runner = ClosedLoopRunner(rule, small_batch, engine, weight)
+    w, state = runner.start(w0)
+    loglik, _, _ = runner(w, state, 0, 120, need_grad=True, loss_norm=norm)
+    got = [p.grad.clone() for p in rule.parameters()]
+    rule.zero_grad()
+    taught = rollout(rule, small_batch, w0, start=0, stop=120).loglik.sum()
+    free = mean_field_rollout(rule, small_batch, w0, start=0, stop=120).loglik.sum()
+    (-(taught + weight * free) / norm).backward()
+    assert loglik == pytest.approx(float(taught + weight * free), rel=1e-9)
+    for g, p in zip(got, rule.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad)
+
+
+def test_fitting_free_running_raises_the_free_running_likelihood():
+    # learners that track their own choices (a baseline far above the reward): teacher
+    # forcing alone fits that tracking; with the free-running term the fitted rule must
+    # predict the choices better when left to run on its own
+    truth = make_rule("reinforce_baseline", 2, alpha=0.05, beta=-2.0)
+    trials = simulate_cohort(4, truth, n_trials=400, random_state=0)
+    batch = TensorBatch.from_arrays(featurize(trials), CPU)
+
+    def free_loglik(est):
+        with torch.no_grad():
+            return float(mean_field_rollout(est.rule_, batch, torch.zeros(4, 2)).loglik.sum())
+
+    params = dict(rule="dnn", max_epochs=15, random_state=0)
+    plain = LearningRuleGLM(**params).fit(trials)
+    closed = LearningRuleGLM(free_running=1.0, **params).fit(trials)
+    assert free_loglik(closed) > free_loglik(plain)
+    assert closed.history_["train_loss"].notna().all()
+    assert closed.get_params()["free_running"] == 1.0
+
+
+def test_free_running_zero_is_plain_teacher_forcing():
+    trials = simulate_cohort(2, n_trials=200, random_state=0)
+    a = LearningRuleGLM(rule="dnn", max_epochs=2, random_state=0).fit(trials)
+    b = LearningRuleGLM(rule="dnn", max_epochs=2, random_state=0, free_running=0.0).fit(trials)
+    for p, q in zip(a.rule_.parameters(), b.rule_.parameters(), strict=True):
+        assert torch.equal(p, q)
