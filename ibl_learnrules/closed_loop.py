@@ -22,11 +22,13 @@ non-linearly.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine import ChunkRunner, RolloutResult, TensorBatch, _detach, _keep_where
+from .engine import ChunkRunner, RolloutResult, TensorBatch, _keep_where
 from .rules.base import LearningRule, TrialStep
 
 __all__ = ["mean_field_rollout", "ClosedLoopRunner"]
@@ -134,10 +136,11 @@ class ClosedLoopRunner:
     """Train on the teacher-forced *and* the free-running likelihood, ``tf + weight * free``.
 
     A drop-in for :class:`~ibl_learnrules.engine.ChunkRunner` in
-    :func:`~ibl_learnrules.engine.train_rule` (build it with :meth:`factory`). The teacher-
-    forced part runs through the rule's kernel where it has one; the free-running part
-    (:func:`mean_field_rollout`) is a per-trial torch loop. Each carries its own weights and
-    state from chunk to chunk, detached, as truncated back-propagation does.
+    :func:`~ibl_learnrules.engine.train_rule` (build it with :meth:`factory`): two chunk
+    runners, one teacher-forced and one free-running, each through the rule's compiled
+    kernel where it has one (``dnn`` has both; elsewhere the free part is a per-trial torch
+    loop). Each carries its own weights and state from chunk to chunk, detached, as
+    truncated back-propagation does.
     """
 
     def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto",
@@ -146,6 +149,9 @@ class ClosedLoopRunner:
             raise ValueError(f"the free-running weight must be >= 0, got {weight!r}")
         self.rule, self.batch, self.weight, self.engine = rule, batch, float(weight), engine
         self.teacher = ChunkRunner(rule, batch, engine)
+        # the free part has no kernel for most rules: "fused" must not refuse them
+        self.free = ChunkRunner(rule, batch, "torch" if engine == "torch" else "auto",
+                                free_running=True)
 
     @classmethod
     def factory(cls, weight: float):
@@ -156,9 +162,8 @@ class ClosedLoopRunner:
 
     def start(self, w0: torch.Tensor):
         """Weights and states of both parts before trial 0."""
-        w, state = self.teacher.start(w0)
-        return (w, w0.clone()), (state, self.rule.initial_state(self.batch.n_animals,
-                                                                 w0.device))
+        (w, state), (w_free, state_free) = self.teacher.start(w0), self.free.start(w0)
+        return (w, w_free), (state, state_free)
 
     def only(self, animal: int) -> ClosedLoopRunner:
         """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
@@ -166,22 +171,16 @@ class ClosedLoopRunner:
 
     def policy_weights(self, w):
         """Return both parts' GLM weights side by side (numerical checks look at them all)."""
-        taught = self.teacher.policy_weights(w[0])
-        free = w[1] if self.rule.policy_offset() is None else w[1] + self.rule.policy_offset()
-        free = free.detach()
-        if isinstance(taught, np.ndarray):
-            free = free.cpu().numpy()
-            return np.concatenate([taught, free.astype(taught.dtype)], -1)
-        return torch.cat([taught.detach(), free.to(taught.dtype)], -1)
+        parts = [self.teacher.policy_weights(w[0]), self.free.policy_weights(w[1])]
+        if any(isinstance(part, np.ndarray) for part in parts):
+            return np.concatenate([np.asarray(part.detach().cpu() if isinstance(
+                part, torch.Tensor) else part, dtype=float) for part in parts], -1)
+        return torch.cat([part.detach() for part in parts], -1)
 
     def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
         """Run trials ``start:stop``; return ``(tf + weight * free loglik, weights, states)``."""
         taught, w_taught, s_taught = self.teacher(w[0], state[0], start, stop, need_grad,
                                                   loss_norm)
-        with torch.set_grad_enabled(need_grad and self.weight > 0):
-            free = mean_field_rollout(self.rule, self.batch, w[1], state[1], start=start,
-                                      stop=stop)
-            if need_grad and self.weight > 0:
-                (-self.weight * free.loglik.sum() / loss_norm).backward()
-        loglik = taught + self.weight * float(free.loglik.detach().sum())
-        return loglik, (w_taught, free.w.detach()), (s_taught, _detach(free.state))
+        free, w_free, s_free = self.free(w[1], state[1], start, stop, need_grad,
+                                         loss_norm / self.weight if self.weight else math.inf)
+        return taught + self.weight * free, (w_taught, w_free), (s_taught, s_free)

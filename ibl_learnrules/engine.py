@@ -402,17 +402,23 @@ class ChunkRunner:
     The reference path calls :func:`rollout` under autograd; the kernel path calls the rule's
     own compiled chunk (:meth:`~ibl_learnrules.rules.LearningRule.chunk_kernel`, on the CPU)
     through one autograd function. Both leave the gradient of ``-loglik.sum() / loss_norm``
-    in the parameters' ``.grad``.
+    in the parameters' ``.grad``. With ``free_running=True`` it runs the free-running
+    likelihood instead (:func:`~ibl_learnrules.closed_loop.mean_field_rollout`, or the rule's
+    :meth:`~ibl_learnrules.rules.LearningRule.mean_field_kernel`).
     """
 
-    def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto"):
+    def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto", *,
+                 free_running: bool = False):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
-        self.rule, self.batch = rule, batch
-        kernel = rule.chunk_kernel() if batch.x.device.type == "cpu" else None
+        self.rule, self.batch, self.free_running = rule, batch, free_running
+        kernel = None
+        if batch.x.device.type == "cpu":
+            kernel = rule.mean_field_kernel() if free_running else rule.chunk_kernel()
         if engine == "fused" and kernel is None:
             raise ValueError(f"engine='fused' needs a rule with a compiled kernel on the CPU; "
-                             f"rule {rule.name!r} on {batch.x.device} has none")
+                             f"rule {rule.name!r} on {batch.x.device} has none"
+                             + (" for free running" if free_running else ""))
         self.kernel = kernel if engine != "torch" else None
         self.fused = self.kernel is not None
         if self.fused:
@@ -433,8 +439,12 @@ class ChunkRunner:
     def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
         """Run trials ``start:stop``; return ``(loglik_sum, w, state)`` for the next chunk."""
         if not self.fused:
+            if self.free_running:  # imported here: closed_loop builds on this module
+                from .closed_loop import mean_field_rollout as run
+            else:
+                run = rollout
             with torch.set_grad_enabled(need_grad):
-                res = rollout(self.rule, self.batch, w, state, start=start, stop=stop)
+                res = run(self.rule, self.batch, w, state, start=start, stop=stop)
                 if need_grad:
                     (-res.loglik.sum() / loss_norm).backward()
             return float(res.loglik.sum().detach()), res.w.detach(), _detach(res.state)
@@ -451,7 +461,7 @@ class ChunkRunner:
     def only(self, animal: int) -> ChunkRunner:
         """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
         return ChunkRunner(self.rule, self.batch.animal(animal),
-                           "fused" if self.fused else "torch")
+                           "fused" if self.fused else "torch", free_running=self.free_running)
 
     def policy_weights(self, w):
         """Return the GLM's weights: the carried ones (tensor or array) plus the rule's offset."""

@@ -6,7 +6,7 @@ import torch
 
 from ibl_learnrules import LearningRuleGLM, featurize, simulate_cohort
 from ibl_learnrules.closed_loop import ClosedLoopRunner, mean_field_rollout
-from ibl_learnrules.engine import Replay, TensorBatch, rollout
+from ibl_learnrules.engine import ChunkRunner, Replay, TensorBatch, rollout
 from ibl_learnrules.rules import RewardMax, make_rule
 
 CPU = torch.device("cpu")
@@ -74,6 +74,32 @@ def test_runner_gradient_is_that_of_the_weighted_sum(small_batch, name, engine):
     assert loglik == pytest.approx(float(taught + weight * free), rel=1e-9)
     for g, p in zip(got, rule.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
+def test_dnn_kernel_is_the_mean_field_loop(small_batch, dtype, tol):
+    # the compiled free-running chunk against the torch loop: likelihood, carried weights and
+    # every gradient, over two chunks (the second starts from carried weights)
+    batch = small_batch if dtype == torch.float64 else TensorBatch.from_arrays(
+        featurize(simulate_cohort(3, n_trials=300, random_state=4)), CPU)
+    torch.manual_seed(0)
+    rule = make_rule("dnn", 2, scale=0.3, alpha=0.2, beta=-1.0).to(dtype)
+    results = {}
+    for engine in ("torch", "fused"):
+        runner = ChunkRunner(rule, batch, engine, free_running=True)
+        assert runner.fused == (engine == "fused")
+        w, state = runner.start(torch.full((3, 2), 0.5, dtype=dtype))
+        lls = []
+        for a, b in ((0, 130), (130, 300)):
+            rule.zero_grad()
+            ll, w, state = runner(w, state, a, b, need_grad=True, loss_norm=100.0)
+            lls.append(ll)
+        results[engine] = (lls, torch.as_tensor(w), [p.grad.clone() for p in rule.parameters()])
+    (ll_t, w_t, g_t), (ll_f, w_f, g_f) = results["torch"], results["fused"]
+    assert ll_f == pytest.approx(ll_t, rel=tol)
+    torch.testing.assert_close(w_f, w_t.detach(), rtol=tol, atol=tol)
+    for a, b in zip(g_f, g_t, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * float(b.abs().max() + 1))
 
 
 def test_fitting_free_running_raises_the_free_running_likelihood():

@@ -139,6 +139,15 @@ class LearningRule(nn.Module):
         """
         return None
 
+    def mean_field_kernel(self) -> ChunkKernel | None:
+        """Return a fast CPU chunk of the rule's free-running (mean-field) rollout, or ``None``.
+
+        Same contract as :meth:`chunk_kernel`, for
+        :func:`ibl_learnrules.closed_loop.mean_field_rollout` instead of the teacher-forced
+        rollout; without one, that rollout runs as a per-trial torch loop.
+        """
+        return None
+
     def extra_repr(self) -> str:  # noqa: D102
         return f"n_weights={self.n_weights}"
 

@@ -152,6 +152,18 @@ class DNNRule(_ScaledOutput):
 
         return kernel
 
+    def mean_field_kernel(self):
+        """Compiled mean-field chunk of :mod:`ibl_learnrules.kernels.mean_field`."""
+        if len(self.mlp) != 5:
+            return None
+        from ..kernels.mean_field import dnn_mean_field_chunk
+
+        def kernel(inputs, w, state, need_grad, loss_norm):
+            return self._kernel_call(dnn_mean_field_chunk, self.mlp, inputs, w, None,
+                                     need_grad, loss_norm)
+
+        return kernel
+
 
 class RNNRule(_ScaledOutput):
     """Non-Markovian rule: ``h_t = GRU(h_{t-1}, inputs_t)``, ``dw = c * MLP(h_t)``.
