@@ -11,8 +11,12 @@ Each variant is fitted on all 15 of KS014's sessions (seed 0, or each of ``--see
 variant: the in-sample log-likelihood, the fitted baseline ``beta`` of the (nested)
 REINFORCE-with-baseline rule, sessions to ``trained_1a`` (twins' median; KS014: 14) and how
 many twins never get there, the easy-trial correct RMS against KS014 over sessions, and the
-twins' median fraction of debiasing trials. The issue's targets: median within 3 sessions of
-KS014's, RMS <= 0.15.
+twins' median fraction of debiasing trials, and the easy-trial RMS of 20 twins replaying
+KS014's own stimuli. The issue's targets: median within 3 sessions of KS014's, RMS <= 0.15.
+``--block-switches`` fits on the 27 bundled mice's first two biased sessions instead and
+prints how many trials the mice and their replay twins take to half of a block switch's
+change in p(left) (target: within 30 %). Twins depend on the fitting seed: compare variants
+over several (``--seeds 0,1,2,3``).
 
 Noisy variants run the filter (a per-trial torch loop): a few minutes each on 2 cores.
 Free-running variants (``free_running``: the weight of the free-running likelihood in the
@@ -27,6 +31,7 @@ import time
 import warnings
 
 from ibl_learnrules import LearningRuleGLM, load_ks014
+from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.twins import check_twins
 
 HISTORY = ("stimulus", "bias", "prev_choice")
@@ -44,6 +49,11 @@ VARIANTS = {
     "dnn_noise_wd10": dict(rule="dnn", weight_decay=10.0, **NOISE),
     "dnn_free03": dict(rule="dnn", free_running=0.3),
     "dnn_free1": dict(rule="dnn", free_running=1.0),
+    "dnn_free1_cosine": dict(rule="dnn", free_running=1.0, lr_schedule="cosine"),
+    "dnn_free1_wd10": dict(rule="dnn", free_running=1.0, weight_decay=10.0),
+    "dnn_free3_cosine": dict(rule="dnn", free_running=3.0, lr_schedule="cosine"),
+    "dnn_free03_cosine": dict(rule="dnn", free_running=0.3, lr_schedule="cosine"),
+    "dnn_cosine": dict(rule="dnn", lr_schedule="cosine"),
     "rnn": dict(rule="rnn"),
     "rnn_free03": dict(rule="rnn", free_running=0.3),
     "rnn_free1": dict(rule="rnn", free_running=1.0),
@@ -58,32 +68,58 @@ def baseline(est: LearningRuleGLM) -> str:
     return "-" if not betas else ", ".join(f"{b:.2f}" for b in betas[0].tolist())
 
 
+def ks014_line(name: str, seed: int, n_twins: int, ks014) -> str:
+    """Fit a variant on KS014; its free twins (and replay twins) against the mouse."""
+    est = LearningRuleGLM(random_state=seed, **VARIANTS[name]).fit(ks014)
+    check = check_twins(est, ks014, n_twins=n_twins, random_state=0,
+                        modes=("free", "replay"), psychometrics=False)
+    row = check.summary.set_index(["metric", "mode"])
+    trained = row.loc[("sessions_to_trained", "free")]
+    median = "never" if trained["twins_median"] != trained["twins_median"] else (
+        f"{trained['twins_median']:g}")
+    return (f"{est.score(ks014):+8.4f} {baseline(est):>18s} {median:>6s} "
+            f"{int(trained['not_reached']):>3d}/{n_twins:<2d} "
+            f"{row.loc[('easy_correct', 'free'), 'rms']:6.3f} "
+            f"{row.loc[('repeat_fraction', 'free'), 'twins_median']:7.2f} "
+            f"{row.loc[('easy_correct', 'replay'), 'rms']:7.3f}")
+
+
+def switch_line(name: str, seed: int, n_twins: int, mice) -> str:
+    """Fit a variant on the 27 mice's biased sessions; trials to half a block switch."""
+    est = LearningRuleGLM(random_state=seed, **VARIANTS[name]).fit(mice)
+    check = check_twins(est, mice, n_twins=n_twins, random_state=0, modes=("replay",),
+                        psychometrics=False)
+    half = check.subjects.groupby("mode")["switch_half_trials"].median()
+    return f"{est.score(mice):+8.4f} {half['animal']:8.2f} {half['replay']:8.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--twins", type=int, default=20)
     parser.add_argument("--seeds", default="0",
                         help="fit seeds, comma-separated: one line per variant and seed")
+    parser.add_argument("--block-switches", action="store_true",
+                        help="instead of KS014: fit on the 27 mice's first two biased "
+                             "sessions, 10 replay twins per mouse, trials to half of the "
+                             "post-switch change (median over mice)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*no-go trial")
-    ks014 = load_ks014()
-    print(f"{'variant':<32s} {'loglik':>8s} {'beta (stim, bias)':>18s} {'to 1a':>6s} "
-          f"{'never':>6s} {'RMS':>6s} {'repeats':>7s}  (KS014: 14 sessions, repeats 0.27)")
+    if args.block_switches:
+        data, line = load_ibl_mice("biased", max_sessions=2), switch_line
+        args.twins = 10
+        print(f"{'variant':<32s} {'loglik':>8s} {'mice':>8s} {'twins':>8s}  (block switches: "
+              "trials to half; target: twins within 30 % of the mice)")
+    else:
+        data, line = load_ks014(), ks014_line
+        print(f"{'variant':<32s} {'loglik':>8s} {'beta (stim, bias)':>18s} {'to 1a':>6s} "
+              f"{'never':>6s} {'RMS':>6s} {'repeats':>7s} {'replay':>7s}  (KS014: 14 sessions, "
+              "repeats 0.27)")
     for name, seed in itertools.product(args.variants.split(","),
                                         [int(s) for s in args.seeds.split(",")]):
         start = time.perf_counter()
-        est = LearningRuleGLM(random_state=seed, **VARIANTS[name]).fit(ks014)
-        check = check_twins(est, ks014, n_twins=args.twins, random_state=0, modes=("free",),
-                            psychometrics=False)
-        row = check.summary.set_index("metric")
-        trained = row.loc["sessions_to_trained"]
-        median = "never" if trained["twins_median"] != trained["twins_median"] else (
-            f"{trained['twins_median']:g}")
         label = name if seed == 0 else f"{name} (seed {seed})"
-        print(f"{label:<32s} {est.score(ks014):+8.4f} {baseline(est):>18s} {median:>6s} "
-              f"{int(trained['not_reached']):>3d}/{args.twins:<2d} "
-              f"{row.loc['easy_correct', 'rms']:6.3f} "
-              f"{row.loc['repeat_fraction', 'twins_median']:7.2f}  "
+        print(f"{label:<32s} {line(name, seed, args.twins, data)}  "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 

@@ -56,6 +56,11 @@ CANDIDATES = {
                                   covariates=("stimulus", "bias", "prev_choice")),
     "dnn_pc": dict(rule="dnn", covariates=("stimulus", "bias", "prev_choice")),
     "rnn_pc": dict(rule="rnn", covariates=("stimulus", "bias", "prev_choice")),
+    # the free-running likelihood in the loss (twins that learn like the animal)
+    "dnn_free01": dict(rule="dnn", free_running=0.1),
+    "dnn_free03": dict(rule="dnn", free_running=0.3),
+    "dnn_free1": dict(rule="dnn", free_running=1.0),
+    "rnn_free03": dict(rule="rnn", free_running=0.3),
 }
 
 
@@ -65,6 +70,8 @@ def main() -> None:
     parser.add_argument("--protocol", default="training")
     parser.add_argument("--outer", type=int, default=5)
     parser.add_argument("--inner", type=int, default=4)
+    parser.add_argument("--folds", default=None,
+                        help="outer folds to run, comma-separated (default: all)")
     args = parser.parse_args()
     from ibl_learnrules import LearningRuleGLM
 
@@ -72,7 +79,10 @@ def main() -> None:
     groups = trials["subject"].to_numpy()
     configs = args.configs.split(",")
     rows = []
+    folds = None if args.folds is None else {int(f) for f in args.folds.split(",")}
     for fold, (train, _) in enumerate(GroupKFold(args.outer).split(trials, groups=groups)):
+        if folds is not None and fold not in folds:
+            continue
         inner = trials.iloc[train]
         for name in configs:
             start = time.perf_counter()
