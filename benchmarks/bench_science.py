@@ -25,7 +25,9 @@ Parts:
 Every estimator is ``LearningRuleGLM(rule=name)`` with the package defaults, seed 0.
 ``--network-params '{"free_running": 0.3}'`` measures a variant of ``dnn`` and ``rnn``
 (extra estimator parameters, JSON) against the same classic rules; ``--rules`` limits the
-rules fitted (``reinforce_baseline``, the reference, is always one).
+rules fitted (``reinforce_baseline``, the reference, is always one); ``--ensemble 3`` fits
+``dnn`` and ``rnn`` as seed ensembles (:class:`~ibl_learnrules.SeedEnsemble`: seeds 0, 1, 2,
+probabilities averaged) for the comparisons (not for ``reward_runs``, which reads one rule).
 """
 
 from __future__ import annotations
@@ -36,10 +38,9 @@ import platform
 import time
 
 import pandas as pd
-from sklearn.base import clone
 from sklearn.model_selection import GroupKFold
 
-from ibl_learnrules import LearningRuleGLM, load_ks014
+from ibl_learnrules import LearningRuleGLM, SeedEnsemble, load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.evaluation import compare_rules, held_out_future, paired_test, summarize
 from ibl_learnrules.interpret import reward_run_ratios
@@ -67,12 +68,17 @@ def main() -> None:
     parser.add_argument("--network-params", type=json.loads, default={},
                         help="JSON: extra LearningRuleGLM parameters of dnn and rnn")
     parser.add_argument("--rules", default=",".join(RULES))
+    parser.add_argument("--ensemble", type=int, default=1,
+                        help="fit dnn and rnn as seed ensembles of this many members")
     args = parser.parse_args()
     parts = args.parts.split(",")
     names = list(dict.fromkeys(args.rules.split(",") + [REFERENCE]))
     rules = {name: LearningRuleGLM(rule=name, random_state=0,
                                    **(args.network_params if name in NETWORKS else {}))
              for name in names}
+    if args.ensemble > 1:
+        rules.update({name: SeedEnsemble(rules[name], args.ensemble, random_state=0)
+                      for name in NETWORKS if name in names})
     networks = [name for name in NETWORKS if name in names]
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; rules {names}; "
           "package defaults" + (f", networks with {args.network_params}"
@@ -105,7 +111,7 @@ def main() -> None:
               "ratio of |effective rate| on rewarded trials after k rewarded vs after k "
               "unrewarded trials)")
         for rule in networks:
-            est = clone(rules[rule]).fit(trials)
+            est = LearningRuleGLM(rule=rule, random_state=0, **args.network_params).fit(trials)
             for (k, name), group in reward_run_ratios(est, trials).groupby(
                     ["k", "covariate"], sort=False):
                 q = group["ratio"].quantile([0.25, 0.5, 0.75]).to_numpy()

@@ -60,6 +60,7 @@ CANDIDATES = {
     "dnn_free01": dict(rule="dnn", free_running=0.1),
     "dnn_free03": dict(rule="dnn", free_running=0.3),
     "dnn_free1": dict(rule="dnn", free_running=1.0),
+    "dnn_free1_cosine": dict(rule="dnn", free_running=1.0, lr_schedule="cosine"),
     "rnn_free03": dict(rule="rnn", free_running=0.3),
 }
 

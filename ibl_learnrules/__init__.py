@@ -8,6 +8,7 @@ neural network, a recurrent network, or a classic RL rule.
 from importlib.metadata import PackageNotFoundError, version
 
 from .datasets import load_ks014
+from .ensemble import SeedEnsemble
 from .estimator import LearningRuleGLM
 from .io import load_model, save_model
 from .rules import available_rules
@@ -22,6 +23,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "__version__",
     "LearningRuleGLM",
+    "SeedEnsemble",
     "available_rules",
     "featurize",
     "load_ks014",
