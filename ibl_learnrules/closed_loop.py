@@ -171,11 +171,9 @@ class ClosedLoopRunner:
 
     def policy_weights(self, w):
         """Return both parts' GLM weights side by side (numerical checks look at them all)."""
-        parts = [self.teacher.policy_weights(w[0]), self.free.policy_weights(w[1])]
-        if any(isinstance(part, np.ndarray) for part in parts):
-            return np.concatenate([np.asarray(part.detach().cpu() if isinstance(
-                part, torch.Tensor) else part, dtype=float) for part in parts], -1)
-        return torch.cat([part.detach() for part in parts], -1)
+        parts = (self.teacher.policy_weights(w[0]), self.free.policy_weights(w[1]))
+        return np.concatenate([part.detach().cpu().numpy() if isinstance(part, torch.Tensor)
+                               else part for part in parts], -1)
 
     def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
         """Run trials ``start:stop``; return ``(tf + weight * free loglik, weights, states)``."""

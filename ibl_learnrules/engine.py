@@ -421,6 +421,11 @@ class ChunkRunner:
                              + (" for free running" if free_running else ""))
         self.kernel = kernel if engine != "torch" else None
         self.fused = self.kernel is not None
+        if free_running:  # imported here: closed_loop builds on this module
+            from .closed_loop import mean_field_rollout
+            self._rollout = mean_field_rollout
+        else:
+            self._rollout = rollout
         if self.fused:
             dtype = next(rule.parameters()).detach().numpy().dtype
             b = batch
@@ -439,12 +444,8 @@ class ChunkRunner:
     def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
         """Run trials ``start:stop``; return ``(loglik_sum, w, state)`` for the next chunk."""
         if not self.fused:
-            if self.free_running:  # imported here: closed_loop builds on this module
-                from .closed_loop import mean_field_rollout as run
-            else:
-                run = rollout
             with torch.set_grad_enabled(need_grad):
-                res = run(self.rule, self.batch, w, state, start=start, stop=stop)
+                res = self._rollout(self.rule, self.batch, w, state, start=start, stop=stop)
                 if need_grad:
                     (-res.loglik.sum() / loss_norm).backward()
             return float(res.loglik.sum().detach()), res.w.detach(), _detach(res.state)

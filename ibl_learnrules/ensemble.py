@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 
-from .estimator import LearningRuleGLM
+from .estimator import LearningRuleGLM, mean_loglik
 
 __all__ = ["SeedEnsemble"]
 
@@ -82,10 +82,7 @@ class SeedEnsemble(BaseEstimator):
 
     def score(self, X: pd.DataFrame, y=None) -> float:
         """Mean per-trial log-likelihood (nats) of the ensemble; no-go trials left out."""
-        loglik = self.score_samples(X, y)
-        if np.isnan(loglik).all():
-            raise ValueError("no trial with a choice to score: every trial is no-go (choice 0)")
-        return float(np.nanmean(loglik))
+        return mean_loglik(self.score_samples(X, y))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Members' mean p(left), p(right) of every trial, in the row order of ``X``."""
