@@ -275,6 +275,18 @@ def _weight_noise(text: str) -> str | float:
     return value
 
 
+def _free_running(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a weight >= 0, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -327,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--subject", nargs="+", help="subject(s) to use")
         command.add_argument("--epochs", type=_positive_int, default=50)
         command.add_argument("--lr", type=float, default=0.01)
-        command.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
-                             help="learning rate over the epochs (cosine: anneal to 0)")
+        command.add_argument("--lr-schedule", choices=("auto", *LR_SCHEDULES), default="auto",
+                             help="learning rate over the epochs (cosine: anneal to 0; auto: "
+                                  "the rule's default, cosine for dnn)")
         command.add_argument("--tbptt", type=_positive_int, default=100)
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--quiet", action="store_true", help="print nothing")
@@ -348,10 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'learn', or a fixed standard deviation: Gaussian noise on the "
                           "weights after every trial, on top of the rule (slower: a filter); "
                           "use --tbptt 500 or more with it")
-    fit.add_argument("--free-running", type=float, default=0.0, metavar="WEIGHT",
+    fit.add_argument("--free-running", type=_free_running, default="auto", metavar="WEIGHT",
                      help="weight of the free-running likelihood in the loss (the rule run on "
-                          "its own expected choices), so that its twins learn at the "
-                          "animals' pace; slower (default 0: teacher forcing only)")
+                          "its own expected choices), so that its twins learn more at the "
+                          "animals' pace; 0: teacher forcing only (default auto: the rule's "
+                          "default, 1 for dnn and 0 for the others)")
     fit.add_argument("--nwb-results", metavar="DIR",
                      help="with --nwb: write one results file per session into DIR "
                           "(trajectory, fitted rule), linked to the untouched source file")

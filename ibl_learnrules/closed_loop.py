@@ -13,7 +13,10 @@ on the animal's stimuli (the reward of each choice follows from the trial's corr
 and scores the animal's choices with the policy of those weights. No choice of the animal
 moves them, so this likelihood is high only for a rule that, by itself, learns at the
 animal's pace. :class:`ClosedLoopRunner` adds it, weighted, to the teacher-forced
-likelihood during training (``LearningRuleGLM(free_running=...)``).
+likelihood during training (``LearningRuleGLM(free_running=...)``). For a rule with weight
+noise the teacher-forced part is the filter's likelihood and the free part runs the rule's
+drift alone: the noise has zero mean, so it leaves the expected update unchanged (to first
+order; the policy's curvature is ignored).
 
 A recurrent rule's state is mixed the same way (``p h(right) + (1 - p) h(left)``): exact for
 the update of a memoryless rule, an approximation for a state that enters the next update
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .engine import ChunkRunner, RolloutResult, TensorBatch, _keep_where
+from .filtering import FilterRunner, NoisyRule
 from .rules.base import LearningRule, TrialStep
 
 __all__ = ["mean_field_rollout", "ClosedLoopRunner"]
@@ -148,10 +152,11 @@ class ClosedLoopRunner:
         if not weight >= 0:
             raise ValueError(f"the free-running weight must be >= 0, got {weight!r}")
         self.rule, self.batch, self.weight, self.engine = rule, batch, float(weight), engine
-        self.teacher = ChunkRunner(rule, batch, engine)
+        noisy = isinstance(rule, NoisyRule)
+        self.teacher = FilterRunner(rule, batch) if noisy else ChunkRunner(rule, batch, engine)
         # the free part has no kernel for most rules: "fused" must not refuse them
-        self.free = ChunkRunner(rule, batch, "torch" if engine == "torch" else "auto",
-                                free_running=True)
+        self.free = ChunkRunner(rule.base if noisy else rule, batch,
+                                "torch" if engine == "torch" else "auto", free_running=True)
 
     @classmethod
     def factory(cls, weight: float):

@@ -69,10 +69,12 @@ class LearningRuleGLM(BaseEstimator):
         Number of passes over the data (exact, unless early stopping ends training sooner).
     lr : float
         Adam learning rate.
-    lr_schedule : {"constant", "cosine"}
+    lr_schedule : {"auto", "constant", "cosine"}
         Learning rate over the epochs: constant, or annealed from ``lr`` to 0 along a cosine
         over ``max_epochs``. Cosine lets network rules settle: with a constant rate their
         parameters keep moving between the early-learning and expert parts of the data.
+        ``"auto"`` (default) takes the rule's own default: cosine for ``dnn``, constant for
+        the others.
     tbptt : int
         Trials per chunk of truncated back-propagation through time (one Adam step each).
         100 was chosen on validation mice (inner cross-validation over the 27 bundled mice,
@@ -112,16 +114,20 @@ class LearningRuleGLM(BaseEstimator):
         noise low: on one simulated mouse, ``tbptt=100`` gave a bias sd of 0.013, 500 gave
         0.021 and the whole trajectory 0.019, for a truth of 0.03 (PsyTrack: 0.021). Prefer
         ``tbptt`` of 500 or more with noise.
-    free_running : float
+    free_running : "auto" or float
         Weight of the free-running likelihood in the training loss
         (:mod:`ibl_learnrules.closed_loop`): the animals' choices scored while the weights
         move by the rule's expected update under its own policy, not by the animal's
-        choices. 0 (default) trains on teacher forcing alone. A positive weight keeps a rule
-        from predicting by following the animal's choices, so that its free-running twins
-        learn at the animal's pace (``benchmarks/bench_twins.py``); teacher-forced scores
-        drop a little. ``dnn`` runs this part through a compiled kernel (an epoch costs about
-        1.6 plain ones); other rules through a per-trial torch loop, many times slower.
-        Not combined with ``weight_noise``.
+        choices. 0 trains on teacher forcing alone. A positive weight keeps a rule from
+        predicting by following the animal's choices, so that its free-running twins learn
+        more at the animal's pace (``benchmarks/bench_twins.py``). ``dnn`` runs this part
+        through a compiled kernel (an epoch costs about 1.6 plain ones); other rules through
+        a per-trial torch loop, many times slower. ``"auto"`` (default) takes the rule's own
+        default: 1 for ``dnn`` (with the cosine schedule it beat plain training on
+        validation mice, ``benchmarks/select_defaults.py``), 0 for the others and with
+        ``weight_noise``. With ``weight_noise`` and a positive weight, the teacher-forced
+        part is the filter's likelihood and the free part runs the rule without its noise
+        (zero-mean noise leaves the expected update unchanged, to first order).
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     engine : {"auto", "torch", "fused"}
@@ -164,7 +170,7 @@ class LearningRuleGLM(BaseEstimator):
         hidden_size: int = 32,
         max_epochs: int = 100,
         lr: float = 0.01,
-        lr_schedule: str = "constant",
+        lr_schedule: str = "auto",
         tbptt: int = 100,
         init_weights: str = "zero",
         n_init_trials: int = 100,
@@ -175,7 +181,7 @@ class LearningRuleGLM(BaseEstimator):
         weight_decay: float = 0.0,
         rule_params: Mapping | None = None,
         weight_noise=None,
-        free_running: float = 0.0,
+        free_running: float | str = "auto",
         device: str = "auto",
         engine: str = "auto",
         random_state: int | None = None,
@@ -212,18 +218,19 @@ class LearningRuleGLM(BaseEstimator):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        engine.check_lr_schedule(self.lr_schedule)
+        if self.lr_schedule not in ("auto", *engine.LR_SCHEDULES):
+            raise ValueError(f"lr_schedule must be one of {['auto', *engine.LR_SCHEDULES]}, "
+                             f"got {self.lr_schedule!r}")
         if self.init_weights not in _INIT_WEIGHTS:
             raise ValueError(f"init_weights must be one of {list(_INIT_WEIGHTS)}, "
                              f"got {self.init_weights!r}")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         self._noise_settings()
-        if not (isinstance(self.free_running, (int, float)) and self.free_running >= 0):
-            raise ValueError(f"free_running must be a number >= 0, got {self.free_running!r}")
-        if self.free_running and self._noise_settings() is not None:
-            raise ValueError("free_running and weight_noise cannot be combined: the noisy "
-                             "rule's likelihood comes from a filter over the weights")
+        if self.free_running != "auto" and not (
+                isinstance(self.free_running, (int, float)) and self.free_running >= 0):
+            raise ValueError(f'free_running must be "auto" or a number >= 0, '
+                             f"got {self.free_running!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError("validation_fraction must lie in (0, 1), "
                              f"got {self.validation_fraction!r}")
@@ -232,12 +239,26 @@ class LearningRuleGLM(BaseEstimator):
         """Keyword arguments of :class:`~ibl_learnrules.filtering.WeightNoise` (None: off)."""
         return filtering.noise_settings(self.weight_noise)
 
+    def _free_running_weight(self) -> float:
+        """``free_running`` with ``"auto"`` resolved: the rule's default, 0 with noise."""
+        if self.free_running != "auto":
+            return float(self.free_running)
+        if self._noise_settings() is not None:
+            return 0.0
+        return get_rule_class(self.rule).default_free_running
+
+    def _lr_schedule_name(self) -> str:
+        """``lr_schedule`` with ``"auto"`` resolved to the rule's default."""
+        if self.lr_schedule != "auto":
+            return self.lr_schedule
+        return get_rule_class(self.rule).default_lr_schedule
+
     def _runner_class(self):
-        """How training runs a chunk: the filter, teacher forcing plus free running, or plain."""
+        """How training runs a chunk: plus free running, through the filter, or plain."""
+        if self._free_running_weight():
+            return ClosedLoopRunner.factory(self._free_running_weight())
         if self._noise_settings():
             return filtering.FilterRunner
-        if self.free_running:
-            return ClosedLoopRunner.factory(self.free_running)
         return None
 
     @property
@@ -374,7 +395,7 @@ class LearningRuleGLM(BaseEstimator):
             val_names = [arrays.subjects[i] for i in val]
         history = engine.train_rule(
             rule.train(), batch, w0, max_epochs=self.max_epochs, lr=self.lr,
-            lr_schedule=self.lr_schedule, tbptt=self.tbptt, grad_clip=self.grad_clip,
+            lr_schedule=self._lr_schedule_name(), tbptt=self.tbptt, grad_clip=self.grad_clip,
             val_batch=val_batch, val_w0=val_w0, patience=self.patience, engine=self.engine,
             weight_decay=self.weight_decay, checkpoint=ckpt, resume=resume_state,
             names=[arrays.subjects[i] for i in train],

@@ -1,10 +1,11 @@
 """The free-running (mean-field) likelihood, and training on it (``free_running=``)."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from ibl_learnrules import LearningRuleGLM, featurize, simulate_cohort
+from ibl_learnrules import LearningRuleGLM, featurize, filtering, simulate_cohort
 from ibl_learnrules.closed_loop import ClosedLoopRunner, mean_field_rollout
 from ibl_learnrules.engine import ChunkRunner, Replay, TensorBatch, rollout
 from ibl_learnrules.rules import RewardMax, make_rule
@@ -76,6 +77,29 @@ def test_runner_gradient_is_that_of_the_weighted_sum(small_batch, name, engine):
         torch.testing.assert_close(g, p.grad)
 
 
+def test_noisy_rule_adds_the_free_running_rule_to_the_filter(small_batch):
+    # with weight noise the teacher-forced part is the filter's likelihood; the free part
+    # runs the rule's drift without noise, and both gradients reach the shared parameters
+    weight, norm = 0.5, 100.0
+    w0 = torch.zeros(3, 2, dtype=torch.float64)
+    rule = filtering.with_noise(_rule("dnn"), {"sd": 0.05, "learn_sd": True}).double()
+    runner = ClosedLoopRunner(rule, small_batch, "auto", weight)
+    w, state = runner.start(w0)
+    loglik, _, _ = runner(w, state, 0, 120, need_grad=True, loss_norm=norm)
+    got = [None if p.grad is None else p.grad.clone() for p in rule.parameters()]
+    rule.zero_grad()
+    taught = filtering.filter_rollout(rule, small_batch, w0, start=0, stop=120).loglik.sum()
+    free = mean_field_rollout(rule.base, small_batch, w0, start=0, stop=120).loglik.sum()
+    (-(taught + weight * free) / norm).backward()
+    assert loglik == pytest.approx(float(taught + weight * free), rel=1e-9)
+    for g, p in zip(got, rule.parameters(), strict=True):
+        if p.grad is None:
+            assert g is None
+        else:
+            torch.testing.assert_close(g, p.grad)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in rule.base.parameters())
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
 def test_dnn_kernel_is_the_mean_field_loop(small_batch, dtype, tol):
     # the compiled free-running chunk against the torch loop: likelihood, carried weights and
@@ -114,17 +138,34 @@ def test_fitting_free_running_raises_the_free_running_likelihood():
         with torch.no_grad():
             return float(mean_field_rollout(est.rule_, batch, torch.zeros(4, 2)).loglik.sum())
 
-    params = dict(rule="dnn", max_epochs=15, random_state=0)
-    plain = LearningRuleGLM(**params).fit(trials)
+    params = dict(rule="dnn", max_epochs=15, random_state=0, lr_schedule="constant")
+    plain = LearningRuleGLM(free_running=0.0, **params).fit(trials)
     closed = LearningRuleGLM(free_running=1.0, **params).fit(trials)
     assert free_loglik(closed) > free_loglik(plain)
     assert closed.history_["train_loss"].notna().all()
     assert closed.get_params()["free_running"] == 1.0
 
 
-def test_free_running_zero_is_plain_teacher_forcing():
+@pytest.mark.parametrize("rule,free_running,lr_schedule", [
+    ("dnn", 1.0, "cosine"), ("reinforce_baseline", 0.0, "constant")])
+def test_auto_takes_the_rules_training_defaults(rule, free_running, lr_schedule):
+    # "auto" must train exactly as the rule's documented defaults, which differ by rule
     trials = simulate_cohort(2, n_trials=200, random_state=0)
-    a = LearningRuleGLM(rule="dnn", max_epochs=2, random_state=0).fit(trials)
-    b = LearningRuleGLM(rule="dnn", max_epochs=2, random_state=0, free_running=0.0).fit(trials)
-    for p, q in zip(a.rule_.parameters(), b.rule_.parameters(), strict=True):
+    auto = LearningRuleGLM(rule=rule, max_epochs=3, random_state=0).fit(trials)
+    explicit = LearningRuleGLM(rule=rule, max_epochs=3, random_state=0,
+                               free_running=free_running, lr_schedule=lr_schedule).fit(trials)
+    other = LearningRuleGLM(rule=rule, max_epochs=3, random_state=0,
+                            free_running=1.0 - free_running).fit(trials)
+    assert auto.get_params()["free_running"] == "auto"
+    for p, q in zip(auto.rule_.parameters(), explicit.rule_.parameters(), strict=True):
         assert torch.equal(p, q)
+    assert not all(torch.equal(p, q) for p, q in zip(auto.rule_.parameters(),
+                                                      other.rule_.parameters(), strict=True))
+
+
+def test_auto_free_running_is_off_with_weight_noise():
+    # an explicit weight with noise is an error; "auto" must quietly train through the filter
+    trials = simulate_cohort(2, n_trials=200, random_state=0)
+    est = LearningRuleGLM(rule="dnn", max_epochs=1, weight_noise=0.1, random_state=0).fit(trials)
+    assert est.noisy_
+    assert np.isfinite(est.score(trials))

@@ -128,9 +128,8 @@ def test_changed_covariates_or_rule_after_fit_are_refused(cohort):
     (dict(lr_schedule="linear"), "lr_schedule must be one of"),
     (dict(init_weights="random"), "init_weights must be one of"),
     (dict(validation_fraction=1.5), "validation_fraction"),
-    (dict(free_running=-0.5), "free_running must be a number >= 0"),
-    (dict(free_running="yes"), "free_running must be a number >= 0"),
-    (dict(free_running=0.5, weight_noise="learn"), "cannot be combined"),
+    (dict(free_running=-0.5), 'free_running must be "auto" or a number >= 0'),
+    (dict(free_running="yes"), 'free_running must be "auto" or a number >= 0'),
     (dict(device="tpu"), "unknown device"),
 ])
 def test_bad_parameters(cohort, params, pattern):

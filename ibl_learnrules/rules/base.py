@@ -88,6 +88,10 @@ class LearningRule(nn.Module):
     name: ClassVar[str] = ""
     #: One line for listings: what the rule computes.
     formula: ClassVar[str] = ""
+    #: Training defaults of the rule, which ``LearningRuleGLM``'s ``"auto"`` settings take:
+    #: the weight of the free-running likelihood and the learning-rate schedule.
+    default_free_running: ClassVar[float] = 0.0
+    default_lr_schedule: ClassVar[str] = "constant"
 
     def __init__(self, n_weights: int):
         super().__init__()
