@@ -37,16 +37,24 @@ from ibl_learnrules.twins import check_twins
 HISTORY = ("stimulus", "bias", "prev_choice")
 NOISE = {"weight_noise": "learn", "max_epochs": 30}
 
-#: Variant name -> LearningRuleGLM keyword arguments.
+#: Training as every rule did before per-rule defaults (stop 20): teacher forcing alone, a
+#: constant learning rate. Variants are written on top of it (the package defaults: "dnn").
+TEACHER_FORCED = dict(free_running=0.0, lr_schedule="constant")
+
+#: Variant name -> LearningRuleGLM keyword arguments (over TEACHER_FORCED).
 VARIANTS = {
+    "dnn": dict(rule="dnn", free_running="auto", lr_schedule="auto"),  # the package defaults
+    "rnn": dict(rule="rnn", free_running="auto", lr_schedule="auto"),
     "reinforce_baseline": dict(rule="reinforce_baseline"),
     "reinforce_baseline_prev_choice": dict(rule="reinforce_baseline", covariates=HISTORY),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
-    "dnn": dict(rule="dnn"),
+    "dnn_teacher_forced": dict(rule="dnn"),  # the default until stop 20
     "dnn_wd10": dict(rule="dnn", weight_decay=10.0),
     "dnn_prev_choice": dict(rule="dnn", covariates=HISTORY),
     "dnn_noise": dict(rule="dnn", **NOISE),
     "dnn_noise_wd10": dict(rule="dnn", weight_decay=10.0, **NOISE),
+    "dnn_noise_free1": dict(rule="dnn", free_running=1.0, **NOISE),
+    "dnn_noise_free1_tbptt500": dict(rule="dnn", free_running=1.0, tbptt=500, **NOISE),
     "dnn_free03": dict(rule="dnn", free_running=0.3),
     "dnn_free1": dict(rule="dnn", free_running=1.0),
     "dnn_free1_cosine": dict(rule="dnn", free_running=1.0, lr_schedule="cosine"),
@@ -54,9 +62,10 @@ VARIANTS = {
     "dnn_free3_cosine": dict(rule="dnn", free_running=3.0, lr_schedule="cosine"),
     "dnn_free03_cosine": dict(rule="dnn", free_running=0.3, lr_schedule="cosine"),
     "dnn_cosine": dict(rule="dnn", lr_schedule="cosine"),
-    "rnn": dict(rule="rnn"),
+    "rnn_teacher_forced": dict(rule="rnn"),
     "rnn_free03": dict(rule="rnn", free_running=0.3),
     "rnn_free1": dict(rule="rnn", free_running=1.0),
+    "rnn_free1_cosine": dict(rule="rnn", free_running=1.0, lr_schedule="cosine"),
     "rnn_noise": dict(rule="rnn", **NOISE),
     "rnn_noise_wd10": dict(rule="rnn", weight_decay=10.0, **NOISE),
 }
@@ -70,7 +79,7 @@ def baseline(est: LearningRuleGLM) -> str:
 
 def ks014_line(name: str, seed: int, n_twins: int, ks014) -> str:
     """Fit a variant on KS014; its free twins (and replay twins) against the mouse."""
-    est = LearningRuleGLM(random_state=seed, **VARIANTS[name]).fit(ks014)
+    est = LearningRuleGLM(random_state=seed, **{**TEACHER_FORCED, **VARIANTS[name]}).fit(ks014)
     check = check_twins(est, ks014, n_twins=n_twins, random_state=0,
                         modes=("free", "replay"), psychometrics=False)
     row = check.summary.set_index(["metric", "mode"])
@@ -86,7 +95,7 @@ def ks014_line(name: str, seed: int, n_twins: int, ks014) -> str:
 
 def switch_line(name: str, seed: int, n_twins: int, mice) -> str:
     """Fit a variant on the 27 mice's biased sessions; trials to half a block switch."""
-    est = LearningRuleGLM(random_state=seed, **VARIANTS[name]).fit(mice)
+    est = LearningRuleGLM(random_state=seed, **{**TEACHER_FORCED, **VARIANTS[name]}).fit(mice)
     check = check_twins(est, mice, n_twins=n_twins, random_state=0, modes=("replay",),
                         psychometrics=False)
     half = check.subjects.groupby("mode")["switch_half_trials"].median()

@@ -24,8 +24,15 @@ from sklearn.model_selection import GroupKFold
 from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.evaluation import compare_rules
 
-#: Candidate estimators: name -> LearningRuleGLM keyword arguments.
+#: Training as every rule did before per-rule defaults (stop 20): teacher forcing alone, a
+#: constant learning rate. Candidates are written on top of it, so that each keeps the
+#: meaning it had when it was measured.
+TEACHER_FORCED = dict(free_running=0.0, lr_schedule="constant")
+
+#: Candidate estimators: name -> LearningRuleGLM keyword arguments (over TEACHER_FORCED).
 CANDIDATES = {
+    "dnn_default": dict(rule="dnn", free_running="auto", lr_schedule="auto"),
+    "rnn_default": dict(rule="rnn", free_running="auto", lr_schedule="auto"),
     "reinforce_baseline": dict(rule="reinforce_baseline"),
     "dnn_plain": dict(rule="dnn", rule_params={"base": None}),
     "dnn_nested": dict(rule="dnn", rule_params={"base": "reinforce_baseline"}),
@@ -62,6 +69,7 @@ CANDIDATES = {
     "dnn_free1": dict(rule="dnn", free_running=1.0),
     "dnn_free1_cosine": dict(rule="dnn", free_running=1.0, lr_schedule="cosine"),
     "rnn_free03": dict(rule="rnn", free_running=0.3),
+    "rnn_free1_cosine": dict(rule="rnn", free_running=1.0, lr_schedule="cosine"),
 }
 
 
@@ -87,7 +95,8 @@ def main() -> None:
         inner = trials.iloc[train]
         for name in configs:
             start = time.perf_counter()
-            table = compare_rules(inner, {name: LearningRuleGLM(**CANDIDATES[name])},
+            table = compare_rules(inner, {name: LearningRuleGLM(**{**TEACHER_FORCED,
+                                                                   **CANDIDATES[name]})},
                                   cv=GroupKFold(args.inner))
             table.insert(0, "outer_fold", fold)
             rows.append(table)

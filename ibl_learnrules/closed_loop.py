@@ -142,8 +142,8 @@ class ClosedLoopRunner:
     A drop-in for :class:`~ibl_learnrules.engine.ChunkRunner` in
     :func:`~ibl_learnrules.engine.train_rule` (build it with :meth:`factory`): two chunk
     runners, one teacher-forced and one free-running, each through the rule's compiled
-    kernel where it has one (``dnn`` has both; elsewhere the free part is a per-trial torch
-    loop). Each carries its own weights and state from chunk to chunk, detached, as
+    kernel where it has one (``dnn`` and ``rnn`` have both; elsewhere the free part is a
+    per-trial torch loop). Each carries its own weights and state from chunk to chunk, detached, as
     truncated back-propagation does.
     """
 

@@ -120,10 +120,10 @@ class LearningRuleGLM(BaseEstimator):
         move by the rule's expected update under its own policy, not by the animal's
         choices. 0 trains on teacher forcing alone. A positive weight keeps a rule from
         predicting by following the animal's choices, so that its free-running twins learn
-        more at the animal's pace (``benchmarks/bench_twins.py``). ``dnn`` runs this part
-        through a compiled kernel (an epoch costs about 1.6 plain ones); other rules through
-        a per-trial torch loop, many times slower. ``"auto"`` (default) takes the rule's own
-        default: 1 for ``dnn`` (with the cosine schedule it beat plain training on
+        more at the animal's pace (``benchmarks/bench_twins.py``). ``dnn`` and ``rnn`` run
+        this part through a compiled kernel (an epoch costs about 1.5 plain ones); other
+        rules through a per-trial torch loop, many times slower. ``"auto"`` (default) takes
+        the rule's own default: 1 for ``dnn`` (with the cosine schedule it beat plain training on
         validation mice, ``benchmarks/select_defaults.py``), 0 for the others and with
         ``weight_noise``. With ``weight_noise`` and a positive weight, the teacher-forced
         part is the filter's likelihood and the free part runs the rule without its noise

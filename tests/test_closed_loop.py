@@ -14,10 +14,15 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def small_batch():
+def small_trials():
     trials = simulate_cohort(3, n_trials=300, random_state=4)
     trials.loc[trials.index[::37], "choice"] = 0  # no-go trials: no likelihood, no update
-    return TensorBatch.from_arrays(featurize(trials), CPU, dtype=torch.float64)
+    return trials
+
+
+@pytest.fixture(scope="module")
+def small_batch(small_trials):
+    return TensorBatch.from_arrays(featurize(small_trials), CPU, dtype=torch.float64)
 
 
 def _rule(name, **params):
@@ -101,13 +106,15 @@ def test_noisy_rule_adds_the_free_running_rule_to_the_filter(small_batch):
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
-def test_dnn_kernel_is_the_mean_field_loop(small_batch, dtype, tol):
+@pytest.mark.parametrize("name", ["dnn", "rnn"])
+def test_kernel_is_the_mean_field_loop(small_trials, small_batch, name, dtype, tol):
     # the compiled free-running chunk against the torch loop: likelihood, carried weights and
-    # every gradient, over two chunks (the second starts from carried weights)
+    # state, and every gradient, over two chunks (the second starts from the carried weights
+    # and, for rnn, from a nonzero mixed state), with no-go trials
     batch = small_batch if dtype == torch.float64 else TensorBatch.from_arrays(
-        featurize(simulate_cohort(3, n_trials=300, random_state=4)), CPU)
+        featurize(small_trials), CPU)
     torch.manual_seed(0)
-    rule = make_rule("dnn", 2, scale=0.3, alpha=0.2, beta=-1.0).to(dtype)
+    rule = make_rule(name, 2, scale=0.3, alpha=0.2, beta=-1.0).to(dtype)
     results = {}
     for engine in ("torch", "fused"):
         runner = ChunkRunner(rule, batch, engine, free_running=True)
@@ -118,10 +125,17 @@ def test_dnn_kernel_is_the_mean_field_loop(small_batch, dtype, tol):
             rule.zero_grad()
             ll, w, state = runner(w, state, a, b, need_grad=True, loss_norm=100.0)
             lls.append(ll)
-        results[engine] = (lls, torch.as_tensor(w), [p.grad.clone() for p in rule.parameters()])
-    (ll_t, w_t, g_t), (ll_f, w_f, g_f) = results["torch"], results["fused"]
+        results[engine] = (lls, torch.as_tensor(w), None if state is None
+                           else torch.as_tensor(state),
+                           [p.grad.clone() for p in rule.parameters()])
+    (ll_t, w_t, s_t, g_t), (ll_f, w_f, s_f, g_f) = results["torch"], results["fused"]
     assert ll_f == pytest.approx(ll_t, rel=tol)
     torch.testing.assert_close(w_f, w_t.detach(), rtol=tol, atol=tol)
+    if name == "rnn":
+        assert bool((s_t.abs().amax(-1) > 0.1).all())  # every animal's state moved from 0
+        torch.testing.assert_close(s_f, s_t.detach(), rtol=tol, atol=tol)
+    else:
+        assert s_t is None and s_f is None
     for a, b in zip(g_f, g_t, strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol * float(b.abs().max() + 1))
 

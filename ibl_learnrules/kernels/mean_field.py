@@ -1,4 +1,4 @@
-"""Compiled CPU kernel of the ``dnn`` rule's free-running (mean-field) likelihood over a chunk.
+"""Compiled CPU kernels of the network rules' free-running (mean-field) likelihood over a chunk.
 
 The weights move by the update expected under the rule's own policy (see
 :mod:`ibl_learnrules.closed_loop`): the network is evaluated for both choices, with the
@@ -7,10 +7,12 @@ reward each would have earned, and its outputs are mixed by p(right),
     dw = scale * (p out(right) + (1 - p) out(left)) + alpha p (1 - p) (2c - 1) x,
 
 the last term being REINFORCE-with-baseline's expected update (its baseline cancels). The
+``rnn`` rule's GRU state is mixed the same way, ``h_{t+1} = p h(right) + (1 - p) h(left)``
+(unchanged on no-go trials), so both branches of a trial start from the one mixed state. The
 animal's choices are only scored. Back-propagation runs by hand as in
-:mod:`ibl_learnrules.kernels.neural`, whose helpers it shares; on top of the two branches,
-the path through the mixing weight p reaches w_t. ``tests/test_closed_loop.py`` holds it
-equal to :func:`ibl_learnrules.closed_loop.mean_field_rollout`.
+:mod:`ibl_learnrules.kernels.neural`, whose helpers these kernels share; on top of the two
+branches, the path through the mixing weight p reaches w_t. ``tests/test_closed_loop.py``
+holds both kernels equal to :func:`ibl_learnrules.closed_loop.mean_field_rollout`.
 """
 
 from __future__ import annotations
@@ -26,11 +28,68 @@ from .neural import (
     _cast,
     _dots,
     _policy,
+    _sigmoid,
     _sum_outer,
+    _tanh,
     _tanh_layer,
 )
 
-__all__ = ["dnn_mean_field_chunk"]
+__all__ = ["dnn_mean_field_chunk", "rnn_mean_field_chunk"]
+
+
+@numba.njit(inline="always")
+def _branch_inputs(inp, t, side):
+    """Make the left branch's network input of trial ``t`` from the right one's [w, u].
+
+    Branch 0 chose right and earned the reward sign ``side`` (= 2c - 1), branch 1 left and
+    ``-side``; everything else the two share.
+    """
+    K = (inp.shape[2] - 4) // 2
+    one = _cast(side, 1.0)
+    for j in range(inp.shape[2]):
+        inp[1, t, j] = inp[0, t, j]
+    inp[0, t, 2 * K] = one
+    inp[0, t, 2 * K + 1] = side
+    inp[1, t, 2 * K] = -one
+    inp[1, t, 2 * K + 1] = -side
+
+
+@numba.njit(inline="always")
+def _mixed_update(w, v, scale, alpha, out_t, p_t, side, x_t):
+    """Add trial t's expected update to ``w``: the branches' outputs ``out_t`` (2, K) mixed."""
+    one = _cast(p_t, 1.0)
+    base = p_t * (one - p_t) * side
+    for k in range(w.shape[0]):
+        mixed = p_t * out_t[0, k] + (one - p_t) * out_t[1, k]
+        w[k] += v * (scale[k] * mixed + alpha[k] * base * x_t[k])
+
+
+@numba.njit(inline="always")
+def _back_mixed_update(gw, scale, alpha, out_t, p_t, side, x_t, go_t, gls_a, gla_a):
+    """Back through :func:`_mixed_update` from ``gw`` = d loss / d w_{t+1}.
+
+    Sets the branches' output gradients ``go_t`` (2, K) and accumulates those of log-scale
+    and log-alpha; returns d loss / d p_t through the mixing and the classic part.
+    """
+    one = _cast(p_t, 1.0)
+    gp = _cast(p_t, 0.0)
+    for k in range(gw.shape[0]):
+        gs = gw[k] * scale[k]
+        go_t[0, k] = gs * p_t
+        go_t[1, k] = gs * (one - p_t)
+        gls_a[k] += np.float64(gs * (p_t * out_t[0, k] + (one - p_t) * out_t[1, k]))
+        gla_a[k] += np.float64(gw[k] * alpha[k] * p_t * (one - p_t) * side * x_t[k])
+        gp += gs * (out_t[0, k] - out_t[1, k])
+        gp += gw[k] * alpha[k] * (one - (p_t + p_t)) * side * x_t[k]
+    return gp
+
+
+@numba.njit(inline="always")
+def _back_mixing_weight(gw, gp, p_t, x_t):
+    """Add to ``gw`` the path of d loss / d p_t, ``gp``, to w_t: dp / dw = p (1 - p) x."""
+    s = gp * p_t * (_cast(p_t, 1.0) - p_t)
+    for k in range(gw.shape[0]):
+        gw[k] += s * x_t[k]
 
 
 @numba.njit(**_JIT)
@@ -53,7 +112,6 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
     gbeta = np.zeros((B, K))  # the baseline cancels in the expected update
     W1T, W2T = W1.T.copy(), W2.T.copy()
     no_bias = np.zeros(H, dt)
-    one = _cast(scale[0], 1.0)
     zero = _cast(scale[0], 0.0)
     inv_norm = _cast(scale[0], 1.0 / loss_norm)
     for a in numba.prange(B):
@@ -69,24 +127,14 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
             loglik[a] += ll
-            side = u[a, t, K + 2]  # 2c - 1: the reward sign of the choice right
-            for j in range(D):
-                inp[1, t, j] = inp[0, t, j]
-            inp[0, t, 2 * K] = one
-            inp[0, t, 2 * K + 1] = side
-            inp[1, t, 2 * K] = -one
-            inp[1, t, 2 * K + 1] = -side
+            _branch_inputs(inp, t, u[a, t, K + 2])
             for b in range(2):
                 _affine(W1T, b1, inp[b, t], pre)
                 _tanh_layer(pre, h1[b, t])
                 _affine(W2T, b2, h1[b, t], pre)
                 _tanh_layer(pre, h2[b, t])
                 _dots(W3, b3, h2[b, t], out[b, t])
-            pt = p[t]
-            base = pt * (one - pt) * side
-            for k in range(K):
-                mixed = pt * out[0, t, k] + (one - pt) * out[1, t, k]
-                w[k] += v * (scale[k] * mixed + alpha[k] * base * x[a, t, k])
+            _mixed_update(w, v, scale, alpha, out[:, t], p[t], u[a, t, K + 2], x[a, t])
         w_end[a] = w
         if not need_grad:
             continue
@@ -97,28 +145,17 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue
-            pt = p[t]
-            side = u[a, t, K + 2]
-            gp = zero  # d loss / d p_t through the mixing and the classic part
-            for k in range(K):
-                gs = gw[k] * scale[k]
-                go[0, t, k] = gs * pt
-                go[1, t, k] = gs * (one - pt)
-                gls[a, k] += np.float64(gs * (pt * out[0, t, k] + (one - pt) * out[1, t, k]))
-                gla[a, k] += np.float64(gw[k] * alpha[k] * pt * (one - pt) * side * x[a, t, k])
-                gp += gs * (out[0, t, k] - out[1, t, k])
-                gp += gw[k] * alpha[k] * (one - (pt + pt)) * side * x[a, t, k]
+            gp = _back_mixed_update(gw, scale, alpha, out[:, t], p[t], u[a, t, K + 2], x[a, t],
+                                    go[:, t], gls[a], gla[a])
             for b in range(2):
                 _affine(W3, no_bias, go[b, t], g2[b, t])
                 _back_tanh(g2[b, t], h2[b, t])
                 _affine(W2, no_bias, g2[b, t], g1[b, t])
                 _back_tanh(g1[b, t], h1[b, t])
             # the network inputs' paths to w_t; the likelihood's only once
-            _back_policy(gw, W1T, g1[0, t], x[a, t], y[a, t], pt, inv_norm)
-            _back_policy(gw, W1T, g1[1, t], x[a, t], y[a, t], pt, zero)
-            s = gp * pt * (one - pt)
-            for k in range(K):
-                gw[k] += s * x[a, t, k]
+            _back_policy(gw, W1T, g1[0, t], x[a, t], y[a, t], p[t], inv_norm)
+            _back_policy(gw, W1T, g1[1, t], x[a, t], y[a, t], p[t], zero)
+            _back_mixing_weight(gw, gp, p[t], x[a, t])
         for b in range(2):
             _sum_outer(gW3[a], gb3[a], go[b], h2[b])
             _sum_outer(gW2[a], gb2[a], g2[b], h1[b])
@@ -136,3 +173,138 @@ def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1
     ``beta`` gradient is zero.
     """
     return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, need_grad, float(loss_norm))
+
+
+@numba.njit(**_JIT)
+def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2,
+                          alpha, beta, need_grad, loss_norm):
+    B, T, K = x.shape
+    H = Whh.shape[1]
+    D = Wih.shape[1]
+    dt = x.dtype
+    loglik = np.zeros(B)
+    w_end = np.empty((B, K), dt)
+    h_end = np.empty((B, H), dt)
+    gWih = np.zeros((B,) + Wih.shape)
+    gWhh = np.zeros((B,) + Whh.shape)
+    gbih = np.zeros((B, 3 * H))
+    gbhh = np.zeros((B, 3 * H))
+    gR1 = np.zeros((B,) + R1.shape)
+    gc1 = np.zeros((B, H))
+    gR2 = np.zeros((B,) + R2.shape)
+    gc2 = np.zeros((B, K))
+    gls = np.zeros((B, K))
+    gla = np.zeros((B, K))
+    gbeta = np.zeros((B, K))  # the baseline cancels in the expected update
+    WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
+    no_bias = np.zeros(3 * H, dt)
+    one = _cast(scale[0], 1.0)
+    zero = _cast(scale[0], 0.0)
+    inv_norm = _cast(scale[0], 1.0 / loss_norm)
+    for a in numba.prange(B):
+        # branch 0: the choice right, branch 1: left; both start from the mixed state hs[t],
+        # so the recurrent side of the gates (gh_, hn) is shared
+        inp = np.empty((2, T, D), dt)
+        hs = np.empty((T + 1, H), dt)  # mixed state before each trial
+        r = np.empty((2, T, H), dt)
+        zg = np.empty((2, T, H), dt)
+        n = np.empty((2, T, H), dt)
+        hn = np.empty((T, H), dt)  # W_hn h + b_hn
+        hnew = np.empty((2, T, H), dt)
+        ro = np.empty((2, T, H), dt)  # read-out hidden layer
+        out = np.empty((2, T, K), dt)
+        p = np.empty(T, dt)
+        gi = np.empty(3 * H, dt)
+        gh_ = np.empty(3 * H, dt)
+        pre = np.empty(H, dt)
+        w = w0[a].copy()
+        hs[0] = h0[a]
+        for t in range(T):
+            v = valid[a, t]
+            p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
+            loglik[a] += ll
+            _branch_inputs(inp, t, u[a, t, K + 2])
+            _affine(WhhT, bhh, hs[t], gh_)
+            for i in range(H):
+                hn[t, i] = gh_[2 * H + i]
+            for b in range(2):
+                _affine(WihT, bih, inp[b, t], gi)
+                for i in range(H):
+                    r[b, t, i] = _sigmoid(gi[i] + gh_[i])
+                    zg[b, t, i] = _sigmoid(gi[H + i] + gh_[H + i])
+                    n[b, t, i] = _tanh(gi[2 * H + i] + r[b, t, i] * hn[t, i])
+                    hnew[b, t, i] = (one - zg[b, t, i]) * n[b, t, i] + zg[b, t, i] * hs[t, i]
+                _affine(R1T, c1, hnew[b, t], pre)
+                _tanh_layer(pre, ro[b, t])
+                _dots(R2, c2, ro[b, t], out[b, t])
+            pt = p[t]
+            _mixed_update(w, v, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t])
+            if v > 0:
+                for i in range(H):
+                    hs[t + 1, i] = pt * hnew[0, t, i] + (one - pt) * hnew[1, t, i]
+            else:
+                hs[t + 1] = hs[t]
+        w_end[a] = w
+        h_end[a] = hs[T]
+        if not need_grad:
+            continue
+        g_ih = np.zeros((2, T, 3 * H), dt)  # r, z, n gates: input side, per branch
+        # recurrent side: both branches read the same hs[t], so their sum is all W_hh needs
+        g_hh = np.zeros((T, 3 * H), dt)
+        gro = np.zeros((2, T, H), dt)
+        go = np.zeros((2, T, K), dt)
+        gw = np.zeros(K, dt)  # d loss / d w_{t+1}
+        gh = np.zeros(H, dt)  # d loss / d h_{t+1}
+        gnew = np.empty(H, dt)
+        carried = np.empty(H, dt)  # the share of d loss / d h_{t+1} in a branch's new state
+        carry = np.empty(H, dt)
+        for t in range(T - 1, -1, -1):
+            if valid[a, t] == 0:
+                continue  # weights and state pass through unchanged
+            pt = p[t]
+            gp = _back_mixed_update(gw, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t],
+                                    go[:, t], gls[a], gla[a])
+            for i in range(H):
+                gp += gh[i] * (hnew[0, t, i] - hnew[1, t, i])
+                carry[i] = zero
+            for b in range(2):
+                pb = pt if b == 0 else one - pt
+                for i in range(H):
+                    carried[i] = pb * gh[i]
+                _affine(R2, no_bias, go[b, t], gro[b, t])
+                _back_tanh(gro[b, t], ro[b, t])
+                _affine(R1, carried, gro[b, t], gnew)  # from the read-out and from h_{t+1}
+                for i in range(H):
+                    gn = gnew[i] * (one - zg[b, t, i])
+                    gz = gnew[i] * (hs[t, i] - n[b, t, i])
+                    gan = gn * (one - n[b, t, i] * n[b, t, i])
+                    g_ih[b, t, i] = gan * hn[t, i] * r[b, t, i] * (one - r[b, t, i])
+                    g_ih[b, t, H + i] = gz * zg[b, t, i] * (one - zg[b, t, i])
+                    g_ih[b, t, 2 * H + i] = gan
+                    g_hh[t, i] += g_ih[b, t, i]
+                    g_hh[t, H + i] += g_ih[b, t, H + i]
+                    g_hh[t, 2 * H + i] += gan * r[b, t, i]
+                    carry[i] += gnew[i] * zg[b, t, i]
+            _affine(Whh, carry, g_hh[t], gh)
+            # the network inputs' paths to w_t; the likelihood's only once
+            _back_policy(gw, WihT, g_ih[0, t], x[a, t], y[a, t], pt, inv_norm)
+            _back_policy(gw, WihT, g_ih[1, t], x[a, t], y[a, t], pt, zero)
+            _back_mixing_weight(gw, gp, pt, x[a, t])
+        _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
+        for b in range(2):
+            _sum_outer(gWih[a], gbih[a], g_ih[b], inp[b])
+            _sum_outer(gR1[a], gc1[a], gro[b], hnew[b])
+            _sum_outer(gR2[a], gc2[a], go[b], ro[b])
+    grads = (gWih.sum(0), gWhh.sum(0), gbih.sum(0), gbhh.sum(0), gR1.sum(0), gc1.sum(0),
+             gR2.sum(0), gc2.sum(0), gls.sum(0), gla.sum(0), gbeta.sum(0))
+    return loglik, w_end, h_end, grads
+
+
+def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0):
+    """Run the ``rnn`` rule's mean-field rollout over a chunk.
+
+    Arguments and results as :func:`~ibl_learnrules.kernels.neural.rnn_chunk`; ``u``'s
+    choice and reward signs are replaced by each branch's, ``y`` is only scored, the GRU
+    state is the branches' states mixed by p(right), and the ``beta`` gradient is zero.
+    """
+    return _rnn_mean_field_chunk(x, u, y, valid, w0, h0, *params, need_grad, float(loss_norm))

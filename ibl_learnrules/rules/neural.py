@@ -216,9 +216,19 @@ class RNNRule(_ScaledOutput):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.neural`."""
         from ..kernels.neural import rnn_chunk
 
+        return self._rnn_kernel(rnn_chunk)
+
+    def mean_field_kernel(self):
+        """Compiled mean-field chunk of :mod:`ibl_learnrules.kernels.mean_field`."""
+        from ..kernels.mean_field import rnn_mean_field_chunk
+
+        return self._rnn_kernel(rnn_mean_field_chunk)
+
+    def _rnn_kernel(self, chunk):
+        """Wrap a kernel with the parameters ``GRU, read-out`` (see :meth:`_kernel_call`)."""
         network = nn.ModuleList([self.gru, self.readout])
 
         def kernel(inputs, w, state, need_grad, loss_norm):
-            return self._kernel_call(rnn_chunk, network, inputs, w, state, need_grad, loss_norm)
+            return self._kernel_call(chunk, network, inputs, w, state, need_grad, loss_norm)
 
         return kernel
