@@ -262,29 +262,19 @@ def _experiment(args: argparse.Namespace) -> None:
         print(f"wrote {', '.join(sorted(p.name for p in result.files.values()))} to {args.out}")
 
 
-def _weight_noise(text: str) -> str | float:
-    if text == "learn":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected 'learn' or a standard deviation >= 0, "
-                                         f"got {text!r}")
-    return value
-
-
-def _free_running(text: str) -> str | float:
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a weight >= 0, got {text!r}")
-    return value
+def _word_or_number(word: str, number: str):
+    """Return an argparse type: ``word`` itself, or a number >= 0 (described as ``number``)."""
+    def parse(text: str) -> str | float:
+        if text == word:
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(f"expected {word!r} or {number} >= 0, got {text!r}")
+        return value
+    return parse
 
 
 def _positive_int(text: str) -> int:
@@ -357,11 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true",
                      help="with --checkpoint: carry on from FILE if it exists (same data and "
                           "settings: the result is that of an uninterrupted fit)")
-    fit.add_argument("--weight-noise", type=_weight_noise, default=None,
+    fit.add_argument("--weight-noise", type=_word_or_number("learn", "a standard deviation"),
+                     default=None,
                      help="'learn', or a fixed standard deviation: Gaussian noise on the "
                           "weights after every trial, on top of the rule (slower: a filter); "
                           "use --tbptt 500 or more with it")
-    fit.add_argument("--free-running", type=_free_running, default="auto", metavar="WEIGHT",
+    fit.add_argument("--free-running", type=_word_or_number("auto", "a weight"), default="auto",
+                     metavar="WEIGHT",
                      help="weight of the free-running likelihood in the loss (the rule run on "
                           "its own expected choices), so that its twins learn more at the "
                           "animals' pace; 0: teacher forcing only (default auto: the rule's "

@@ -63,6 +63,21 @@ def test_fit_with_weight_noise(trials_file, tmp_path, capsys):
     assert "expected 'learn' or a standard deviation" in capsys.readouterr().err
 
 
+def test_fit_free_running_takes_auto_or_a_weight(trials_file, tmp_path, capsys):
+    from ibl_learnrules import load_model
+
+    out = tmp_path / "free.pt"
+    base = ["fit", "--trials", str(trials_file), "--rule", "reinforce_baseline", "--epochs",
+            "1", "--out", str(out)]
+    assert main(base + ["--free-running", "0.5"]) == 0
+    assert load_model(out).free_running == 0.5
+    assert main(base) == 0
+    assert load_model(out).free_running == "auto"
+    with pytest.raises(SystemExit):
+        main(base + ["--free-running", "often"])
+    assert "expected 'auto' or a weight >= 0, got 'often'" in capsys.readouterr().err
+
+
 def test_fit_reads_nwb_and_writes_linked_results(tmp_path, capsys):
     from ibl_learnrules import load_model
     from ibl_learnrules.io.nwb import read_trajectory, read_trials, trials_to_nwb

@@ -83,10 +83,11 @@ fig.tight_layout()
 
 # %% [markdown]
 # Read it as a measurement, not a foregone conclusion. On these two sessions per mouse the
-# median ratios stay near or below 1 for both rules (full run: `rnn` stimulus 0.94–0.98,
-# `dnn` 0.86–0.95): no larger steps after runs of rewards. Fitted on five biased sessions per mouse
-# (`benchmarks/bench_science.py`), the `rnn` rule's stimulus ratio is 1.25–1.35 for k ≤ 3 in
-# all 27 mice. The claim depends on the data the rule is fitted to.
+# median ratios of the stimulus weight stay near or below 1 for both rules (full run: `rnn`
+# 0.96–0.98, `dnn` 0.86–0.95): no larger steps after runs of rewards. Fitted on five biased
+# sessions per mouse (`benchmarks/bench_science.py`), the `rnn` rule's stimulus ratio is
+# 1.16–1.19 for k ≤ 3 in 25 or 26 of 27 mice, while `dnn` stays below 1. The claim depends on
+# the rule and on the data it is fitted to.
 
 # %% [markdown]
 # ### Example 2: KS014's twins, free under the training protocol
