@@ -16,7 +16,8 @@ KS014's own stimuli. The issue's targets: median within 3 sessions of KS014's, R
 ``--block-switches`` fits on the 27 bundled mice's first two biased sessions instead and
 prints how many trials the mice and their replay twins take to half of a block switch's
 change in p(left) (target: within 30 %). Twins depend on the fitting seed: compare variants
-over several (``--seeds 0,1,2,3``).
+over several (``--seeds 0,1,2,3``), or fit each as a seed ensemble (``--ensemble 4``: its
+twins are shared out among the members, a draw from the mixture).
 
 Noisy variants run the filter (a per-trial torch loop): a few minutes each on 2 cores.
 Free-running variants (``free_running``: the weight of the free-running likelihood in the
@@ -30,7 +31,7 @@ import itertools
 import time
 import warnings
 
-from ibl_learnrules import LearningRuleGLM, load_ks014
+from ibl_learnrules import LearningRuleGLM, SeedEnsemble, load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.twins import check_twins
 
@@ -71,15 +72,24 @@ VARIANTS = {
 }
 
 
-def baseline(est: LearningRuleGLM) -> str:
-    """The fitted ``beta`` of the classic rule the estimator's rule is or nests."""
+def fitted(name: str, seed: int, ensemble: int, data):
+    """Fit a variant with ``seed``; with ``ensemble`` > 1 a SeedEnsemble of seeds seed, ..."""
+    est = LearningRuleGLM(random_state=seed, **{**TEACHER_FORCED, **VARIANTS[name]})
+    if ensemble > 1:
+        est = SeedEnsemble(est, n_members=ensemble, random_state=seed)
+    return est.fit(data)
+
+
+def baseline(est) -> str:
+    """The fitted ``beta`` of the classic rule the estimator's rule is or nests (member 0's)."""
+    est = est.estimators_[0] if isinstance(est, SeedEnsemble) else est
     betas = [v for k, v in est.rule_.state_dict().items() if k.split(".")[-1] == "beta"]
     return "-" if not betas else ", ".join(f"{b:.2f}" for b in betas[0].tolist())
 
 
-def ks014_line(name: str, seed: int, n_twins: int, ks014) -> str:
+def ks014_line(name: str, seed: int, n_twins: int, ks014, ensemble: int = 1) -> str:
     """Fit a variant on KS014; its free twins (and replay twins) against the mouse."""
-    est = LearningRuleGLM(random_state=seed, **{**TEACHER_FORCED, **VARIANTS[name]}).fit(ks014)
+    est = fitted(name, seed, ensemble, ks014)
     check = check_twins(est, ks014, n_twins=n_twins, random_state=0,
                         modes=("free", "replay"), psychometrics=False)
     row = check.summary.set_index(["metric", "mode"])
@@ -93,9 +103,9 @@ def ks014_line(name: str, seed: int, n_twins: int, ks014) -> str:
             f"{row.loc[('easy_correct', 'replay'), 'rms']:7.3f}")
 
 
-def switch_line(name: str, seed: int, n_twins: int, mice) -> str:
+def switch_line(name: str, seed: int, n_twins: int, mice, ensemble: int = 1) -> str:
     """Fit a variant on the 27 mice's biased sessions; trials to half a block switch."""
-    est = LearningRuleGLM(random_state=seed, **{**TEACHER_FORCED, **VARIANTS[name]}).fit(mice)
+    est = fitted(name, seed, ensemble, mice)
     check = check_twins(est, mice, n_twins=n_twins, random_state=0, modes=("replay",),
                         psychometrics=False)
     half = check.subjects.groupby("mode")["switch_half_trials"].median()
@@ -112,6 +122,9 @@ def main() -> None:
                         help="instead of KS014: fit on the 27 mice's first two biased "
                              "sessions, 10 replay twins per mouse, trials to half of the "
                              "post-switch change (median over mice)")
+    parser.add_argument("--ensemble", type=int, default=1,
+                        help="fit each variant as a SeedEnsemble of this many seeds (from "
+                             "each --seeds value); each twin is one member's")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*no-go trial")
     if args.block_switches:
@@ -128,7 +141,9 @@ def main() -> None:
                                         [int(s) for s in args.seeds.split(",")]):
         start = time.perf_counter()
         label = name if seed == 0 else f"{name} (seed {seed})"
-        print(f"{label:<32s} {line(name, seed, args.twins, data)}  "
+        if args.ensemble > 1:
+            label += f" x{args.ensemble}"
+        print(f"{label:<32s} {line(name, seed, args.twins, data, args.ensemble)}  "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 

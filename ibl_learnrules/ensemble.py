@@ -91,3 +91,41 @@ class SeedEnsemble(BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Most likely choice of every trial (1 = right, 0 = left)."""
         return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
+
+    def simulate(self, X_or_protocol, random_state=None) -> pd.DataFrame:
+        """Free-running choices drawn from the mixture: each twin is one member's.
+
+        As :meth:`LearningRuleGLM.simulate <ibl_learnrules.LearningRuleGLM.simulate>`. Under
+        the protocol (a dict) the ``n_subjects`` twins are shared out among the members in
+        turn (twin ``i`` is member ``i % n_members``'s), and keep the single estimator's
+        names ``sim000``, ``sim001``, ...; replaying a trials table, one member, drawn with
+        ``random_state``, replays it. So :func:`~ibl_learnrules.twins.check_twins` takes an
+        ensemble as it takes one estimator.
+
+        Examples
+        --------
+        >>> from ibl_learnrules import LearningRuleGLM, simulate_cohort
+        >>> trials = simulate_cohort(1, n_trials=200, random_state=0)
+        >>> ens = SeedEnsemble(LearningRuleGLM(rule="reinforce_baseline", max_epochs=1),
+        ...                    n_members=2, random_state=0).fit(trials)
+        >>> sorted(ens.simulate({"n_subjects": 3, "n_sessions": 1}, 0)["subject"].unique())
+        ['sim000', 'sim001', 'sim002']
+        """
+        members = self._members()
+        rng = np.random.default_rng(random_state)
+        if not isinstance(X_or_protocol, dict):
+            member = members[int(rng.integers(len(members)))]
+            return member.simulate(X_or_protocol, random_state=int(rng.integers(2**31 - 1)))
+        n_subjects = int(X_or_protocol.get("n_subjects", 1))
+        runs = []
+        for m, member in enumerate(members):
+            mine = np.arange(m, n_subjects, len(members))  # this member's twins
+            seed = int(rng.integers(2**31 - 1))
+            if mine.size == 0:
+                continue
+            run = member.simulate({**X_or_protocol, "n_subjects": int(mine.size)}, seed)
+            names = {f"sim{k:03d}": f"sim{i:03d}" for k, i in enumerate(mine)}
+            runs.append(run.assign(subject=run["subject"].map(names)))
+        table = pd.concat(runs, ignore_index=True)
+        order = table["subject"].str[3:].astype(int)
+        return table.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)

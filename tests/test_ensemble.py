@@ -8,6 +8,7 @@ from sklearn.model_selection import GroupKFold
 
 from ibl_learnrules import LearningRuleGLM, SeedEnsemble, simulate_cohort
 from ibl_learnrules.evaluation import compare_rules
+from ibl_learnrules.twins import check_twins
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,39 @@ def test_bad_parameters(cohort, params, error, pattern):
 def test_not_fitted(cohort):
     with pytest.raises(NotFittedError, match="not fitted yet"):
         SeedEnsemble().score(cohort)
+
+
+@pytest.fixture(scope="module")
+def learner_and_fixed(cohort):
+    # two members that cannot be confused: one learns (REINFORCE, a large rate), one never does
+    ens = SeedEnsemble(LearningRuleGLM(rule="none", max_epochs=1), n_members=2,
+                       random_state=0).fit(cohort)
+    learner = LearningRuleGLM(rule="reinforce", rule_params={"alpha": 0.5}, max_epochs=1,
+                              lr=1e-6, random_state=0).fit(cohort)
+    ens.estimators_ = [learner, ens.estimators_[0]]
+    return ens
+
+
+def _moves(run):
+    """Whether each simulated animal's weights ever change."""
+    return run.groupby("subject")["w_stimulus"].agg(lambda w: w.nunique() > 1)
+
+
+def test_free_twins_are_shared_out_among_the_members(learner_and_fixed):
+    free = learner_and_fixed.simulate({"n_subjects": 5, "n_sessions": 1}, random_state=1)
+    moves = _moves(free)
+    assert list(moves.index) == [f"sim{i:03d}" for i in range(5)]
+    assert moves.tolist() == [True, False, True, False, True]  # twin i is member i % 2's
+
+
+def test_replays_draw_a_member_per_seed_and_check_twins_takes_an_ensemble(cohort,
+                                                                        learner_and_fixed):
+    one = cohort[cohort["subject"] == cohort["subject"].iloc[0]]
+    drawn = {bool(_moves(learner_and_fixed.simulate(one, random_state=s)).iloc[0])
+             for s in range(12)}
+    assert drawn == {True, False}
+    again = learner_and_fixed.simulate(one, random_state=3)
+    assert again.equals(learner_and_fixed.simulate(one, random_state=3))
+    check = check_twins(learner_and_fixed, one, n_twins=4, random_state=0, psychometrics=False)
+    assert check.sessions.groupby("mode")["twin"].nunique().to_dict() == {
+        "animal": 1, "free": 4, "replay": 4}
