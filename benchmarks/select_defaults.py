@@ -70,6 +70,11 @@ CANDIDATES = {
     "dnn_free1_cosine": dict(rule="dnn", free_running=1.0, lr_schedule="cosine"),
     "rnn_free03": dict(rule="rnn", free_running=0.3),
     "rnn_free1_cosine": dict(rule="rnn", free_running=1.0, lr_schedule="cosine"),
+    # the default dnn with its correction shrunk toward the nested classic rule
+    "dnn_default_wd1": dict(rule="dnn", free_running="auto", lr_schedule="auto",
+                            weight_decay=1.0),
+    "dnn_default_wd10": dict(rule="dnn", free_running="auto", lr_schedule="auto",
+                             weight_decay=10.0),
 }
 
 
