@@ -143,8 +143,8 @@ class ClosedLoopRunner:
     :func:`~ibl_learnrules.engine.train_rule` (build it with :meth:`factory`): two chunk
     runners, one teacher-forced and one free-running, each through the rule's compiled
     kernel where it has one (``dnn`` and ``rnn`` have both; elsewhere the free part is a
-    per-trial torch loop). Each carries its own weights and state from chunk to chunk, detached, as
-    truncated back-propagation does.
+    per-trial torch loop). Each carries its own weights and state from chunk to chunk,
+    detached, as truncated back-propagation does.
     """
 
     def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto",

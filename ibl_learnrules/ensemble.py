@@ -9,6 +9,8 @@ log-likelihood (Jensen), and it is a proper predictive model (a mixture of the m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
@@ -113,7 +115,7 @@ class SeedEnsemble(BaseEstimator):
         """
         members = self._members()
         rng = np.random.default_rng(random_state)
-        if not isinstance(X_or_protocol, dict):
+        if not isinstance(X_or_protocol, Mapping):
             member = members[int(rng.integers(len(members)))]
             return member.simulate(X_or_protocol, random_state=int(rng.integers(2**31 - 1)))
         n_subjects = int(X_or_protocol.get("n_subjects", 1))

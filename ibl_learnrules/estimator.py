@@ -255,8 +255,9 @@ class LearningRuleGLM(BaseEstimator):
 
     def _runner_class(self):
         """How training runs a chunk: plus free running, through the filter, or plain."""
-        if self._free_running_weight():
-            return ClosedLoopRunner.factory(self._free_running_weight())
+        weight = self._free_running_weight()
+        if weight:
+            return ClosedLoopRunner.factory(weight)
         if self._noise_settings():
             return filtering.FilterRunner
         return None

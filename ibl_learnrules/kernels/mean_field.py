@@ -23,14 +23,14 @@ import numpy as np
 from .neural import (
     _JIT,
     _affine,
+    _back_gru_step,
     _back_policy,
     _back_tanh,
     _cast,
     _dots,
+    _gru_step,
     _policy,
-    _sigmoid,
     _sum_outer,
-    _tanh,
     _tanh_layer,
 )
 
@@ -229,11 +229,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 hn[t, i] = gh_[2 * H + i]
             for b in range(2):
                 _affine(WihT, bih, inp[b, t], gi)
-                for i in range(H):
-                    r[b, t, i] = _sigmoid(gi[i] + gh_[i])
-                    zg[b, t, i] = _sigmoid(gi[H + i] + gh_[H + i])
-                    n[b, t, i] = _tanh(gi[2 * H + i] + r[b, t, i] * hn[t, i])
-                    hnew[b, t, i] = (one - zg[b, t, i]) * n[b, t, i] + zg[b, t, i] * hs[t, i]
+                _gru_step(gi, gh_, hs[t], r[b, t], zg[b, t], n[b, t], hnew[b, t])
                 _affine(R1T, c1, hnew[b, t], pre)
                 _tanh_layer(pre, ro[b, t])
                 _dots(R2, c2, ro[b, t], out[b, t])
@@ -274,16 +270,11 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 _affine(R2, no_bias, go[b, t], gro[b, t])
                 _back_tanh(gro[b, t], ro[b, t])
                 _affine(R1, carried, gro[b, t], gnew)  # from the read-out and from h_{t+1}
+                _back_gru_step(gnew, hs[t], r[b, t], zg[b, t], n[b, t], hn[t], g_ih[b, t])
                 for i in range(H):
-                    gn = gnew[i] * (one - zg[b, t, i])
-                    gz = gnew[i] * (hs[t, i] - n[b, t, i])
-                    gan = gn * (one - n[b, t, i] * n[b, t, i])
-                    g_ih[b, t, i] = gan * hn[t, i] * r[b, t, i] * (one - r[b, t, i])
-                    g_ih[b, t, H + i] = gz * zg[b, t, i] * (one - zg[b, t, i])
-                    g_ih[b, t, 2 * H + i] = gan
                     g_hh[t, i] += g_ih[b, t, i]
                     g_hh[t, H + i] += g_ih[b, t, H + i]
-                    g_hh[t, 2 * H + i] += gan * r[b, t, i]
+                    g_hh[t, 2 * H + i] += g_ih[b, t, 2 * H + i] * r[b, t, i]
                     carry[i] += gnew[i] * zg[b, t, i]
             _affine(Whh, carry, g_hh[t], gh)
             # the network inputs' paths to w_t; the likelihood's only once

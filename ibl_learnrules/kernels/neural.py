@@ -400,6 +400,36 @@ def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
     return _dnn_chunk(x, u, y, valid, w0, *params, need_grad, float(loss_norm))
 
 
+@numba.njit(inline="always")
+def _gru_step(gi, gh, h, r, z, n, h_new):
+    """One GRUCell step (gates r, z, n) from ``gi = W_ih x + b_ih`` and ``gh = W_hh h + b_hh``."""
+    H = h.shape[0]
+    one = _cast(h[0], 1.0)
+    for i in range(H):
+        r[i] = _sigmoid(gi[i] + gh[i])
+        z[i] = _sigmoid(gi[H + i] + gh[H + i])
+        n[i] = _tanh(gi[2 * H + i] + r[i] * gh[2 * H + i])
+        h_new[i] = (one - z[i]) * n[i] + z[i] * h[i]
+
+
+@numba.njit(inline="always")
+def _back_gru_step(g_new, h, r, z, n, hn, g_in):
+    """Set ``g_in``, the gradients at the input-side gate sums (r, z, n), from d loss / d h_new.
+
+    The recurrent side's are the same for r and z, and ``g_in[n] * r`` for n; ``hn`` is
+    ``W_hn h + b_hn``.
+    """
+    H = h.shape[0]
+    one = _cast(h[0], 1.0)
+    for i in range(H):
+        gn = g_new[i] * (one - z[i])
+        gz = g_new[i] * (h[i] - n[i])
+        gan = gn * (one - n[i] * n[i])
+        g_in[i] = gan * hn[i] * r[i] * (one - r[i])
+        g_in[H + i] = gz * z[i] * (one - z[i])
+        g_in[2 * H + i] = gan
+
+
 @numba.njit(**_JIT)
 def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2, alpha, beta,
                need_grad, loss_norm):
@@ -424,7 +454,6 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
     # forward: b + WT.T @ v with the outputs innermost; backward: W.T @ g, i.e. W itself
     WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
     no_bias = np.zeros(3 * H, dt)
-    one = _cast(scale[0], 1.0)
     inv_norm = _cast(scale[0], 1.0 / loss_norm)
     for a in numba.prange(B):
         inp = np.empty((T, D), dt)
@@ -448,12 +477,8 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             loglik[a] += ll
             _affine(WihT, bih, inp[t], gi)
             _affine(WhhT, bhh, hs[t], gh_)
-            for i in range(H):
-                r[t, i] = _sigmoid(gi[i] + gh_[i])
-                zg[t, i] = _sigmoid(gi[H + i] + gh_[H + i])
-                hn[t, i] = gh_[2 * H + i]
-                n[t, i] = _tanh(gi[2 * H + i] + r[t, i] * gh_[2 * H + i])
-                hnew[t, i] = (one - zg[t, i]) * n[t, i] + zg[t, i] * hs[t, i]
+            hn[t] = gh_[2 * H:]
+            _gru_step(gi, gh_, hs[t], r[t], zg[t], n[t], hnew[t])
             _affine(R1T, c1, hnew[t], pre)
             _tanh_layer(pre, ro[t])
             _dots(R2, c2, ro[t], out[t])
@@ -485,16 +510,11 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             _affine(R2, no_bias, go[t], gro[t])
             _back_tanh(gro[t], ro[t])
             _affine(R1, gh, gro[t], gnew)  # into the new state: from the read-out and h_{t+1}
+            _back_gru_step(gnew, hs[t], r[t], zg[t], n[t], hn[t], g_ih[t])
             for i in range(H):
-                gn = gnew[i] * (one - zg[t, i])
-                gz = gnew[i] * (hs[t, i] - n[t, i])
-                gan = gn * (one - n[t, i] * n[t, i])
-                g_ih[t, i] = gan * hn[t, i] * r[t, i] * (one - r[t, i])
-                g_ih[t, H + i] = gz * zg[t, i] * (one - zg[t, i])
-                g_ih[t, 2 * H + i] = gan
                 g_hh[t, i] = g_ih[t, i]
                 g_hh[t, H + i] = g_ih[t, H + i]
-                g_hh[t, 2 * H + i] = gan * r[t, i]
+                g_hh[t, 2 * H + i] = g_ih[t, 2 * H + i] * r[t, i]
                 carry[i] = gnew[i] * zg[t, i]
             _affine(Whh, carry, g_hh[t], gh)
             _back_policy(gw, WihT, g_ih[t], x[a, t], y[a, t], p[t], inv_norm)
