@@ -40,12 +40,14 @@ NOISE = {"weight_noise": "learn", "max_epochs": 30}
 
 #: Training as every rule did before per-rule defaults (stop 20): teacher forcing alone, a
 #: constant learning rate. Variants are written on top of it (the package defaults: "dnn").
-TEACHER_FORCED = dict(free_running=0.0, lr_schedule="constant")
+TEACHER_FORCED = dict(free_running=0.0, lr_schedule="constant", correction_prior=0.0)
+#: The package defaults.
+AUTO = dict(free_running="auto", lr_schedule="auto", correction_prior="auto")
 
 #: Variant name -> LearningRuleGLM keyword arguments (over TEACHER_FORCED).
 VARIANTS = {
-    "dnn": dict(rule="dnn", free_running="auto", lr_schedule="auto"),  # the package defaults
-    "rnn": dict(rule="rnn", free_running="auto", lr_schedule="auto"),
+    "dnn": dict(rule="dnn", **AUTO),  # the package defaults
+    "rnn": dict(rule="rnn", **AUTO),
     "reinforce_baseline": dict(rule="reinforce_baseline"),
     "reinforce_baseline_prev_choice": dict(rule="reinforce_baseline", covariates=HISTORY),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
@@ -70,6 +72,10 @@ VARIANTS = {
     "rnn_noise": dict(rule="rnn", **NOISE),
     "rnn_noise_wd10": dict(rule="rnn", weight_decay=10.0, **NOISE),
 }
+# the defaults with a Gaussian prior on the correction, shared over the training trials
+VARIANTS.update({f"{rule}_prior{strength}": dict(
+    rule=rule, **{**AUTO, "correction_prior": float(strength)})
+    for rule in ("dnn", "rnn") for strength in (0, 1, 3, 10, 30, 100)})
 
 
 def fitted(name: str, seed: int, ensemble: int, data):

@@ -4,12 +4,17 @@ Usage::
 
     python benchmarks/select_defaults.py --configs dnn_plain,dnn_nested
     python benchmarks/select_defaults.py --protocol training --outer 5 --inner 4
+    python benchmarks/select_defaults.py --protocol biased --max-sessions 5
+    python benchmarks/select_defaults.py --protocol ks014 --configs dnn_default,rnn_default
 
 The 27 bundled IBL mice are split by mouse into ``--outer`` folds, as the science benchmark
 splits them; each outer fold's *training* mice are split again into ``--inner`` folds, and
 every candidate is fitted on inner-training mice and scored on inner-validation mice. The
 outer test mice are never loaded into a fit or a score here: what this prints may choose
 defaults without peeking at the folds that ``bench_science.py`` reports.
+
+``--protocol ks014`` validates within the one bundled mouse instead: fitted on KS014's
+sessions 0-6 and scored on 7-9, where ``bench_science.py`` fits 0-9 and scores 10-14.
 """
 
 from __future__ import annotations
@@ -21,18 +26,23 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold
 
-from ibl_learnrules.datasets import load_ibl_mice
-from ibl_learnrules.evaluation import compare_rules
+from ibl_learnrules import LearningRuleGLM
+from ibl_learnrules.datasets import load_ibl_mice, load_ks014
+from ibl_learnrules.evaluation import compare_rules, held_out_future
 
 #: Training as every rule did before per-rule defaults (stop 20): teacher forcing alone, a
 #: constant learning rate. Candidates are written on top of it, so that each keeps the
 #: meaning it had when it was measured.
-TEACHER_FORCED = dict(free_running=0.0, lr_schedule="constant")
+TEACHER_FORCED = dict(free_running=0.0, lr_schedule="constant", correction_prior=0.0)
+#: The package defaults.
+AUTO = dict(free_running="auto", lr_schedule="auto", correction_prior="auto")
+#: The package defaults of stop 20, before the correction prior.
+STOP20 = {**AUTO, "correction_prior": 0.0}
 
 #: Candidate estimators: name -> LearningRuleGLM keyword arguments (over TEACHER_FORCED).
 CANDIDATES = {
-    "dnn_default": dict(rule="dnn", free_running="auto", lr_schedule="auto"),
-    "rnn_default": dict(rule="rnn", free_running="auto", lr_schedule="auto"),
+    "dnn_default": dict(rule="dnn", **AUTO),
+    "rnn_default": dict(rule="rnn", **AUTO),
     "reinforce_baseline": dict(rule="reinforce_baseline"),
     "dnn_plain": dict(rule="dnn", rule_params={"base": None}),
     "dnn_nested": dict(rule="dnn", rule_params={"base": "reinforce_baseline"}),
@@ -71,27 +81,57 @@ CANDIDATES = {
     "rnn_free03": dict(rule="rnn", free_running=0.3),
     "rnn_free1_cosine": dict(rule="rnn", free_running=1.0, lr_schedule="cosine"),
     # the default dnn with its correction shrunk toward the nested classic rule
-    "dnn_default_wd1": dict(rule="dnn", free_running="auto", lr_schedule="auto",
+    "dnn_default_wd1": dict(rule="dnn", **STOP20,
                             weight_decay=1.0),
-    "dnn_default_wd10": dict(rule="dnn", free_running="auto", lr_schedule="auto",
+    "dnn_default_wd10": dict(rule="dnn", **STOP20,
                              weight_decay=10.0),
 }
+# the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
+# falls with the number of training trials
+CANDIDATES.update({f"{rule}_default_prior{strength}": dict(
+    rule=rule, **{**AUTO, "correction_prior": float(strength)})
+    for rule in ("dnn", "rnn") for strength in (0, 1, 3, 10, 30, 100, 300)})
+
+
+def candidate(name: str) -> LearningRuleGLM:
+    """The estimator of candidate ``name``."""
+    return LearningRuleGLM(**{**TEACHER_FORCED, **CANDIDATES[name]})
+
+
+def validate_on_ks014(configs: list[str], seeds: tuple[int, ...] = (0, 1, 2)) -> None:
+    """Fit KS014's sessions 0-6, score 7-9 (never the 10-14 that the benchmark scores)."""
+    ks014 = load_ks014()
+    first_ten = ks014[ks014["session"].isin(pd.unique(ks014["session"])[:10])]
+    scores = {}
+    for name in configs:
+        start = time.perf_counter()
+        table = held_out_future(first_ten, {name: candidate(name)}, n_train_sessions=7,
+                                seeds=seeds)
+        scores[name] = table.set_index("seed")["loglik"]
+        print(f"KS014 {name:<24s} sessions 7-9 {scores[name].mean():+.4f} nats/trial per "
+              f"seed {np.round(scores[name].to_numpy(), 4).tolist()} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(CANDIDATES))
-    parser.add_argument("--protocol", default="training")
+    parser.add_argument("--protocol", default="training",
+                        help="training, biased (the 27 mice) or ks014 (sessions 0-6 fitted, "
+                             "7-9 scored)")
+    parser.add_argument("--max-sessions", type=int, default=None,
+                        help="first sessions of each mouse kept (e.g. 5 biased sessions)")
     parser.add_argument("--outer", type=int, default=5)
     parser.add_argument("--inner", type=int, default=4)
     parser.add_argument("--folds", default=None,
                         help="outer folds to run, comma-separated (default: all)")
     args = parser.parse_args()
-    from ibl_learnrules import LearningRuleGLM
-
-    trials = load_ibl_mice(args.protocol)
-    groups = trials["subject"].to_numpy()
     configs = args.configs.split(",")
+    if args.protocol == "ks014":
+        validate_on_ks014(configs)
+        return
+    trials = load_ibl_mice(args.protocol, max_sessions=args.max_sessions)
+    groups = trials["subject"].to_numpy()
     rows = []
     folds = None if args.folds is None else {int(f) for f in args.folds.split(",")}
     for fold, (train, _) in enumerate(GroupKFold(args.outer).split(trials, groups=groups)):
@@ -100,9 +140,7 @@ def main() -> None:
         inner = trials.iloc[train]
         for name in configs:
             start = time.perf_counter()
-            table = compare_rules(inner, {name: LearningRuleGLM(**{**TEACHER_FORCED,
-                                                                   **CANDIDATES[name]})},
-                                  cv=GroupKFold(args.inner))
+            table = compare_rules(inner, {name: candidate(name)}, cv=GroupKFold(args.inner))
             table.insert(0, "outer_fold", fold)
             rows.append(table)
             print(f"outer fold {fold}: {name:<20s} inner-validation "

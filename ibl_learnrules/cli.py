@@ -126,6 +126,7 @@ def _fit(args: argparse.Namespace) -> None:
     trials = _read_trials(args)
     est = _fit_with_checkpoint(LearningRuleGLM(rule=args.rule, weight_noise=args.weight_noise,
                                                free_running=args.free_running,
+                                               correction_prior=args.correction_prior,
                                                **_estimator_params(args)), trials, args)
     save_model(est, args.out)
     if not args.quiet:
@@ -358,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "its own expected choices), so that its twins learn more at the "
                           "animals' pace; 0: teacher forcing only (default auto: the rule's "
                           "default, 1 for dnn and 0 for the others)")
+    fit.add_argument("--correction-prior", type=_word_or_number("auto", "a precision"),
+                     default="auto", metavar="PRECISION",
+                     help="precision of a Gaussian prior holding a network rule's correction "
+                          "near the classic rule it nests; its pull falls as the trials grow "
+                          "(default auto: the rule's default; 0: none)")
     fit.add_argument("--nwb-results", metavar="DIR",
                      help="with --nwb: write one results file per session into DIR "
                           "(trajectory, fitted rule), linked to the untouched source file")

@@ -639,8 +639,10 @@ def _clip_gradient(params: list, grad_clip: float | None) -> bool:
 
 def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, chunks: list,
                  n_valid: list, params: list, grad_clip: float | None, max_weight: float,
-                 names: Sequence[str]) -> float:
+                 names: Sequence[str], prior: _Prior | None = None) -> float:
     """One pass over the training animals, one optimiser step per chunk; the mean loss.
+
+    With a ``prior``, its gradient is added to every chunk's before clipping.
 
     Raises :class:`~ibl_learnrules.numerics.Trouble` at the first chunk in numerical trouble.
     """
@@ -653,6 +655,8 @@ def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, c
             optimizer.zero_grad()
         w_before, carried_before = w, carried
         loglik, w, carried = runner(w, carried, a, b, need_grad=learn, loss_norm=max(n, 1.0))
+        if learn and prior is not None:
+            prior.add_gradient()
         if not math.isfinite(loglik):
             what = "non-finite loss"
         elif learn and not _clip_gradient(params, grad_clip):
@@ -679,6 +683,28 @@ def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, c
     if offset is not None and weight_trouble(offset, max_weight):
         raise Trouble(state.epoch, "the last step", weight_trouble(offset, max_weight))
     return total / max(sum(n_valid), 1.0)
+
+
+class _Prior:
+    """Gaussian prior of precision ``precision`` on ``params``, shared over ``n_trials``.
+
+    The prior adds ``precision / 2 * |theta|^2`` to the *total* negative log-likelihood of
+    the training trials; every chunk's loss is a per-trial mean, so each step carries
+    ``precision / n_trials`` of it. The pull thus weakens as the data grow: one mouse's
+    sessions are shrunk toward the nested rule more than a cohort's.
+    """
+
+    def __init__(self, params: list, precision: float, n_trials: float):
+        self.params = params
+        self.coefficient = precision / max(n_trials, 1.0)
+
+    def add_gradient(self) -> None:
+        with torch.no_grad():
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = self.coefficient * p.detach().clone()
+                else:
+                    p.grad.add_(p, alpha=self.coefficient)
 
 
 def _validate(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor,
@@ -726,6 +752,7 @@ def train_rule(
     progress: Callable | None = None,
     engine: str = "auto",
     weight_decay: float = 0.0,
+    correction_prior: float = 0.0,
     checkpoint: Checkpoint | None = None,
     resume: dict | None = None,
     names: Sequence[str] | None = None,
@@ -773,6 +800,10 @@ def train_rule(
     weight_decay : float
         Decoupled weight decay (AdamW) of :meth:`LearningRule.correction_parameters` only:
         it shrinks a network's correction toward the rule it nests (or toward no update).
+    correction_prior : float
+        Precision of a Gaussian prior at zero on the same parameters: adds
+        ``correction_prior / 2 * |theta|^2`` to the total negative log-likelihood of the
+        training trials, so its pull falls as the number of trials grows.
     checkpoint : ibl_learnrules.checkpoint.Checkpoint, optional
         Save the training state there after every ``checkpoint.every`` epochs, after the
         last one, and when interrupted (Ctrl-C: the last completed epoch, then
@@ -813,6 +844,9 @@ def train_rule(
     val_runner = None if val_batch is None else runner_class(rule, val_batch, engine)
     chunks = [(s, min(s + tbptt, batch.n_trials)) for s in range(0, batch.n_trials, tbptt)]
     n_valid = [float(batch.valid[:, a:b].sum()) for a, b in chunks]
+    shrunk = {id(p) for p in rule.correction_parameters()}
+    prior = (_Prior([p for p in params if id(p) in shrunk], correction_prior, sum(n_valid))
+             if correction_prior and shrunk else None)
     names = list(names) if names is not None else [f"#{i}" for i in range(batch.n_animals)]
     if val_batch is not None:
         val_names = (list(val_names) if val_names is not None
@@ -827,7 +861,7 @@ def train_rule(
             epoch_lr = None if optimizer is None else optimizer.param_groups[0]["lr"]
             try:
                 train_loss = _train_epoch(state, runner, w0, chunks, n_valid, params,
-                                          grad_clip, max_weight, names)
+                                          grad_clip, max_weight, names, prior)
                 if schedule is not None:
                     schedule.step()
                 val_loss = (math.nan if val_runner is None

@@ -98,6 +98,17 @@ class LearningRuleGLM(BaseEstimator):
         Decoupled weight decay of a network rule's correction (its network's parameters):
         it pulls the rule toward the classic rule it nests (``rule_params={"base": ...}``),
         or toward no update. Classic rules have nothing to decay.
+    correction_prior : "auto" or float
+        Precision of a Gaussian prior, at zero, on the same parameters: ``correction_prior
+        / 2 * |theta|^2`` is added to the training trials' *total* negative log-likelihood.
+        Unlike ``weight_decay``, its pull falls as the data grow, as a prior's should: one
+        mouse's sessions are held near the nested classic rule, a cohort's much less.
+        ``"auto"`` (default) takes the rule's own default (``default_correction_prior``):
+        30 for ``dnn``, 10 for ``rnn``, 0 for the classic rules (they have no correction).
+        Chosen on validation data only (``benchmarks/select_defaults.py``): the 27 mice's
+        training sessions by inner cross-validation, where each won in all five outer
+        folds, and KS014's sessions 7-9 fitted on 0-6, where without it the networks
+        trailed ``reinforce_baseline`` (mean of three seeds) and with it beat it for each.
     rule_params : dict, optional
         Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``).
     weight_noise : None, "learn", float or sequence of float
@@ -179,6 +190,7 @@ class LearningRuleGLM(BaseEstimator):
         patience: int = 10,
         grad_clip: float | None = 1.0,
         weight_decay: float = 0.0,
+        correction_prior: float | str = "auto",
         rule_params: Mapping | None = None,
         weight_noise=None,
         free_running: float | str = "auto",
@@ -201,6 +213,7 @@ class LearningRuleGLM(BaseEstimator):
         self.patience = patience
         self.grad_clip = grad_clip
         self.weight_decay = weight_decay
+        self.correction_prior = correction_prior
         self.rule_params = rule_params
         self.weight_noise = weight_noise
         self.free_running = free_running
@@ -226,6 +239,10 @@ class LearningRuleGLM(BaseEstimator):
                              f"got {self.init_weights!r}")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if self.correction_prior != "auto" and not (
+                isinstance(self.correction_prior, (int, float)) and self.correction_prior >= 0):
+            raise ValueError(f'correction_prior must be "auto" or a number >= 0, '
+                             f"got {self.correction_prior!r}")
         self._noise_settings()
         if self.free_running != "auto" and not (
                 isinstance(self.free_running, (int, float)) and self.free_running >= 0):
@@ -252,6 +269,12 @@ class LearningRuleGLM(BaseEstimator):
         if self.lr_schedule != "auto":
             return self.lr_schedule
         return get_rule_class(self.rule).default_lr_schedule
+
+    def _correction_prior(self) -> float:
+        """``correction_prior`` with ``"auto"`` resolved to the rule's default."""
+        if self.correction_prior != "auto":
+            return float(self.correction_prior)
+        return get_rule_class(self.rule).default_correction_prior
 
     def _runner_class(self):
         """How training runs a chunk: plus free running, through the filter, or plain."""
@@ -398,7 +421,8 @@ class LearningRuleGLM(BaseEstimator):
             rule.train(), batch, w0, max_epochs=self.max_epochs, lr=self.lr,
             lr_schedule=self._lr_schedule_name(), tbptt=self.tbptt, grad_clip=self.grad_clip,
             val_batch=val_batch, val_w0=val_w0, patience=self.patience, engine=self.engine,
-            weight_decay=self.weight_decay, checkpoint=ckpt, resume=resume_state,
+            weight_decay=self.weight_decay, correction_prior=self._correction_prior(),
+            checkpoint=ckpt, resume=resume_state,
             names=[arrays.subjects[i] for i in train],
             val_names=val_names,
             runner_class=self._runner_class(),

@@ -78,6 +78,21 @@ def test_fit_free_running_takes_auto_or_a_weight(trials_file, tmp_path, capsys):
     assert "expected 'auto' or a weight >= 0, got 'often'" in capsys.readouterr().err
 
 
+def test_fit_correction_prior_takes_auto_or_a_precision(trials_file, tmp_path, capsys):
+    from ibl_learnrules import load_model
+
+    out = tmp_path / "prior.pt"
+    base = ["fit", "--trials", str(trials_file), "--rule", "dnn", "--epochs", "1", "--out",
+            str(out)]
+    assert main(base + ["--correction-prior", "3"]) == 0
+    assert load_model(out).correction_prior == 3.0
+    assert main(base) == 0
+    assert load_model(out).correction_prior == "auto"
+    with pytest.raises(SystemExit):
+        main(base + ["--correction-prior", "-1"])
+    assert "expected 'auto' or a precision >= 0, got '-1'" in capsys.readouterr().err
+
+
 def test_fit_reads_nwb_and_writes_linked_results(tmp_path, capsys):
     from ibl_learnrules import load_model
     from ibl_learnrules.io.nwb import read_trajectory, read_trials, trials_to_nwb

@@ -53,3 +53,41 @@ def test_unknown_learning_rate_schedule_is_refused(batch):
     w0 = torch.zeros(batch.n_animals, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"lr_schedule must be one of \['constant', 'cosine'\]"):
         train_rule(rule, batch, w0, max_epochs=1, lr=0.01, tbptt=200, lr_schedule="step")
+
+
+def _doubled(batch):
+    """The same animals twice: twice the trials, the same per-trial mean loss in every chunk."""
+    return TensorBatch(**{f: torch.cat([getattr(batch, f)] * 2)
+                          for f in ("x", "y", "reward", "correct_side", "new_session", "valid")})
+
+
+def _fit_correction(batch, prior, weight_decay=0.0):
+    rule = make_rule("dnn")
+    w0 = torch.zeros(batch.n_animals, 2, dtype=torch.float64)
+    train_rule(rule, batch, w0, max_epochs=3, lr=0.01, tbptt=100, correction_prior=prior,
+               weight_decay=weight_decay)
+    return torch.cat([p.detach().flatten() for p in rule.correction_parameters()])
+
+
+def test_correction_prior_weakens_as_the_trials_grow(batch):
+    # the prior is added to the total negative log-likelihood: twice the same trials with
+    # twice the precision is the very same objective per trial, so the very same fit
+    np.testing.assert_allclose(_fit_correction(_doubled(batch), 2e4),
+                               _fit_correction(batch, 1e4), rtol=1e-9, atol=1e-12)
+    # while twice the trials under the same precision are shrunk less
+    assert not torch.allclose(_fit_correction(_doubled(batch), 1e4),
+                              _fit_correction(batch, 1e4), rtol=1e-3)
+
+
+def test_a_strong_correction_prior_shrinks_the_correction_only(batch):
+    torch.manual_seed(0)
+    start = torch.cat([p.detach().flatten() for p in make_rule("dnn").correction_parameters()])
+    free, shrunk = _fit_correction(batch, 0.0), _fit_correction(batch, 1e6)
+    # 3 epochs of Adam at rate 0.01 move a parameter by at most ~0.3 either way; the prior
+    # pulls every one of them toward 0, so the shrunk network ends nearer 0 than it began
+    assert shrunk.norm() < 0.5 * start.norm() < free.norm()
+    # the nested rule's own parameters are not in the prior
+    rule = make_rule("dnn")
+    names = {n for n, p in rule.named_parameters()
+             if any(p is q for q in rule.correction_parameters())}
+    assert not names & {"log_scale", "log_alpha", "beta"}

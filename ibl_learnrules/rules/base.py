@@ -89,9 +89,11 @@ class LearningRule(nn.Module):
     #: One line for listings: what the rule computes.
     formula: ClassVar[str] = ""
     #: Training defaults of the rule, which ``LearningRuleGLM``'s ``"auto"`` settings take:
-    #: the weight of the free-running likelihood and the learning-rate schedule.
+    #: the weight of the free-running likelihood, the learning-rate schedule and the
+    #: precision of the prior on :meth:`correction_parameters`.
     default_free_running: ClassVar[float] = 0.0
     default_lr_schedule: ClassVar[str] = "constant"
+    default_correction_prior: ClassVar[float] = 0.0
 
     def __init__(self, n_weights: int):
         super().__init__()
