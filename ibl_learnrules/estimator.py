@@ -73,8 +73,8 @@ class LearningRuleGLM(BaseEstimator):
         Learning rate over the epochs: constant, or annealed from ``lr`` to 0 along a cosine
         over ``max_epochs``. Cosine lets network rules settle: with a constant rate their
         parameters keep moving between the early-learning and expert parts of the data.
-        ``"auto"`` (default) takes the rule's own default: cosine for ``dnn``, constant for
-        the others.
+        ``"auto"`` (default) takes the rule's own default (``default_lr_schedule``):
+        constant for every built-in rule.
     tbptt : int
         Trials per chunk of truncated back-propagation through time (one Adam step each).
         100 was chosen on validation mice (inner cross-validation over the 27 bundled mice,
@@ -130,15 +130,16 @@ class LearningRuleGLM(BaseEstimator):
         (:mod:`ibl_learnrules.closed_loop`): the animals' choices scored while the weights
         move by the rule's expected update under its own policy, not by the animal's
         choices. 0 trains on teacher forcing alone. A positive weight keeps a rule from
-        predicting by following the animal's choices, so that its free-running twins learn
-        more at the animal's pace (``benchmarks/bench_twins.py``). ``dnn`` and ``rnn`` run
-        this part through a compiled kernel (an epoch costs about 1.5 plain ones); other
-        rules through a per-trial torch loop, many times slower. ``"auto"`` (default) takes
-        the rule's own default: 1 for ``dnn`` (with the cosine schedule it beat plain training on
-        validation mice, ``benchmarks/select_defaults.py``), 0 for the others and with
-        ``weight_noise``. With ``weight_noise`` and a positive weight, the teacher-forced
-        part is the filter's likelihood and the free part runs the rule without its noise
-        (zero-mean noise leaves the expected update unchanged, to first order).
+        predicting by following the animal's choices: without ``correction_prior``, ``dnn``
+        trained with 1 and the cosine schedule made twins that learn more at the animal's
+        pace (``benchmarks/bench_twins.py``); with the prior its twins locked into a bias.
+        ``dnn`` and ``rnn`` run this part through a compiled kernel (an epoch costs about
+        1.5 plain ones); other rules through a per-trial torch loop, many times slower.
+        ``"auto"`` (default) takes the rule's own default (``default_free_running``): 0
+        for every built-in rule, and always 0 with ``weight_noise``. With ``weight_noise``
+        and a positive weight, the teacher-forced part is the filter's likelihood and the
+        free part runs the rule without its noise (zero-mean noise leaves the expected
+        update unchanged, to first order).
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     engine : {"auto", "torch", "fused"}

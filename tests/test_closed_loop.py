@@ -160,21 +160,46 @@ def test_fitting_free_running_raises_the_free_running_likelihood():
     assert closed.get_params()["free_running"] == 1.0
 
 
-@pytest.mark.parametrize("rule,free_running,lr_schedule", [
-    ("dnn", 1.0, "cosine"), ("reinforce_baseline", 0.0, "constant")])
-def test_auto_takes_the_rules_training_defaults(rule, free_running, lr_schedule):
+def _same_fit(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.rule_.parameters(), b.rule_.parameters(),
+                                                  strict=True))
+
+
+#: The documented defaults that "auto" stands for, and a setting that must change the fit.
+AUTO_DEFAULTS = {
+    "dnn": (dict(free_running=0.0, lr_schedule="constant", correction_prior=30.0),
+            dict(correction_prior=0.0)),
+    "rnn": (dict(free_running=0.0, lr_schedule="constant", correction_prior=10.0),
+            dict(correction_prior=0.0)),
+    "reinforce_baseline": (dict(free_running=0.0, lr_schedule="constant",
+                                correction_prior=0.0), dict(free_running=1.0)),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(AUTO_DEFAULTS))
+def test_auto_takes_the_rules_training_defaults(rule):
     # "auto" must train exactly as the rule's documented defaults, which differ by rule
     trials = simulate_cohort(2, n_trials=200, random_state=0)
+    defaults, change = AUTO_DEFAULTS[rule]
     auto = LearningRuleGLM(rule=rule, max_epochs=3, random_state=0).fit(trials)
-    explicit = LearningRuleGLM(rule=rule, max_epochs=3, random_state=0,
-                               free_running=free_running, lr_schedule=lr_schedule).fit(trials)
-    other = LearningRuleGLM(rule=rule, max_epochs=3, random_state=0,
-                            free_running=1.0 - free_running).fit(trials)
-    assert auto.get_params()["free_running"] == "auto"
-    for p, q in zip(auto.rule_.parameters(), explicit.rule_.parameters(), strict=True):
-        assert torch.equal(p, q)
-    assert not all(torch.equal(p, q) for p, q in zip(auto.rule_.parameters(),
-                                                      other.rule_.parameters(), strict=True))
+    explicit = LearningRuleGLM(rule=rule, max_epochs=3, random_state=0, **defaults).fit(trials)
+    other = LearningRuleGLM(rule=rule, max_epochs=3, random_state=0, **change).fit(trials)
+    assert {k: auto.get_params()[k] for k in defaults} == dict.fromkeys(defaults, "auto")
+    assert _same_fit(auto, explicit)
+    assert not _same_fit(auto, other)
+
+
+def test_auto_reads_the_rules_class_attributes(monkeypatch):
+    # a rule class that trains free with an annealed rate by default gets exactly that
+    from ibl_learnrules.rules import DNNRule
+
+    monkeypatch.setattr(DNNRule, "default_free_running", 1.0)
+    monkeypatch.setattr(DNNRule, "default_lr_schedule", "cosine")
+    trials = simulate_cohort(2, n_trials=200, random_state=0)
+    auto = LearningRuleGLM(rule="dnn", max_epochs=3, random_state=0).fit(trials)
+    explicit = LearningRuleGLM(rule="dnn", max_epochs=3, random_state=0, free_running=1.0,
+                               lr_schedule="cosine", correction_prior=30.0).fit(trials)
+    assert _same_fit(auto, explicit)
 
 
 def test_auto_free_running_is_off_with_weight_noise():
