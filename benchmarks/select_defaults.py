@@ -81,10 +81,8 @@ CANDIDATES = {
     "rnn_free03": dict(rule="rnn", free_running=0.3),
     "rnn_free1_cosine": dict(rule="rnn", free_running=1.0, lr_schedule="cosine"),
     # the default dnn with its correction shrunk toward the nested classic rule
-    "dnn_default_wd1": dict(rule="dnn", **STOP20,
-                            weight_decay=1.0),
-    "dnn_default_wd10": dict(rule="dnn", **STOP20,
-                             weight_decay=10.0),
+    "dnn_default_wd1": dict(rule="dnn", **STOP20, weight_decay=1.0),
+    "dnn_default_wd10": dict(rule="dnn", **STOP20, weight_decay=10.0),
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials
@@ -102,14 +100,12 @@ def validate_on_ks014(configs: list[str], seeds: tuple[int, ...] = (0, 1, 2)) ->
     """Fit KS014's sessions 0-6, score 7-9 (never the 10-14 that the benchmark scores)."""
     ks014 = load_ks014()
     first_ten = ks014[ks014["session"].isin(pd.unique(ks014["session"])[:10])]
-    scores = {}
     for name in configs:
         start = time.perf_counter()
-        table = held_out_future(first_ten, {name: candidate(name)}, n_train_sessions=7,
-                                seeds=seeds)
-        scores[name] = table.set_index("seed")["loglik"]
-        print(f"KS014 {name:<24s} sessions 7-9 {scores[name].mean():+.4f} nats/trial per "
-              f"seed {np.round(scores[name].to_numpy(), 4).tolist()} "
+        scores = held_out_future(first_ten, {name: candidate(name)}, n_train_sessions=7,
+                                 seeds=seeds)["loglik"]
+        print(f"KS014 {name:<24s} sessions 7-9 {scores.mean():+.4f} nats/trial per "
+              f"seed {np.round(scores.to_numpy(), 4).tolist()} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 

@@ -552,10 +552,17 @@ def _optimizer(rule: LearningRule, params: list, lr: float, weight_decay: float)
         return None
     if not weight_decay:
         return torch.optim.Adam(params, lr=lr)
-    shrunk = {id(p) for p in rule.correction_parameters()}
-    groups = [{"params": [p for p in params if id(p) in shrunk], "weight_decay": weight_decay},
-              {"params": [p for p in params if id(p) not in shrunk], "weight_decay": 0.0}]
+    shrunk = _correction(rule, params)
+    groups = [{"params": shrunk, "weight_decay": weight_decay},
+              {"params": [p for p in params if all(p is not q for q in shrunk)],
+               "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def _correction(rule: LearningRule, params: list) -> list:
+    """Return the trained ones of ``rule.correction_parameters()`` (decay and prior)."""
+    shrunk = {id(p) for p in rule.correction_parameters()}
+    return [p for p in params if id(p) in shrunk]
 
 
 class _TrainingState:
@@ -702,7 +709,7 @@ class _Prior:
         with torch.no_grad():
             for p in self.params:
                 if p.grad is None:
-                    p.grad = self.coefficient * p.detach().clone()
+                    p.grad = self.coefficient * p.detach()
                 else:
                     p.grad.add_(p, alpha=self.coefficient)
 
@@ -844,9 +851,8 @@ def train_rule(
     val_runner = None if val_batch is None else runner_class(rule, val_batch, engine)
     chunks = [(s, min(s + tbptt, batch.n_trials)) for s in range(0, batch.n_trials, tbptt)]
     n_valid = [float(batch.valid[:, a:b].sum()) for a, b in chunks]
-    shrunk = {id(p) for p in rule.correction_parameters()}
-    prior = (_Prior([p for p in params if id(p) in shrunk], correction_prior, sum(n_valid))
-             if correction_prior and shrunk else None)
+    shrunk = _correction(rule, params)
+    prior = _Prior(shrunk, correction_prior, sum(n_valid)) if correction_prior and shrunk else None
     names = list(names) if names is not None else [f"#{i}" for i in range(batch.n_animals)]
     if val_batch is not None:
         val_names = (list(val_names) if val_names is not None

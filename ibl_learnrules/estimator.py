@@ -240,15 +240,11 @@ class LearningRuleGLM(BaseEstimator):
                              f"got {self.init_weights!r}")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-        if self.correction_prior != "auto" and not (
-                isinstance(self.correction_prior, (int, float)) and self.correction_prior >= 0):
-            raise ValueError(f'correction_prior must be "auto" or a number >= 0, '
-                             f"got {self.correction_prior!r}")
         self._noise_settings()
-        if self.free_running != "auto" and not (
-                isinstance(self.free_running, (int, float)) and self.free_running >= 0):
-            raise ValueError(f'free_running must be "auto" or a number >= 0, '
-                             f"got {self.free_running!r}")
+        for name in ("free_running", "correction_prior"):
+            value = getattr(self, name)
+            if value != "auto" and not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f'{name} must be "auto" or a number >= 0, got {value!r}')
         if not 0 < self.validation_fraction < 1:
             raise ValueError("validation_fraction must lie in (0, 1), "
                              f"got {self.validation_fraction!r}")
@@ -257,25 +253,16 @@ class LearningRuleGLM(BaseEstimator):
         """Keyword arguments of :class:`~ibl_learnrules.filtering.WeightNoise` (None: off)."""
         return filtering.noise_settings(self.weight_noise)
 
+    def _setting(self, name: str):
+        """Training setting ``name`` with ``"auto"`` resolved to the rule class's default."""
+        value = getattr(self, name)
+        return getattr(get_rule_class(self.rule), f"default_{name}") if value == "auto" else value
+
     def _free_running_weight(self) -> float:
         """``free_running`` with ``"auto"`` resolved: the rule's default, 0 with noise."""
-        if self.free_running != "auto":
-            return float(self.free_running)
-        if self._noise_settings() is not None:
+        if self.free_running == "auto" and self._noise_settings() is not None:
             return 0.0
-        return get_rule_class(self.rule).default_free_running
-
-    def _lr_schedule_name(self) -> str:
-        """``lr_schedule`` with ``"auto"`` resolved to the rule's default."""
-        if self.lr_schedule != "auto":
-            return self.lr_schedule
-        return get_rule_class(self.rule).default_lr_schedule
-
-    def _correction_prior(self) -> float:
-        """``correction_prior`` with ``"auto"`` resolved to the rule's default."""
-        if self.correction_prior != "auto":
-            return float(self.correction_prior)
-        return get_rule_class(self.rule).default_correction_prior
+        return float(self._setting("free_running"))
 
     def _runner_class(self):
         """How training runs a chunk: plus free running, through the filter, or plain."""
@@ -420,9 +407,10 @@ class LearningRuleGLM(BaseEstimator):
             val_names = [arrays.subjects[i] for i in val]
         history = engine.train_rule(
             rule.train(), batch, w0, max_epochs=self.max_epochs, lr=self.lr,
-            lr_schedule=self._lr_schedule_name(), tbptt=self.tbptt, grad_clip=self.grad_clip,
+            lr_schedule=self._setting("lr_schedule"), tbptt=self.tbptt, grad_clip=self.grad_clip,
             val_batch=val_batch, val_w0=val_w0, patience=self.patience, engine=self.engine,
-            weight_decay=self.weight_decay, correction_prior=self._correction_prior(),
+            weight_decay=self.weight_decay,
+            correction_prior=float(self._setting("correction_prior")),
             checkpoint=ckpt, resume=resume_state,
             names=[arrays.subjects[i] for i in train],
             val_names=val_names,

@@ -63,34 +63,25 @@ def test_fit_with_weight_noise(trials_file, tmp_path, capsys):
     assert "expected 'learn' or a standard deviation" in capsys.readouterr().err
 
 
-def test_fit_free_running_takes_auto_or_a_weight(trials_file, tmp_path, capsys):
+@pytest.mark.parametrize("option,rule,value,bad,message", [
+    ("--free-running", "reinforce_baseline", "0.5", "often",
+     "expected 'auto' or a weight >= 0, got 'often'"),
+    ("--correction-prior", "dnn", "3", "-1", "expected 'auto' or a precision >= 0, got '-1'")])
+def test_fit_auto_options_take_auto_or_a_number(trials_file, tmp_path, capsys, option, rule,
+                                                value, bad, message):
     from ibl_learnrules import load_model
 
-    out = tmp_path / "free.pt"
-    base = ["fit", "--trials", str(trials_file), "--rule", "reinforce_baseline", "--epochs",
-            "1", "--out", str(out)]
-    assert main(base + ["--free-running", "0.5"]) == 0
-    assert load_model(out).free_running == 0.5
-    assert main(base) == 0
-    assert load_model(out).free_running == "auto"
-    with pytest.raises(SystemExit):
-        main(base + ["--free-running", "often"])
-    assert "expected 'auto' or a weight >= 0, got 'often'" in capsys.readouterr().err
-
-
-def test_fit_correction_prior_takes_auto_or_a_precision(trials_file, tmp_path, capsys):
-    from ibl_learnrules import load_model
-
-    out = tmp_path / "prior.pt"
-    base = ["fit", "--trials", str(trials_file), "--rule", "dnn", "--epochs", "1", "--out",
+    out = tmp_path / "model.pt"
+    param = option[2:].replace("-", "_")
+    base = ["fit", "--trials", str(trials_file), "--rule", rule, "--epochs", "1", "--out",
             str(out)]
-    assert main(base + ["--correction-prior", "3"]) == 0
-    assert load_model(out).correction_prior == 3.0
+    assert main(base + [option, value]) == 0
+    assert getattr(load_model(out), param) == float(value)
     assert main(base) == 0
-    assert load_model(out).correction_prior == "auto"
+    assert getattr(load_model(out), param) == "auto"
     with pytest.raises(SystemExit):
-        main(base + ["--correction-prior", "-1"])
-    assert "expected 'auto' or a precision >= 0, got '-1'" in capsys.readouterr().err
+        main(base + [option, bad])
+    assert message in capsys.readouterr().err
 
 
 def test_fit_reads_nwb_and_writes_linked_results(tmp_path, capsys):
