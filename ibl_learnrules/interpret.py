@@ -39,6 +39,7 @@ __all__ = [
     "reward_history_updates",
     "summarize_reward_history",
     "reward_run_ratios",
+    "correction_summary",
     "Psychometric",
     "psychometric_curves",
     "learning_curve",
@@ -386,7 +387,7 @@ def reward_history_updates(
     ['mixed', 'rewarded', 'start', 'unrewarded']
     """
     _check_run_length(k)
-    table, out, rows = _teacher_forced_updates(model, trials, covariates)
+    table, out, rows, _ = _teacher_forced_updates(model, trials, covariates)
     out.insert(3, "context", _contexts(table, k)[rows])
     out.index = trials.index[out.index.to_numpy()]
     return out
@@ -398,7 +399,10 @@ def _check_run_length(k) -> None:
 
 
 def _teacher_forced_updates(model, trials: pd.DataFrame, covariates):
-    """Return the validated table, the per-trial updates (indexed by its rows) and those rows."""
+    """Return the validated table, its per-trial updates, the rows they come from, its arrays.
+
+    The updates are indexed by the rows of the validated table.
+    """
     rule, covariates = _resolve(model, covariates)
     table = validate_trials(trials.reset_index(drop=True))
     arrays = featurize(table, covariates, warn_nogo=False)
@@ -423,7 +427,7 @@ def _teacher_forced_updates(model, trials: pd.DataFrame, covariates):
         out[f"dw_{name}"] = dw[..., j][keep]
     for j, name in enumerate(covariates):
         out[f"grad_{name}"] = grad[..., j][keep]
-    return table, out, rows
+    return table, out, rows, arrays
 
 
 def summarize_reward_history(updates: pd.DataFrame) -> pd.DataFrame:
@@ -519,7 +523,7 @@ def reward_run_ratios(model, trials: pd.DataFrame, ks: Sequence[int] = (1, 2, 3,
     for k in ks:
         _check_run_length(k)
     # one rollout: only the contexts depend on k
-    table, updates, positions = _teacher_forced_updates(model, trials, covariates)
+    table, updates, positions, _ = _teacher_forced_updates(model, trials, covariates)
     rows = []
     for k in ks:
         updates["context"] = _contexts(table, k)[positions]
@@ -541,6 +545,70 @@ def reward_run_ratios(model, trials: pd.DataFrame, ks: Sequence[int] = (1, 2, 3,
     columns = ["subject", "k", "covariate", "rate_rewarded", "rate_unrewarded", "n_rewarded",
                "n_unrewarded", "ratio"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def correction_summary(model, trials: pd.DataFrame,
+                       covariates: Sequence[str] | None = None) -> pd.DataFrame:
+    """How much of a network rule's correction depends on the trial, and how much is drift.
+
+    A ``dnn`` or ``rnn`` rule's update is its classic part (``alpha (r - beta) (y - p) x``
+    when it nests REINFORCE with baseline, else nothing) plus the network's correction. Along
+    the animals' own trials (teacher forcing, as :func:`reward_history_updates`) this splits
+    each trial's correction into the part common to every trial, its mean (``drift``), and
+    what varies from trial to trial with stimulus, choice, reward and history
+    (``correction_sd``). A correction that is mostly drift moves the weights by the same step
+    whatever happens: under teacher forcing the classic part can balance it, but a
+    free-running twin whose choices stop carrying a learning signal keeps drifting.
+
+    Parameters
+    ----------
+    model : LearningRuleGLM or LearningRule
+        A fitted estimator or a network rule (see :func:`reward_history_updates`).
+    trials : pandas.DataFrame
+        Trials table.
+    covariates : sequence of str, optional
+        Covariates of a bare rule, as in :func:`reward_history_updates`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per covariate, over the trials with a choice: ``n_trials``, ``drift`` (mean
+        correction per trial), ``correction_sd`` and ``classic_sd`` (standard deviations over
+        trials of the correction and of the classic part) and ``drift_share``, the fraction
+        of the correction's mean square that is its mean: ``drift**2 / mean(correction**2)``
+        (1: a constant step; 0: no net drift).
+
+    Examples
+    --------
+    >>> from ibl_learnrules import simulate_cohort
+    >>> from ibl_learnrules.rules import DNNRule
+    >>> trials = simulate_cohort(1, "reinforce_baseline", n_trials=200, random_state=0)
+    >>> summary = correction_summary(DNNRule(2, base="reinforce_baseline"), trials)
+    >>> summary[["covariate", "n_trials"]].to_dict("records")
+    [{'covariate': 'stimulus', 'n_trials': 200}, {'covariate': 'bias', 'n_trials': 200}]
+    """
+    rule, covariates = _resolve(model, covariates)
+    if not hasattr(rule, "base_update"):
+        raise ValueError(f"{type(rule).__name__} has no network correction; "
+                         "correction_summary reads dnn and rnn rules")
+    _, updates, _, arrays = _teacher_forced_updates(model, trials, covariates)
+    keep = arrays.valid
+    step = TrialStep(*(torch.as_tensor(a, dtype=torch.float64) for a in (
+        arrays.x[keep], arrays.y[keep], arrays.reward[keep], arrays.correct_side[keep],
+        arrays.new_session[keep], updates["p_right"].to_numpy())))
+    with torch.no_grad():
+        classic = torch.as_tensor(_exact_copy(rule).base_update(step)).expand(
+            len(updates), len(covariates)).numpy()
+    out = []
+    for j, name in enumerate(covariates):
+        correction = updates[f"dw_{name}"].to_numpy() - classic[:, j]
+        mean_square = np.mean(correction ** 2)
+        out.append({"covariate": name, "n_trials": len(correction),
+                    "drift": correction.mean(), "correction_sd": correction.std(),
+                    "classic_sd": classic[:, j].std(),
+                    "drift_share": correction.mean() ** 2 / mean_square if mean_square > 0
+                    else np.nan})
+    return pd.DataFrame(out)
 
 
 # --------------------------------------------------------------- choice curves

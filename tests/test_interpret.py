@@ -1,10 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.special import erf, expit
 
 from ibl_learnrules import LearningRuleGLM, load_ks014, simulate_cohort
 from ibl_learnrules.interpret import (
+    correction_summary,
     delta_w_grid,
     expected_update,
     learning_curve,
@@ -13,7 +15,7 @@ from ibl_learnrules.interpret import (
     reward_run_ratios,
     summarize_reward_history,
 )
-from ibl_learnrules.rules import Reinforce, classic
+from ibl_learnrules.rules import DNNRule, Reinforce, RNNRule, classic
 from ibl_learnrules.simulate import GROUND_TRUTH_DEFAULTS, ground_truth_rule
 
 
@@ -263,6 +265,71 @@ def test_reward_history_rejects_bad_input():
     with pytest.raises(ValueError, match="the rule has 2 weights but 3 covariates"):
         reward_history_updates(Reinforce(2), trials,
                                covariates=("stimulus", "bias", "prev_choice"))
+
+
+def nested_dnn(output_weight: float, output_bias):
+    """A dnn rule nesting REINFORCE with baseline (alpha 0.004, beta 0.4), read-out set."""
+    rule = DNNRule(2, base="reinforce_baseline").double()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        # set in float64: float32 parameters would round alpha and beta at 1e-8
+        rule.log_alpha.fill_(np.log(0.004))
+        rule.beta.fill_(0.4)
+        last = rule.mlp[-1]
+        last.weight.copy_(output_weight * torch.randn_like(last.weight))
+        last.bias.copy_(torch.as_tensor(output_bias, dtype=last.bias.dtype))
+    return rule
+
+
+@pytest.fixture(scope="module")
+def classic_cohort():
+    return simulate_cohort(3, "reinforce_baseline", n_trials=600, random_state=0)
+
+
+def test_zero_correction_leaves_the_classic_rule(classic_cohort):
+    summary = correction_summary(nested_dnn(0.0, [0.0, 0.0]), classic_cohort).set_index(
+        "covariate")
+    # w_{t+1} - w_t less the classic part: zero up to float64 round-off
+    np.testing.assert_allclose(summary[["drift", "correction_sd"]], 0.0, atol=1e-15)
+    # the classic part's spread is that of the classic rule's own updates on these trials
+    classic_dw = reward_history_updates(truth("reinforce_baseline", alpha=0.004, beta=0.4),
+                                        classic_cohort)
+    for name in ("stimulus", "bias"):
+        np.testing.assert_allclose(summary.loc[name, "classic_sd"],
+                                   classic_dw[f"dw_{name}"].std(ddof=0), rtol=1e-9)
+
+
+def test_constant_correction_is_all_drift(classic_cohort):
+    rule = nested_dnn(0.0, [0.5, -1.0])
+    summary = correction_summary(rule, classic_cohort).set_index("covariate")
+    step = rule.scale.detach().numpy() * np.array([0.5, -1.0])
+    np.testing.assert_allclose(summary["drift"], step, rtol=1e-9)
+    np.testing.assert_allclose(summary["correction_sd"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(summary["drift_share"], 1.0)
+
+
+def test_correction_is_the_update_less_the_classic_part_trial_by_trial(classic_cohort):
+    rule = nested_dnn(3.0, [0.2, -0.1])
+    updates = reward_history_updates(rule, classic_cohort)
+    summary = correction_summary(rule, classic_cohort).set_index("covariate")
+    for name in ("stimulus", "bias"):
+        # the classic part written out from the trial's reward and policy gradient
+        correction = (updates[f"dw_{name}"]
+                      - 0.004 * (updates["reward"] - 0.4) * updates[f"grad_{name}"])
+        assert correction.std(ddof=0) > 1e-4  # this network's correction varies
+        np.testing.assert_allclose(summary.loc[name, ["drift", "correction_sd"]],
+                                   [correction.mean(), correction.std(ddof=0)], rtol=1e-9)
+        assert 0.0 < summary.loc[name, "drift_share"] < 1.0
+
+
+def test_correction_summary_reads_estimators_and_refuses_classic_rules(classic_cohort):
+    est = LearningRuleGLM(rule="rnn", max_epochs=2, random_state=0).fit(classic_cohort)
+    summary = correction_summary(est, classic_cohort)
+    assert list(summary["covariate"]) == ["stimulus", "bias"]
+    assert (summary["n_trials"] == (classic_cohort["choice"] != 0).sum()).all()
+    assert isinstance(est.rule_, RNNRule)
+    with pytest.raises(ValueError, match="Reinforce has no network correction"):
+        correction_summary(Reinforce(2), classic_cohort)
 
 
 def psychometric_trials(pars, n_per_contrast=300, seed=0):
