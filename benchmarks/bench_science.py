@@ -9,8 +9,9 @@ Parts:
 
 * ``training``: the training-protocol sessions of the 27 bundled IBL mice (62,457 trials),
   ``GroupKFold(5)`` by mouse: held-out log-likelihood of ``none``, ``reinforce``,
-  ``reinforce_baseline``, ``dnn``, ``rnn``; paired one-sided tests of each flexible rule
-  against ``reinforce_baseline``.
+  ``reinforce_baseline``, ``reinforce_baseline_leak``, ``dnn``, ``rnn``; paired one-sided
+  tests of each flexible rule and of the leak rule against ``reinforce_baseline``, and of
+  each flexible rule against the leak rule (REINFORCE with baseline plus forgetting).
 * ``ks014``: KS014's first 10 sessions fitted, sessions 10-14 scored (the rule rolled through
   all of them on the mouse's own choices).
 * ``biased``: the same 5-fold comparison on the first ``--biased-sessions`` biased-block
@@ -20,7 +21,8 @@ Parts:
   sessions of all 27 mice; per mouse, the effective learning rate (``rate`` of
   :func:`~ibl_learnrules.interpret.summarize_reward_history`) on rewarded trials after k
   rewarded trials vs after k unrewarded ones, k = 1..5: median ratio across mice, its
-  interquartile range, and the number of mice whose ratio exceeds 1.
+  interquartile range, and the number of mice whose ratio exceeds 1; and how much of each
+  network's correction is a constant drift (:func:`~ibl_learnrules.interpret.correction_summary`).
 
 Every estimator is ``LearningRuleGLM(rule=name)`` with the package defaults, seed 0.
 ``--network-params '{"free_running": 0.3}'`` measures a variant of ``dnn`` and ``rnn``
@@ -43,19 +45,24 @@ from sklearn.model_selection import GroupKFold
 from ibl_learnrules import LearningRuleGLM, SeedEnsemble, load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.evaluation import compare_rules, held_out_future, paired_test, summarize
-from ibl_learnrules.interpret import reward_run_ratios
+from ibl_learnrules.interpret import correction_summary, reward_run_ratios
 
-RULES = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
+RULES = ("none", "reinforce", "reinforce_baseline", "reinforce_baseline_leak", "dnn", "rnn")
 NETWORKS = ("dnn", "rnn")
 REFERENCE = "reinforce_baseline"
+#: The classic rule with forgetting: the networks are also tested against it.
+LEAK = "reinforce_baseline_leak"
 
 
 def report(title: str, table: pd.DataFrame, seconds: float, networks) -> None:
     print(f"\n## {title} ({seconds:.0f} s)")
     print(summarize(table).round(4).to_string())
-    for rule in networks:
-        test = paired_test(table, rule, REFERENCE)
-        print(f"{rule} - {REFERENCE}: {test['mean_diff']:+.4f} nats/trial, "
+    fitted = set(table["rule"])
+    pairs = [(rule, REFERENCE) for rule in [*networks, LEAK] if rule in fitted]
+    pairs += [(rule, LEAK) for rule in networks if LEAK in fitted]
+    for rule, reference in pairs:
+        test = paired_test(table, rule, reference)
+        print(f"{rule} - {reference}: {test['mean_diff']:+.4f} nats/trial, "
               f"{int(test['n_a_better'])}/{int(test['n_animals'])} mice better, "
               f"Wilcoxon p = {test['wilcoxon_p']:.3g}, t-test p = {test['ttest_p']:.3g}",
               flush=True)
@@ -96,8 +103,10 @@ def main() -> None:
         print(f"\n## KS014, sessions 0-9 fitted, 10-14 scored ({seconds:.0f} s)")
         scores = table.set_index("rule")["loglik"]
         print(scores.round(4).to_string())
-        for rule in networks:
-            print(f"{rule} - {REFERENCE}: {scores[rule] - scores[REFERENCE]:+.4f} nats/trial")
+        for rule in [*networks, LEAK]:
+            if rule in scores:
+                print(f"{rule} - {REFERENCE}: {scores[rule] - scores[REFERENCE]:+.4f} "
+                      "nats/trial")
     if "biased" in parts:
         trials = load_ibl_mice("biased", max_sessions=args.biased_sessions)
         start = time.perf_counter()
@@ -118,6 +127,11 @@ def main() -> None:
                 print(f"{rule} k={k} {name:<9s} median {q[1]:.2f} (IQR {q[0]:.2f}-"
                       f"{q[2]:.2f}), {int((group['ratio'] > 1).sum())}/{len(group)} "
                       "mice > 1", flush=True)
+            # how much of the network's correction is a constant step on every trial
+            for row in correction_summary(est, trials).itertuples():
+                print(f"{rule} correction {row.covariate:<9s} drift {row.drift:+.5f}/trial, "
+                      f"sd {row.correction_sd:.5f} (classic part's sd {row.classic_sd:.5f}), "
+                      f"drift share {row.drift_share:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ class LearningRuleGLM(BaseEstimator):
     ----------
     rule : str
         Name of a rule from :func:`~ibl_learnrules.rules.available_rules`: ``"dnn"``,
-        ``"rnn"``, ``"reinforce"``, ``"reinforce_baseline"``, ``"reward_max"``,
-        ``"prediction_error"``, ``"q_learning"``, ``"reward_history"`` or ``"none"``.
+        ``"rnn"``, ``"reinforce"``, ``"reinforce_baseline"``, ``"reinforce_baseline_leak"``,
+        ``"reward_max"``, ``"prediction_error"``, ``"q_learning"``, ``"reward_history"`` or
+        ``"none"``.
     covariates : tuple of str
         GLM covariates (see :data:`ibl_learnrules.trials.COVARIATES`).
     hidden_size : int

@@ -19,7 +19,8 @@ PACKAGE_RULES = sorted(name for name, cls in RULES.items()
                        if cls.__module__.startswith("ibl_learnrules."))
 #: Constructor arguments: a large output scale makes the networks' updates, and so any
 #: disagreement, visible.
-CONSTRUCT = {"dnn": dict(hidden_size=16, scale=0.05), "rnn": dict(hidden_size=16, scale=0.05)}
+CONSTRUCT = {"dnn": dict(hidden_size=16, scale=0.05), "rnn": dict(hidden_size=16, scale=0.05),
+             "reinforce_baseline_leak": dict(leak=0.05, rest=0.3)}
 #: Constructions tested besides each rule's defaults, as "<rule>:<variant>": the network rules
 #: with and without a classic rule nested in them.
 VARIANTS = {f"{net}:{label}": dict(base=base) for net in ("dnn", "rnn")

@@ -16,7 +16,8 @@ def step(x, y, r, c, p=None, new=0.0):
 
 
 def test_registry_lists_every_rule():
-    assert available_rules() == sorted(["none", "reinforce", "reinforce_baseline", "reward_max",
+    assert available_rules() == sorted(["none", "reinforce", "reinforce_baseline",
+                                        "reinforce_baseline_leak", "reward_max",
                                         "prediction_error", "q_learning", "reward_history",
                                         "dnn", "rnn"])
     with pytest.raises(ValueError, match="unknown rule 'hebb'.*choose from"):

@@ -15,6 +15,8 @@ function that takes another as an argument (nor a closure).
 ``theta`` is the flat concatenation of ``list(rule.parameters())`` (logs where the rule
 stores logs); the state is flattened per animal to (B, M): nothing for the Markovian rules,
 ``[q_right, q_left]`` (2K) for ``q_learning``, the run of rewards (1) for ``reward_history``.
+``reinforce_baseline_leak``'s leak is applied first, from the weights before the trial: it
+scales their tangents by ``1 - leak`` and adds its own partials by ``log_leak`` and ``rest``.
 
 Precision: the kernel works in the dtype of its inputs (the rule's parameters: float32 by
 default, float64 in the equality tests). Weights, state and tangents are held in that dtype,
@@ -43,12 +45,13 @@ __all__ = [
     "PREDICTION_ERROR",
     "Q_LEARNING",
     "REWARD_HISTORY",
+    "REINFORCE_BASELINE_LEAK",
     "classic_chunk",
 ]
 
 #: Rule codes: which step function the driver applies.
-NONE, REINFORCE, REINFORCE_BASELINE, REWARD_MAX, PREDICTION_ERROR, Q_LEARNING, REWARD_HISTORY = (
-    range(7))
+(NONE, REINFORCE, REINFORCE_BASELINE, REWARD_MAX, PREDICTION_ERROR, Q_LEARNING, REWARD_HISTORY,
+ REINFORCE_BASELINE_LEAK) = range(8)
 
 # no fastmath: the work per trial is a few dozen flops, and the equality tests ask for 1e-10
 _JIT = dict(parallel=True, cache=True)
@@ -60,14 +63,32 @@ _WORK_PER_THREAD = 200_000
 
 @numba.njit(cache=True)
 def _natural(rule, theta, K):
-    """Parameters as the rules use them: the rates (and q-learning's beta) exponentiated."""
+    """Parameters as the rules use them: the rates (q-learning's beta, the leaks) exponentiated."""
     par = theta.copy()
     if rule != NONE:
         for k in range(K):
             par[k] = np.exp(theta[k])
     if rule == Q_LEARNING:
         par[K] = np.exp(theta[K])
+    if rule == REINFORCE_BASELINE_LEAK:
+        for k in range(2 * K, 3 * K):
+            par[k] = np.exp(theta[k])
     return par
+
+
+@numba.njit(inline="always")
+def _leak_step(par, K, v, w, Jw, need_grad):
+    """``w -= v * leak * (w - rest)`` (parameters 2K.. and 3K..) and its tangent."""
+    for k in range(K):
+        leak = par[2 * K + k]
+        away = w[k] - par[3 * K + k]
+        if need_grad:
+            keep = 1.0 - v * leak
+            for j in range(Jw.shape[1]):
+                Jw[k, j] *= keep
+            Jw[k, 2 * K + k] -= v * leak * away  # d / d log_leak
+            Jw[k, 3 * K + k] += v * leak
+        w[k] -= v * leak * away
 
 
 @numba.njit(inline="always")
@@ -166,7 +187,10 @@ def _step(rule, par, K, max_run, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, Js, g, 
         for k in range(K):
             g[k] = (rt - chosen) * sign
             gp[k] = -sign * sign
-    elif rule == REINFORCE_BASELINE:
+    elif rule == REINFORCE_BASELINE or rule == REINFORCE_BASELINE_LEAK:
+        if rule == REINFORCE_BASELINE_LEAK:
+            # from the weights before the trial: REINFORCE's step only adds to them
+            _leak_step(par, K, v, w, Jw, need_grad)
         has_beta = True
         for k in range(K):
             g[k] = (rt - par[K + k]) * (yt - p)

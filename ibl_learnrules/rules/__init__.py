@@ -20,6 +20,7 @@ from .classic import (
     QLearning,
     Reinforce,
     ReinforceBaseline,
+    ReinforceBaselineLeak,
     RewardHistoryReinforce,
     RewardMax,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "NoLearning",
     "Reinforce",
     "ReinforceBaseline",
+    "ReinforceBaselineLeak",
     "RewardMax",
     "PredictionError",
     "QLearning",

@@ -23,6 +23,7 @@ __all__ = [
     "NoLearning",
     "Reinforce",
     "ReinforceBaseline",
+    "ReinforceBaselineLeak",
     "RewardMax",
     "PredictionError",
     "QLearning",
@@ -132,6 +133,51 @@ class ReinforceBaseline(_RateRule):
     def chunk_kernel(self) -> ChunkKernel | None:
         """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
         return _classic_kernel(self, ReinforceBaseline, "REINFORCE_BASELINE")
+
+
+class ReinforceBaselineLeak(ReinforceBaseline):
+    """REINFORCE with baseline whose weights leak toward a resting point between updates.
+
+    ``dw = alpha * (r - beta) * (y - p) * x - leak * (w - rest)``, per weight: forgetting,
+    which holds the weights of an animal that has stopped improving where they are, whereas
+    REINFORCE's own update, whose mean points uphill on reward, would keep them growing. The
+    leak rates are positive (stored as logs); ``rest`` is fitted. With ``leak`` at 0 it is
+    :class:`ReinforceBaseline`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibl_learnrules.rules import TrialStep
+    >>> rule = ReinforceBaselineLeak(1, alpha=0.1, beta=0.5, leak=0.01, rest=1.0)
+    >>> one = torch.ones(1)
+    >>> trial = TrialStep(x=one[:, None], y=one, reward=one, correct_side=one,
+    ...                   new_session=0 * one, p=0.5 * one)
+    >>> dw, _ = rule(torch.full((1, 1), 3.0), trial)  # 0.1 * 0.5 * 0.5 - 0.01 * (3 - 1)
+    >>> round(dw.item(), 6)
+    0.005
+    """
+
+    name = "reinforce_baseline_leak"
+    formula = "dw = alpha * (r - beta) * (y - p) * x - leak * (w - rest)"
+
+    def __init__(self, n_weights: int, alpha=0.01, beta=0.5, leak=1e-3, rest=0.0):
+        super().__init__(n_weights, alpha, beta)
+        self.log_leak = per_weight_log_parameter(n_weights, leak, "leak")
+        self.rest = per_weight_parameter(n_weights, rest, "rest")
+
+    @property
+    def leak(self) -> torch.Tensor:
+        """Per-weight leak rate per trial."""
+        return self.log_leak.exp()
+
+    def forward(self, w, trial: TrialStep, state=None):
+        """REINFORCE with baseline's update less the leak toward ``rest``."""
+        dw, state = super().forward(w, trial, state)
+        return dw - self.leak * (w - self.rest), state
+
+    def chunk_kernel(self) -> ChunkKernel | None:
+        """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
+        return _classic_kernel(self, ReinforceBaselineLeak, "REINFORCE_BASELINE_LEAK")
 
 
 class RewardMax(_RateRule):
