@@ -89,6 +89,12 @@ CANDIDATES = {
 CANDIDATES.update({f"{rule}_default_prior{strength}": dict(
     rule=rule, **{**AUTO, "correction_prior": float(strength)})
     for rule in ("dnn", "rnn") for strength in (0, 1, 3, 10, 30, 100, 300)})
+# REINFORCE with baseline plus forgetting, alone and nested in the networks (with the prior)
+CANDIDATES["reinforce_baseline_leak"] = dict(rule="reinforce_baseline_leak")
+CANDIDATES.update({f"{rule}_leak_prior{strength}": dict(
+    rule=rule, rule_params={"base": "reinforce_baseline_leak"},
+    **{**AUTO, "correction_prior": float(strength)})
+    for rule in ("dnn", "rnn") for strength in (0, 3, 10, 30, 100)})
 
 
 def candidate(name: str) -> LearningRuleGLM:

@@ -387,7 +387,7 @@ def reward_history_updates(
     ['mixed', 'rewarded', 'start', 'unrewarded']
     """
     _check_run_length(k)
-    table, out, rows, _ = _teacher_forced_updates(model, trials, covariates)
+    table, out, rows, *_ = _teacher_forced_updates(model, trials, covariates)
     out.insert(3, "context", _contexts(table, k)[rows])
     out.index = trials.index[out.index.to_numpy()]
     return out
@@ -399,9 +399,10 @@ def _check_run_length(k) -> None:
 
 
 def _teacher_forced_updates(model, trials: pd.DataFrame, covariates):
-    """Return the validated table, its per-trial updates, the rows they come from, its arrays.
+    """Return the validated table, its updates, their rows, its arrays and the weights.
 
-    The updates are indexed by the rows of the validated table.
+    The per-trial updates are indexed by the rows of the validated table; the weights are the
+    policy weights before each trial, (A, T, K).
     """
     rule, covariates = _resolve(model, covariates)
     table = validate_trials(trials.reset_index(drop=True))
@@ -427,7 +428,7 @@ def _teacher_forced_updates(model, trials: pd.DataFrame, covariates):
         out[f"dw_{name}"] = dw[..., j][keep]
     for j, name in enumerate(covariates):
         out[f"grad_{name}"] = grad[..., j][keep]
-    return table, out, rows, arrays
+    return table, out, rows, arrays, weights
 
 
 def summarize_reward_history(updates: pd.DataFrame) -> pd.DataFrame:
@@ -523,7 +524,7 @@ def reward_run_ratios(model, trials: pd.DataFrame, ks: Sequence[int] = (1, 2, 3,
     for k in ks:
         _check_run_length(k)
     # one rollout: only the contexts depend on k
-    table, updates, positions, _ = _teacher_forced_updates(model, trials, covariates)
+    table, updates, positions, *_ = _teacher_forced_updates(model, trials, covariates)
     rows = []
     for k in ks:
         updates["context"] = _contexts(table, k)[positions]
@@ -591,14 +592,14 @@ def correction_summary(model, trials: pd.DataFrame,
     if not hasattr(rule, "base_update"):
         raise ValueError(f"{type(rule).__name__} has no network correction; "
                          "correction_summary reads dnn and rnn rules")
-    _, updates, _, arrays = _teacher_forced_updates(model, trials, covariates)
+    _, updates, _, arrays, weights = _teacher_forced_updates(model, trials, covariates)
     keep = arrays.valid
     step = TrialStep(*(torch.as_tensor(a, dtype=torch.float64) for a in (
         arrays.x[keep], arrays.y[keep], arrays.reward[keep], arrays.correct_side[keep],
         arrays.new_session[keep], updates["p_right"].to_numpy())))
     with torch.no_grad():
-        classic = torch.as_tensor(_exact_copy(rule).base_update(step)).expand(
-            len(updates), len(covariates)).numpy()
+        classic = torch.as_tensor(_exact_copy(rule).base_update(
+            torch.as_tensor(weights[keep]), step)).expand(len(updates), len(covariates)).numpy()
     out = []
     for j, name in enumerate(covariates):
         correction = updates[f"dw_{name}"].to_numpy() - classic[:, j]

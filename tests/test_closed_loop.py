@@ -107,14 +107,16 @@ def test_noisy_rule_adds_the_free_running_rule_to_the_filter(small_batch):
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
 @pytest.mark.parametrize("name", ["dnn", "rnn"])
-def test_kernel_is_the_mean_field_loop(small_trials, small_batch, name, dtype, tol):
+@pytest.mark.parametrize("base", [{}, dict(base="reinforce_baseline_leak", leak=0.05, rest=0.3)],
+                         ids=["nested", "nested_leak"])
+def test_kernel_is_the_mean_field_loop(small_trials, small_batch, name, base, dtype, tol):
     # the compiled free-running chunk against the torch loop: likelihood, carried weights and
     # state, and every gradient, over two chunks (the second starts from the carried weights
     # and, for rnn, from a nonzero mixed state), with no-go trials
     batch = small_batch if dtype == torch.float64 else TensorBatch.from_arrays(
         featurize(small_trials), CPU)
     torch.manual_seed(0)
-    rule = make_rule(name, 2, scale=0.3, alpha=0.2, beta=-1.0).to(dtype)
+    rule = make_rule(name, 2, scale=0.3, alpha=0.2, beta=-1.0, **base).to(dtype)
     results = {}
     for engine in ("torch", "fused"):
         runner = ChunkRunner(rule, batch, engine, free_running=True)

@@ -22,9 +22,12 @@ PACKAGE_RULES = sorted(name for name, cls in RULES.items()
 CONSTRUCT = {"dnn": dict(hidden_size=16, scale=0.05), "rnn": dict(hidden_size=16, scale=0.05),
              "reinforce_baseline_leak": dict(leak=0.05, rest=0.3)}
 #: Constructions tested besides each rule's defaults, as "<rule>:<variant>": the network rules
-#: with and without a classic rule nested in them.
+#: with and without a classic rule (with or without its leak) nested in them.
 VARIANTS = {f"{net}:{label}": dict(base=base) for net in ("dnn", "rnn")
             for label, base in (("plain", None), ("nested", "reinforce_baseline"))}
+# a leak large enough that its share of the gradients shows
+VARIANTS.update({f"{net}:nested_leak": dict(base="reinforce_baseline_leak", leak=0.05, rest=0.3)
+                 for net in ("dnn", "rnn")})
 # (B, T, K) and TBPTT chunks; animal 1 ends inside the second chunk, so the last is padding
 SHAPES = {
     "K1": (3, 160, 1, [(0, 37), (37, 100), (100, 160)]),

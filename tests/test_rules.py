@@ -132,12 +132,16 @@ def test_bad_rule_construction():
 
 
 @pytest.mark.parametrize("name", ["dnn", "rnn"])
-def test_nested_rule_is_its_classic_rule_when_the_correction_is_zero(name):
+@pytest.mark.parametrize("base, params", [
+    ("reinforce_baseline", {}),
+    ("reinforce_baseline_leak", dict(leak=[0.02, 0.005], rest=[1.0, -0.5])),
+])
+def test_nested_rule_is_its_classic_rule_when_the_correction_is_zero(name, base, params):
     torch.manual_seed(0)
     alpha, beta = [0.03, 0.01], [0.4, 0.7]
-    nested = get_rule_class(name)(2, hidden_size=8, base="reinforce_baseline", alpha=alpha,
-                                  beta=beta)
-    classic_rule = get_rule_class("reinforce_baseline")(2, alpha=alpha, beta=beta)
+    nested = get_rule_class(name)(2, hidden_size=8, base=base, alpha=alpha, beta=beta,
+                                  **params)
+    classic_rule = get_rule_class(base)(2, alpha=alpha, beta=beta, **params)
     rng = np.random.default_rng(1)
     w = torch.as_tensor(rng.normal(size=(20, 2)), dtype=torch.float32)
     trial = step(np.c_[rng.uniform(-1, 1, 20), np.ones(20)], rng.integers(0, 2, 20),

@@ -24,11 +24,13 @@ from .neural import (
     _JIT,
     _affine,
     _back_gru_step,
+    _back_leak,
     _back_policy,
     _back_tanh,
     _cast,
     _dots,
     _gru_step,
+    _leak,
     _policy,
     _sum_outer,
     _tanh_layer,
@@ -94,7 +96,7 @@ def _back_mixing_weight(gw, gp, p_t, x_t):
 
 @numba.njit(**_JIT)
 def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta,
-                          need_grad, loss_norm):
+                          leak, rest, need_grad, loss_norm):
     B, T, K = x.shape
     H = W1.shape[0]
     D = W1.shape[1]
@@ -110,6 +112,8 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
     gls = np.zeros((B, K))
     gla = np.zeros((B, K))
     gbeta = np.zeros((B, K))  # the baseline cancels in the expected update
+    gll = np.zeros((B, K))
+    grest = np.zeros((B, K))
     W1T, W2T = W1.T.copy(), W2.T.copy()
     no_bias = np.zeros(H, dt)
     zero = _cast(scale[0], 0.0)
@@ -135,6 +139,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
                 _tanh_layer(pre, h2[b, t])
                 _dots(W3, b3, h2[b, t], out[b, t])
             _mixed_update(w, v, scale, alpha, out[:, t], p[t], u[a, t, K + 2], x[a, t])
+            _leak(w, v, leak, rest, inp[0, t])
         w_end[a] = w
         if not need_grad:
             continue
@@ -153,6 +158,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
                 _affine(W2, no_bias, g2[b, t], g1[b, t])
                 _back_tanh(g1[b, t], h1[b, t])
             # the network inputs' paths to w_t; the likelihood's only once
+            _back_leak(gw, leak, rest, inp[0, t], gll[a], grest[a])
             _back_policy(gw, W1T, g1[0, t], x[a, t], y[a, t], p[t], inv_norm)
             _back_policy(gw, W1T, g1[1, t], x[a, t], y[a, t], p[t], zero)
             _back_mixing_weight(gw, gp, p[t], x[a, t])
@@ -161,7 +167,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             _sum_outer(gW2[a], gb2[a], g2[b], h1[b])
             _sum_outer(gW1[a], gb1[a], g1[b], inp[b])
     grads = (gW1.sum(0), gb1.sum(0), gW2.sum(0), gb2.sum(0), gW3.sum(0), gb3.sum(0), gls.sum(0),
-             gla.sum(0), gbeta.sum(0))
+             gla.sum(0), gbeta.sum(0), gll.sum(0), grest.sum(0))
     return loglik, w_end, grads
 
 
@@ -177,7 +183,7 @@ def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1
 
 @numba.njit(**_JIT)
 def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2,
-                          alpha, beta, need_grad, loss_norm):
+                          alpha, beta, leak, rest, need_grad, loss_norm):
     B, T, K = x.shape
     H = Whh.shape[1]
     D = Wih.shape[1]
@@ -196,6 +202,8 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
     gls = np.zeros((B, K))
     gla = np.zeros((B, K))
     gbeta = np.zeros((B, K))  # the baseline cancels in the expected update
+    gll = np.zeros((B, K))
+    grest = np.zeros((B, K))
     WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
     no_bias = np.zeros(3 * H, dt)
     one = _cast(scale[0], 1.0)
@@ -235,6 +243,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 _dots(R2, c2, ro[b, t], out[b, t])
             pt = p[t]
             _mixed_update(w, v, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t])
+            _leak(w, v, leak, rest, inp[0, t])
             if v > 0:
                 for i in range(H):
                     hs[t + 1, i] = pt * hnew[0, t, i] + (one - pt) * hnew[1, t, i]
@@ -278,6 +287,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                     carry[i] += gnew[i] * zg[b, t, i]
             _affine(Whh, carry, g_hh[t], gh)
             # the network inputs' paths to w_t; the likelihood's only once
+            _back_leak(gw, leak, rest, inp[0, t], gll[a], grest[a])
             _back_policy(gw, WihT, g_ih[0, t], x[a, t], y[a, t], pt, inv_norm)
             _back_policy(gw, WihT, g_ih[1, t], x[a, t], y[a, t], pt, zero)
             _back_mixing_weight(gw, gp, pt, x[a, t])
@@ -287,7 +297,8 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             _sum_outer(gR1[a], gc1[a], gro[b], hnew[b])
             _sum_outer(gR2[a], gc2[a], go[b], ro[b])
     grads = (gWih.sum(0), gWhh.sum(0), gbih.sum(0), gbhh.sum(0), gR1.sum(0), gc1.sum(0),
-             gR2.sum(0), gc2.sum(0), gls.sum(0), gla.sum(0), gbeta.sum(0))
+             gR2.sum(0), gc2.sum(0), gls.sum(0), gla.sum(0), gbeta.sum(0), gll.sum(0),
+             grest.sum(0))
     return loglik, w_end, h_end, grads
 
 

@@ -304,9 +304,30 @@ def _back_base_policy(gw, c, x_t, p_t):
         gw[k] -= s * x_t[k]
 
 
+@numba.njit(inline="always")
+def _leak(w, v, leak, rest, w_t):
+    """``w -= v leak (w_t - rest)``: the classic part's leak, from the weights before the trial."""
+    for k in range(w.shape[0]):
+        w[k] -= v * leak[k] * (w_t[k] - rest[k])
+
+
+@numba.njit(inline="always")
+def _back_leak(gw, leak, rest, w_t, gll_a, grest_a):
+    """Back through :func:`_leak` from ``gw`` = d loss / d w_{t+1}.
+
+    Accumulates the gradients of log-leak and rest and scales the identity path of ``gw``
+    to w_t by ``1 - leak``; call it before the other paths to w_t are added.
+    """
+    for k in range(gw.shape[0]):
+        g = np.float64(gw[k] * leak[k])
+        gll_a[k] -= g * (w_t[k] - rest[k])
+        grest_a[k] += g
+        gw[k] -= gw[k] * leak[k]
+
+
 @numba.njit(**_JIT)
-def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, need_grad,
-               loss_norm):
+def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, leak, rest,
+               need_grad, loss_norm):
     B, T, K = x.shape
     H = W1.shape[0]
     D = W1.shape[1]
@@ -323,6 +344,8 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, n
     gls = np.zeros((B, K))
     gla = np.zeros((B, K))
     gbeta = np.zeros((B, K))
+    gll = np.zeros((B, K))
+    grest = np.zeros((B, K))
     # forward: layers as b + WT.T @ v (outputs innermost); backward: W.T @ g, i.e. W itself
     W1T, W2T = W1.T.copy(), W2.T.copy()
     no_bias = np.zeros(H, dt)
@@ -347,6 +370,7 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, n
             for k in range(K):
                 base = _base_gain(alpha, beta, k, u[a, t], y[a, t], p[t]) * x[a, t, k]
                 w[k] += v * (scale[k] * out[t, k] + base)
+            _leak(w, v, leak, rest, inp[t])
         w_end[a] = w
         if not need_grad:
             continue
@@ -364,13 +388,14 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, n
             _back_tanh(g2[t], h2[t])
             _affine(W2, no_bias, g2[t], g1[t])
             _back_tanh(g1[t], h1[t])
+            _back_leak(gw, leak, rest, inp[t], gll[a], grest[a])
             _back_policy(gw, W1T, g1[t], x[a, t], y[a, t], p[t], inv_norm)
             _back_base_policy(gw, c, x[a, t], p[t])
         _sum_outer(gW3[a], gb3[a], go, h2)
         _sum_outer(gW2[a], gb2[a], g2, h1)
         _sum_outer(gW1[a], gb1[a], g1, inp)
     grads = (gW1.sum(0), gb1.sum(0), gW2.sum(0), gb2.sum(0), gW3.sum(0), gb3.sum(0), gls.sum(0),
-             gla.sum(0), gbeta.sum(0))
+             gla.sum(0), gbeta.sum(0), gll.sum(0), grest.sum(0))
     return loglik, w_end, grads
 
 
@@ -382,9 +407,10 @@ def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
     x, u, y, valid, w0 : ndarray
         Chunk inputs and the weights before its first trial, all of one float dtype.
     params : sequence of ndarray
-        ``scale, W1, b1, W2, b2, W3, b3, alpha, beta`` (``scale`` = exp of the rule's
-        log-scale; ``alpha``, ``beta``: the classic part ``alpha (r - beta) (y - p) x`` of the
-        update, zeros for none), C-contiguous and of the inputs' dtype.
+        ``scale, W1, b1, W2, b2, W3, b3, alpha, beta, leak, rest`` (``scale`` = exp of the
+        rule's log-scale; ``alpha``, ``beta``: the classic part ``alpha (r - beta) (y - p) x``
+        of the update, zeros for none; ``leak``, ``rest``: its leak ``-leak (w - rest)``,
+        zeros for none), C-contiguous and of the inputs' dtype.
     need_grad : bool
         Also back-propagate.
     loss_norm : float
@@ -395,7 +421,7 @@ def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
     loglik : ndarray (B,), float64
     w_end : ndarray (B, K), the inputs' dtype
     grads : tuple of ndarray, float64
-        Gradients for ``W1, b1, W2, b2, W3, b3, log_scale, log_alpha, beta``.
+        Gradients for ``W1, b1, W2, b2, W3, b3, log_scale, log_alpha, beta, log_leak, rest``.
     """
     return _dnn_chunk(x, u, y, valid, w0, *params, need_grad, float(loss_norm))
 
@@ -432,7 +458,7 @@ def _back_gru_step(g_new, h, r, z, n, hn, g_in):
 
 @numba.njit(**_JIT)
 def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2, alpha, beta,
-               need_grad, loss_norm):
+               leak, rest, need_grad, loss_norm):
     B, T, K = x.shape
     H = Whh.shape[1]
     D = Wih.shape[1]
@@ -451,6 +477,8 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
     gls = np.zeros((B, K))
     gla = np.zeros((B, K))
     gbeta = np.zeros((B, K))
+    gll = np.zeros((B, K))
+    grest = np.zeros((B, K))
     # forward: b + WT.T @ v with the outputs innermost; backward: W.T @ g, i.e. W itself
     WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
     no_bias = np.zeros(3 * H, dt)
@@ -485,6 +513,7 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             for k in range(K):
                 base = _base_gain(alpha, beta, k, u[a, t], y[a, t], p[t]) * x[a, t, k]
                 w[k] += v * (scale[k] * out[t, k] + base)
+            _leak(w, v, leak, rest, inp[t])
             if v > 0:
                 hs[t + 1] = hnew[t]
             else:
@@ -517,6 +546,7 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
                 g_hh[t, 2 * H + i] = g_ih[t, 2 * H + i] * r[t, i]
                 carry[i] = gnew[i] * zg[t, i]
             _affine(Whh, carry, g_hh[t], gh)
+            _back_leak(gw, leak, rest, inp[t], gll[a], grest[a])
             _back_policy(gw, WihT, g_ih[t], x[a, t], y[a, t], p[t], inv_norm)
             _back_base_policy(gw, c, x[a, t], p[t])
         _sum_outer(gWih[a], gbih[a], g_ih, inp)
@@ -524,7 +554,8 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
         _sum_outer(gR1[a], gc1[a], gro, hnew)
         _sum_outer(gR2[a], gc2[a], go, ro)
     grads = (gWih.sum(0), gWhh.sum(0), gbih.sum(0), gbhh.sum(0), gR1.sum(0), gc1.sum(0),
-             gR2.sum(0), gc2.sum(0), gls.sum(0), gla.sum(0), gbeta.sum(0))
+             gR2.sum(0), gc2.sum(0), gls.sum(0), gla.sum(0), gbeta.sum(0), gll.sum(0),
+             grest.sum(0))
     return loglik, w_end, h_end, grads
 
 
@@ -532,9 +563,9 @@ def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0):
     """Run the ``rnn`` rule (GRU, then a 1-hidden-layer tanh read-out) over a chunk.
 
     Parameters are as in :func:`dnn_chunk`, plus ``h0`` (B, H), the GRU state before the
-    chunk; ``params`` is ``scale, W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, alpha, beta`` in
-    torch's GRUCell layout (gates r, z, n). Returns ``loglik, w_end, h_end, grads`` with
-    gradients for ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale, log_alpha, beta``
-    (float64).
+    chunk; ``params`` is ``scale, W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, alpha, beta, leak,
+    rest`` in torch's GRUCell layout (gates r, z, n). Returns ``loglik, w_end, h_end, grads``
+    with gradients for ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale, log_alpha, beta,
+    log_leak, rest`` (float64).
     """
     return _rnn_chunk(x, u, y, valid, w0, h0, *params, need_grad, float(loss_norm))

@@ -34,7 +34,9 @@ def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
 
 
 #: Classic rules a network rule can be nested around (its update is added to the network's).
-BASES = (None, "reinforce_baseline")
+BASES = (None, "reinforce_baseline", "reinforce_baseline_leak")
+#: The base whose weights also leak toward a resting point.
+_LEAK_BASE = "reinforce_baseline_leak"
 
 
 class _ScaledOutput(LearningRule):
@@ -43,10 +45,11 @@ class _ScaledOutput(LearningRule):
     With ``base="reinforce_baseline"`` the rule nests REINFORCE with baseline: its update
     ``alpha (r - beta) (y - p) x`` (own fitted ``alpha``, ``beta``) plus the network's
     correction; with the correction at zero it is exactly that classic rule.
+    ``base="reinforce_baseline_leak"`` adds that rule's leak ``-leak (w - rest)``.
     """
 
     def __init__(self, n_weights: int, scale: float, base: str | None = None,
-                 alpha=0.01, beta=0.5):
+                 alpha=0.01, beta=0.5, leak=1e-3, rest=0.0):
         super().__init__(n_weights)
         if base not in BASES:
             raise ValueError(f"base must be one of {list(BASES)}, got {base!r}")
@@ -55,18 +58,24 @@ class _ScaledOutput(LearningRule):
         if base is not None:
             self.log_alpha = per_weight_log_parameter(n_weights, alpha, "alpha")
             self.beta = per_weight_parameter(n_weights, beta, "beta")
+        if base == _LEAK_BASE:
+            self.log_leak = per_weight_log_parameter(n_weights, leak, "leak")
+            self.rest = per_weight_parameter(n_weights, rest, "rest")
 
     def correction_parameters(self) -> list[nn.Parameter]:
         """Return the network's parameters: at zero, the update is the base rule's (or none)."""
         return [p for name, p in self.named_parameters()
-                if name not in ("log_scale", "log_alpha", "beta")]
+                if name not in ("log_scale", "log_alpha", "beta", "log_leak", "rest")]
 
-    def base_update(self, trial: TrialStep):
-        """Return the classic part of the update (0 without a base)."""
+    def base_update(self, w: torch.Tensor, trial: TrialStep):
+        """Return the classic part of the update at weights ``w`` (0 without a base)."""
         if self.base is None:
             return 0.0
         gain = (trial.reward.unsqueeze(-1) - self.beta) * (trial.y - trial.p).unsqueeze(-1)
-        return self.log_alpha.exp() * gain * trial.x
+        update = self.log_alpha.exp() * gain * trial.x
+        if self.base == _LEAK_BASE:
+            update = update - self.log_leak.exp() * (w - self.rest)
+        return update
 
     @property
     def scale(self) -> torch.Tensor:
@@ -88,20 +97,22 @@ class _ScaledOutput(LearningRule):
             return np.ascontiguousarray(a, dtype=np_dtype)
 
         with torch.no_grad():
-            base = ((self.log_alpha.exp(), self.beta) if self.base is not None
-                    else (torch.zeros(self.n_weights),) * 2)
+            zeros = (torch.zeros(self.n_weights),) * 2
+            base = (self.log_alpha.exp(), self.beta) if self.base is not None else zeros
+            leak = (self.log_leak.exp(), self.rest) if self.base == _LEAK_BASE else zeros
             params = [arr(p.detach().cpu().numpy())
-                      for p in (self.scale, *network.parameters(), *base)]
+                      for p in (self.scale, *network.parameters(), *base, *leak)]
         extra = () if state is None else (arr(state),)
         out = chunk(arr(inputs.x), arr(inputs.u), arr(inputs.y), arr(inputs.valid), arr(w),
                     *extra, params, need_grad, loss_norm)
         grads = None
         if need_grad:
-            # the kernel's order: network..., log_scale, log_alpha, beta; the rule's:
-            # log_scale, [log_alpha, beta], network...
-            *network_grads, g_scale, g_alpha, g_beta = (g.astype(np_dtype) for g in out[-1])
+            # the kernel's order: network..., log_scale, log_alpha, beta, log_leak, rest; the
+            # rule's: log_scale, [log_alpha, beta, [log_leak, rest]], network...
+            *network_grads, g_scale, g_alpha, g_beta, g_leak, g_rest = (
+                g.astype(np_dtype) for g in out[-1])
             grads = [g_scale, *((g_alpha, g_beta) if self.base is not None else ()),
-                     *network_grads]
+                     *((g_leak, g_rest) if self.base == _LEAK_BASE else ()), *network_grads]
         return KernelResult(out[0], out[1], out[2] if state is not None else None, grads)
 
 
@@ -119,12 +130,13 @@ class DNNRule(_ScaledOutput):
     scale : float
         Initial per-weight output scale ``c`` (small, so training starts near the base rule,
         or near "no learning" without one).
-    base : {"reinforce_baseline", None}
+    base : {"reinforce_baseline", "reinforce_baseline_leak", None}
         A classic rule the network corrects (see :data:`BASES`); ``None`` gives the published
         network alone. Nested by default: on validation mice (inner cross-validation over
         the 27 bundled mice) the nested rule beat the plain network in every outer fold.
-    alpha, beta : float or sequence of float
-        Initial parameters of the base rule.
+    alpha, beta, leak, rest : float or sequence of float
+        Initial parameters of the base rule (``leak``, ``rest``: of
+        ``"reinforce_baseline_leak"`` only).
     """
 
     name = "dnn"
@@ -139,13 +151,13 @@ class DNNRule(_ScaledOutput):
 
     def __init__(self, n_weights: int, hidden_size: int = 32, n_layers: int = 2,
                  scale: float = 1e-3, base: str | None = "reinforce_baseline", alpha=0.01,
-                 beta=0.5):
-        super().__init__(n_weights, scale, base, alpha, beta)
+                 beta=0.5, leak=1e-3, rest=0.0):
+        super().__init__(n_weights, scale, base, alpha, beta, leak, rest)
         self.mlp = _mlp(2 * n_weights + 4, hidden_size, n_weights, n_layers)
 
     def forward(self, w, trial: TrialStep, state=None):
         """One update from the trial's inputs."""
-        return self.base_update(trial) + self.scale * self.mlp(rule_inputs(w, trial)), state
+        return self.base_update(w, trial) + self.scale * self.mlp(rule_inputs(w, trial)), state
 
     def chunk_kernel(self):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.neural` (two hidden layers only)."""
@@ -185,12 +197,13 @@ class RNNRule(_ScaledOutput):
         Size of the GRU state and of the read-out MLP's hidden layer.
     scale : float
         Initial per-weight output scale ``c``.
-    base : {"reinforce_baseline", None}
+    base : {"reinforce_baseline", "reinforce_baseline_leak", None}
         A classic rule the network corrects (see :data:`BASES`); ``None`` gives the published
         network alone. Nested by default: on validation mice (inner cross-validation over
         the 27 bundled mice) the nested rule beat the plain network in every outer fold.
-    alpha, beta : float or sequence of float
-        Initial parameters of the base rule.
+    alpha, beta, leak, rest : float or sequence of float
+        Initial parameters of the base rule (``leak``, ``rest``: of
+        ``"reinforce_baseline_leak"`` only).
     """
 
     name = "rnn"
@@ -201,8 +214,9 @@ class RNNRule(_ScaledOutput):
     default_correction_prior = 10.0
 
     def __init__(self, n_weights: int, hidden_size: int = 32, scale: float = 1e-3,
-                 base: str | None = "reinforce_baseline", alpha=0.01, beta=0.5):
-        super().__init__(n_weights, scale, base, alpha, beta)
+                 base: str | None = "reinforce_baseline", alpha=0.01, beta=0.5, leak=1e-3,
+                 rest=0.0):
+        super().__init__(n_weights, scale, base, alpha, beta, leak, rest)
         self.hidden_size = hidden_size
         self.gru = nn.GRUCell(2 * n_weights + 4, hidden_size)
         self.readout = _mlp(hidden_size, hidden_size, n_weights, 1)
@@ -215,7 +229,7 @@ class RNNRule(_ScaledOutput):
     def forward(self, w, trial: TrialStep, state=None):
         """Advance the GRU by one trial and read out the update."""
         h = self.gru(rule_inputs(w, trial), state)
-        return self.base_update(trial) + self.scale * self.readout(h), h
+        return self.base_update(w, trial) + self.scale * self.readout(h), h
 
     def chunk_kernel(self):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.neural`."""
