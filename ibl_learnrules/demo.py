@@ -53,14 +53,16 @@ class DemoSizes:
     classic_epochs: int = 10
     network_epochs: int = 60
     ks014_train_sessions: int = 10
-    ks014_rules: tuple[str, ...] = ("none", "reinforce", "reinforce_baseline", "dnn", "rnn")
+    ks014_rules: tuple[str, ...] = ("none", "reinforce", "reinforce_baseline",
+                                    "reinforce_baseline_leak", "dnn", "rnn")
     twin_rules: tuple[str, ...] = ("reinforce_baseline", "dnn", "rnn")  # KS014 twins of these
     nwb_sessions: int | None = None  # KS014 sessions written as NWB files (None: all)
     real_sessions: int = 2  # first biased sessions of each bundled mouse
     real_mice: int | None = None  # how many of the 27 (None: all)
     real_trials: int | None = None  # at most this many trials per mouse (None: all)
     real_folds: int = 5
-    real_rules: tuple[str, ...] = ("none", "reinforce_baseline", "dnn", "rnn")
+    real_rules: tuple[str, ...] = ("none", "reinforce_baseline", "reinforce_baseline_leak",
+                                   "dnn", "rnn")
     real_epochs: int | None = None  # fits on real data (27 mice, KS014); None: defaults
     reward_run_ks: tuple[int, ...] = (1, 2, 3, 4, 5)  # run lengths of the reward-run claim
     n_twins: int = 20  # free-running twins of each KS014 model
@@ -72,6 +74,8 @@ QUICK = DemoSizes(n_animals=4, n_trials=300, folds=2, classic_epochs=1, network_
                   reward_run_ks=(1, 2), n_twins=2)
 #: The classic rule the flexible ones must beat on real mice.
 REFERENCE = "reinforce_baseline"
+#: The same with forgetting: the flexible rules are compared with it too.
+LEAK = "reinforce_baseline_leak"
 
 
 def _params(rule: str, sizes: DemoSizes) -> dict:
@@ -125,6 +129,13 @@ def _real_mice(trials: pd.DataFrame, sizes: DemoSizes,
                f"held-out mice: {test['mean_diff']:+.4f} nats/trial, "
                f"{int(test['n_a_better'])}/{int(test['n_animals'])} mice better, one-sided "
                f"Wilcoxon p = {test['wilcoxon_p']:.3g}")
+        if LEAK in sizes.real_rules:
+            test = paired_test(table, rule, LEAK)
+            wins = test["mean_diff"] > 0 and test["wilcoxon_p"] < 0.05
+            verdicts[rule]["against_leak"] = dict(test.to_dict(), wins=bool(wins))
+            report(f"  and {'beats' if wins else 'does not beat'} {LEAK} (with forgetting): "
+                   f"{test['mean_diff']:+.4f} nats/trial, {int(test['n_a_better'])}/"
+                   f"{int(test['n_animals'])} mice better, p = {test['wilcoxon_p']:.3g}")
     return table, verdicts
 
 
