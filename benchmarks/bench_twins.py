@@ -51,6 +51,8 @@ VARIANTS = {
     "reinforce_baseline": dict(rule="reinforce_baseline"),
     "reinforce_baseline_prev_choice": dict(rule="reinforce_baseline", covariates=HISTORY),
     "reinforce_baseline_leak": dict(rule="reinforce_baseline_leak"),
+    "dnn_leak": dict(rule="dnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
+    "rnn_leak": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
     "dnn_teacher_forced": dict(rule="dnn"),  # the default until stop 20
     "dnn_wd10": dict(rule="dnn", weight_decay=10.0),
