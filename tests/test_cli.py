@@ -162,8 +162,8 @@ def test_demo_quick_writes_every_output(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     real = summary["real_mice"]
     assert real["n_mice"] == 6 and set(real["verdicts"]) == {"dnn", "rnn"}
-    assert {r["rule"] for r in real["rules"]} == {"none", "reinforce_baseline",
-                                                  "reinforce_baseline_leak", "dnn", "rnn"}
+    assert {r["rule"] for r in real["rules"]} == {"reinforce_baseline", "reinforce_baseline_leak",
+                                                  "dnn", "rnn"}
     # ... and against the classic rule with forgetting
     assert sum("reinforce_baseline_leak (with forgetting)" in line
                for line in printed.splitlines()) == 2
