@@ -553,7 +553,8 @@ def correction_summary(model, trials: pd.DataFrame,
     """How much of a network rule's correction depends on the trial, and how much is drift.
 
     A ``dnn`` or ``rnn`` rule's update is its classic part (``alpha (r - beta) (y - p) x``
-    when it nests REINFORCE with baseline, else nothing) plus the network's correction. Along
+    when it nests REINFORCE with baseline, less ``leak (w - rest)`` when that rule leaks, else
+    nothing) plus the network's correction. Along
     the animals' own trials (teacher forcing, as :func:`reward_history_updates`) this splits
     each trial's correction into the part common to every trial, its mean (``drift``), and
     what varies from trial to trial with stimulus, choice, reward and history
