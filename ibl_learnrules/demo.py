@@ -103,6 +103,12 @@ def _load_real_mice(sizes: DemoSizes) -> pd.DataFrame:
     return trials
 
 
+def _verdict(table: pd.DataFrame, rule: str, reference: str) -> dict:
+    """Paired test of ``rule`` against ``reference``; ``wins``: better on average, p < 0.05."""
+    test = paired_test(table, rule, reference).to_dict()
+    return dict(test, wins=bool(test["mean_diff"] > 0 and test["wilcoxon_p"] < 0.05))
+
+
 def _real_mice(trials: pd.DataFrame, sizes: DemoSizes,
                report: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
     """Held-out comparison on the bundled IBL mice' first biased sessions, and the verdict."""
@@ -123,20 +129,17 @@ def _real_mice(trials: pd.DataFrame, sizes: DemoSizes,
     report(summarize(table).round(4).to_string())
     verdicts = {}
     for rule in (r for r in NETWORKS if r in sizes.real_rules):
-        test = paired_test(table, rule, REFERENCE)
-        wins = test["mean_diff"] > 0 and test["wilcoxon_p"] < 0.05
-        verdicts[rule] = dict(test.to_dict(), wins=bool(wins))
-        report(f"verdict: {rule} {'beats' if wins else 'does not beat'} {REFERENCE} on "
-               f"held-out mice: {test['mean_diff']:+.4f} nats/trial, "
-               f"{int(test['n_a_better'])}/{int(test['n_animals'])} mice better, one-sided "
-               f"Wilcoxon p = {test['wilcoxon_p']:.3g}")
+        verdicts[rule] = verdict = _verdict(table, rule, REFERENCE)
+        report(f"verdict: {rule} {'beats' if verdict['wins'] else 'does not beat'} {REFERENCE} "
+               f"on held-out mice: {verdict['mean_diff']:+.4f} nats/trial, "
+               f"{int(verdict['n_a_better'])}/{int(verdict['n_animals'])} mice better, "
+               f"one-sided Wilcoxon p = {verdict['wilcoxon_p']:.3g}")
         if LEAK in sizes.real_rules:
-            test = paired_test(table, rule, LEAK)
-            wins = test["mean_diff"] > 0 and test["wilcoxon_p"] < 0.05
-            verdicts[rule]["against_leak"] = dict(test.to_dict(), wins=bool(wins))
-            report(f"  and {'beats' if wins else 'does not beat'} {LEAK} (with forgetting): "
-                   f"{test['mean_diff']:+.4f} nats/trial, {int(test['n_a_better'])}/"
-                   f"{int(test['n_animals'])} mice better, p = {test['wilcoxon_p']:.3g}")
+            verdict["against_leak"] = leak = _verdict(table, rule, LEAK)
+            report(f"  and {'beats' if leak['wins'] else 'does not beat'} {LEAK} (with "
+                   f"forgetting): {leak['mean_diff']:+.4f} nats/trial, "
+                   f"{int(leak['n_a_better'])}/{int(leak['n_animals'])} mice better, "
+                   f"p = {leak['wilcoxon_p']:.3g}")
     return table, verdicts
 
 

@@ -157,8 +157,8 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
                 _back_tanh(g2[b, t], h2[b, t])
                 _affine(W2, no_bias, g2[b, t], g1[b, t])
                 _back_tanh(g1[b, t], h1[b, t])
-            # the network inputs' paths to w_t; the likelihood's only once
             _back_leak(gw, leak, rest, inp[0, t], gll[a], grest[a])
+            # the network inputs' paths to w_t; the likelihood's only once
             _back_policy(gw, W1T, g1[0, t], x[a, t], y[a, t], p[t], inv_norm)
             _back_policy(gw, W1T, g1[1, t], x[a, t], y[a, t], p[t], zero)
             _back_mixing_weight(gw, gp, p[t], x[a, t])
@@ -286,8 +286,8 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                     g_hh[t, 2 * H + i] += g_ih[b, t, 2 * H + i] * r[b, t, i]
                     carry[i] += gnew[i] * zg[b, t, i]
             _affine(Whh, carry, g_hh[t], gh)
-            # the network inputs' paths to w_t; the likelihood's only once
             _back_leak(gw, leak, rest, inp[0, t], gll[a], grest[a])
+            # the network inputs' paths to w_t; the likelihood's only once
             _back_policy(gw, WihT, g_ih[0, t], x[a, t], y[a, t], pt, inv_norm)
             _back_policy(gw, WihT, g_ih[1, t], x[a, t], y[a, t], pt, zero)
             _back_mixing_weight(gw, gp, pt, x[a, t])
