@@ -31,18 +31,14 @@ import itertools
 import time
 import warnings
 
+from training_settings import AUTO, TEACHER_FORCED
+
 from ibl_learnrules import LearningRuleGLM, SeedEnsemble, load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
 from ibl_learnrules.twins import check_twins
 
 HISTORY = ("stimulus", "bias", "prev_choice")
 NOISE = {"weight_noise": "learn", "max_epochs": 30}
-
-#: Training as every rule did before per-rule defaults (stop 20): teacher forcing alone, a
-#: constant learning rate. Variants are written on top of it (the package defaults: "dnn").
-TEACHER_FORCED = dict(free_running=0.0, lr_schedule="constant", correction_prior=0.0)
-#: The package defaults.
-AUTO = dict(free_running="auto", lr_schedule="auto", correction_prior="auto")
 
 #: Variant name -> LearningRuleGLM keyword arguments (over TEACHER_FORCED).
 VARIANTS = {

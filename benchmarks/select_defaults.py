@@ -25,19 +25,11 @@ import time
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold
+from training_settings import AUTO, STOP20, TEACHER_FORCED
 
 from ibl_learnrules import LearningRuleGLM
 from ibl_learnrules.datasets import load_ibl_mice, load_ks014
 from ibl_learnrules.evaluation import compare_rules, held_out_future
-
-#: Training as every rule did before per-rule defaults (stop 20): teacher forcing alone, a
-#: constant learning rate. Candidates are written on top of it, so that each keeps the
-#: meaning it had when it was measured.
-TEACHER_FORCED = dict(free_running=0.0, lr_schedule="constant", correction_prior=0.0)
-#: The package defaults.
-AUTO = dict(free_running="auto", lr_schedule="auto", correction_prior="auto")
-#: The package defaults of stop 20, before the correction prior.
-STOP20 = {**AUTO, "correction_prior": 0.0}
 
 #: Candidate estimators: name -> LearningRuleGLM keyword arguments (over TEACHER_FORCED).
 CANDIDATES = {
