@@ -77,6 +77,16 @@ class NoLearning(LearningRule):
         return _classic_kernel(self, NoLearning, "NONE")
 
 
+def baseline_gain(beta: torch.Tensor, trial: TrialStep) -> torch.Tensor:
+    """REINFORCE with baseline's per-weight factor ``(r - beta) (y - p)``, shape (B, K)."""
+    return (trial.reward.unsqueeze(-1) - beta) * (trial.y - trial.p).unsqueeze(-1)
+
+
+def leak_pull(leak: torch.Tensor, rest: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Forgetting's part of an update: ``-leak (w - rest)``, per weight."""
+    return -leak * (w - rest)
+
+
 class _RateRule(LearningRule):
     """A rule ``dw = alpha * g(trial) * x`` with one positive rate per weight."""
 
@@ -128,7 +138,7 @@ class ReinforceBaseline(_RateRule):
 
     def gain(self, trial):
         """``(r - beta) (y - p)`` per weight."""
-        return (trial.reward.unsqueeze(-1) - self.beta) * (trial.y - trial.p).unsqueeze(-1)
+        return baseline_gain(self.beta, trial)
 
     def chunk_kernel(self) -> ChunkKernel | None:
         """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
@@ -173,7 +183,7 @@ class ReinforceBaselineLeak(ReinforceBaseline):
     def forward(self, w, trial: TrialStep, state=None):
         """REINFORCE with baseline's update less the leak toward ``rest``."""
         dw, state = super().forward(w, trial, state)
-        return dw - self.leak * (w - self.rest), state
+        return dw + leak_pull(self.leak, self.rest, w), state
 
     def chunk_kernel(self) -> ChunkKernel | None:
         """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""

@@ -15,6 +15,7 @@ from .base import (
     per_weight_log_parameter,
     per_weight_parameter,
 )
+from .classic import baseline_gain, leak_pull
 
 __all__ = ["DNNRule", "RNNRule", "rule_inputs"]
 
@@ -71,10 +72,9 @@ class _ScaledOutput(LearningRule):
         """Return the classic part of the update at weights ``w`` (0 without a base)."""
         if self.base is None:
             return 0.0
-        gain = (trial.reward.unsqueeze(-1) - self.beta) * (trial.y - trial.p).unsqueeze(-1)
-        update = self.log_alpha.exp() * gain * trial.x
+        update = self.log_alpha.exp() * baseline_gain(self.beta, trial) * trial.x
         if self.base == _LEAK_BASE:
-            update = update - self.log_leak.exp() * (w - self.rest)
+            update = update + leak_pull(self.log_leak.exp(), self.rest, w)
         return update
 
     @property
