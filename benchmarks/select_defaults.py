@@ -88,6 +88,12 @@ CANDIDATES.update({f"{rule}_leak_prior{strength}": dict(
     **{**AUTO, "correction_prior": float(strength)})
     for rule in ("dnn", "rnn") for strength in (0, 3, 10, 30, 100)})
 
+# the prior chosen per fit, on held-out data of the training set: none or the class default
+CANDIDATES.update({f"{rule}{tag}_choose_prior": dict(
+    rule=rule, rule_params={"base": base}, **{**AUTO, "correction_prior": (0.0, strength)})
+    for rule, strength in (("dnn", 30.0), ("rnn", 10.0))
+    for tag, base in (("", "reinforce_baseline"), ("_leak", "reinforce_baseline_leak"))})
+
 
 def candidate(name: str) -> LearningRuleGLM:
     """The estimator of candidate ``name``."""

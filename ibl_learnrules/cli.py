@@ -126,10 +126,14 @@ def _fit(args: argparse.Namespace) -> None:
     trials = _read_trials(args)
     est = _fit_with_checkpoint(LearningRuleGLM(rule=args.rule, weight_noise=args.weight_noise,
                                                free_running=args.free_running,
-                                               correction_prior=args.correction_prior,
+                                               correction_prior=_prior(args.correction_prior),
                                                **_estimator_params(args)), trials, args)
     save_model(est, args.out)
     if not args.quiet:
+        if est.prior_scores_ is not None:
+            print(f"correction prior {est.correction_prior_:g} chosen on held-out data ("
+                  + ", ".join(f"{k:g}: {v:.4f}" for k, v in est.prior_scores_.items())
+                  + " nats/trial)")
         print(f"fitted rule {args.rule!r} on {len(est.subjects_)} animal(s), {len(trials)} "
               f"trials: {est.score(trials):.4f} nats/trial; saved to {args.out}")
     if args.nwb_results:
@@ -278,6 +282,15 @@ def _word_or_number(word: str, number: str):
     return parse
 
 
+def _prior(values: list) -> str | float | tuple[float, ...]:
+    """``--correction-prior``: one value as given, several as candidates to choose among."""
+    if len(values) == 1:
+        return values[0]
+    if "auto" in values:
+        raise ValueError("--correction-prior: 'auto' stands alone; candidates are numbers")
+    return tuple(values)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -360,10 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "animals' pace; 0: teacher forcing only (default auto: the rule's "
                           "default, 0 for the built-in rules)")
     fit.add_argument("--correction-prior", type=_word_or_number("auto", "a precision"),
-                     default="auto", metavar="PRECISION",
+                     nargs="+", default=["auto"], metavar="PRECISION",
                      help="precision of a Gaussian prior holding a network rule's correction "
                           "near the classic rule it nests; its pull falls as the trials grow "
-                          "(default auto: the rule's default, 30 for dnn, 10 for rnn; 0: none)")
+                          "(default auto: the rule's default, 30 for dnn, 10 for rnn; 0: none). "
+                          "Several values are candidates, chosen on held-out animals (or each "
+                          "animal's last sessions, below 5 animals)")
     fit.add_argument("--nwb-results", metavar="DIR",
                      help="with --nwb: write one results file per session into DIR "
                           "(trajectory, fitted rule), linked to the untouched source file")

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
-from . import engine, filtering, simulate
+from . import engine, filtering, prior_selection, simulate
 from .closed_loop import ClosedLoopRunner
 from .rules import get_rule_class, make_rule
 from .trials import check_choices, check_covariates, featurize, validate_trials
@@ -45,6 +45,21 @@ def _check_learnable(arrays) -> None:
         raise ValueError(f"animal(s) {', '.join(one)} have 1 trial with a choice; a learning "
                          "rule updates the weights between trials, so fitting needs at least 2 "
                          "per animal: leave them out of the fit")
+
+
+def _check_correction_prior(value) -> None:
+    """``"auto"``, a number >= 0, or a non-empty sequence of them (candidates)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+            v, bool) and v >= 0
+
+    if value == "auto" or number(value):
+        return
+    if (isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
+            and all(number(v) for v in value)):
+        return
+    raise ValueError('correction_prior must be "auto", a number >= 0 or a non-empty sequence '
+                     f"of them (candidates, chosen on held-out data), got {value!r}")
 
 
 class LearningRuleGLM(BaseEstimator):
@@ -90,7 +105,8 @@ class LearningRuleGLM(BaseEstimator):
         Hold out ``validation_fraction`` of the training animals and stop when their loss
         has not improved for ``patience`` epochs; the best epoch's parameters are kept.
     validation_fraction : float
-        Share of animals held out for early stopping (at least one).
+        Share of animals held out for early stopping (at least one), and for choosing among
+        candidate ``correction_prior`` values (or of each animal's sessions, below 5 animals).
     patience : int
         Epochs without improvement before stopping.
     grad_clip : float or None
@@ -99,9 +115,15 @@ class LearningRuleGLM(BaseEstimator):
         Decoupled weight decay of a network rule's correction (its network's parameters):
         it pulls the rule toward the classic rule it nests (``rule_params={"base": ...}``),
         or toward no update. Classic rules have nothing to decay.
-    correction_prior : "auto" or float
+    correction_prior : "auto", float or sequence of float
         Precision of a Gaussian prior, at zero, on the same parameters: ``correction_prior
         / 2 * |theta|^2`` is added to the training trials' *total* negative log-likelihood.
+        Several values are candidates, chosen during ``fit`` on held-out data of the
+        training set (:mod:`ibl_learnrules.prior_selection`): with 5 animals or more,
+        ``validation_fraction`` of them held out; with fewer, each animal's last sessions.
+        Each candidate is fitted on the rest and scored there, and the best is refitted on
+        everything (``correction_prior_``, ``prior_scores_``); this costs one more fit per
+        candidate, on less data.
         Unlike ``weight_decay``, its pull falls as the data grow, as a prior's should: one
         mouse's sessions are held near the nested classic rule, a cohort's much less.
         ``"auto"`` (default) takes the rule's own default (``default_correction_prior``):
@@ -164,6 +186,11 @@ class LearningRuleGLM(BaseEstimator):
         Loss per epoch (``train_loss``, ``val_loss`` in nats per trial).
     n_iter_ : int
         Epochs run.
+    correction_prior_ : float
+        The prior's precision the rule was fitted with (the chosen one, among candidates).
+    prior_scores_ : pandas.Series or None
+        With candidate priors, each one's held-out log-likelihood (nats per trial, mean over
+        held-out animals); None with a single value.
     classes_ : ndarray
         ``[0, 1]``: left, right (columns of :meth:`predict_proba`).
 
@@ -242,13 +269,20 @@ class LearningRuleGLM(BaseEstimator):
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         self._noise_settings()
-        for name in ("free_running", "correction_prior"):
-            value = getattr(self, name)
-            if value != "auto" and not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f'{name} must be "auto" or a number >= 0, got {value!r}')
+        value = self.free_running
+        if value != "auto" and not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f'free_running must be "auto" or a number >= 0, got {value!r}')
+        _check_correction_prior(self.correction_prior)
         if not 0 < self.validation_fraction < 1:
             raise ValueError("validation_fraction must lie in (0, 1), "
                              f"got {self.validation_fraction!r}")
+
+    def _prior_candidates(self) -> tuple[float, ...] | None:
+        """Candidate ``correction_prior`` values to choose among, or None for a single one."""
+        value = self._setting("correction_prior")
+        if isinstance(value, (int, float)):
+            return None
+        return tuple(float(v) for v in value)
 
     def _noise_settings(self) -> dict | None:
         """Keyword arguments of :class:`~ibl_learnrules.filtering.WeightNoise` (None: off)."""
@@ -385,8 +419,18 @@ class LearningRuleGLM(BaseEstimator):
         self._check_params()
         covariates = check_covariates(self.covariates)
         self.device_ = device = engine.resolve_device(self.device)
-        _, arrays, batch, w0 = self._prepare(X, y, covariates)
+        table, arrays, batch, w0 = self._prepare(X, y, covariates)
         _check_learnable(arrays)
+        candidates = self._prior_candidates()
+        self.prior_scores_ = None
+        if candidates is None:
+            self.correction_prior_ = float(self._setting("correction_prior"))
+        else:
+            # a generator of its own, so that the fit with the winner is the very fit that
+            # correction_prior=winner gives
+            self.prior_scores_ = prior_selection.score_candidates(
+                self, table, candidates, check_random_state(self.random_state))
+            self.correction_prior_ = float(self.prior_scores_.idxmax())
         from .checkpoint import fit_checkpoint  # imports io, which imports this module
 
         ckpt, resume_state = fit_checkpoint(checkpoint, checkpoint_every, resume, arrays,
@@ -411,7 +455,7 @@ class LearningRuleGLM(BaseEstimator):
             lr_schedule=self._setting("lr_schedule"), tbptt=self.tbptt, grad_clip=self.grad_clip,
             val_batch=val_batch, val_w0=val_w0, patience=self.patience, engine=self.engine,
             weight_decay=self.weight_decay,
-            correction_prior=float(self._setting("correction_prior")),
+            correction_prior=self.correction_prior_,
             checkpoint=ckpt, resume=resume_state,
             names=[arrays.subjects[i] for i in train],
             val_names=val_names,

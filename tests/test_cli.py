@@ -84,6 +84,27 @@ def test_fit_auto_options_take_auto_or_a_number(trials_file, tmp_path, capsys, o
     assert message in capsys.readouterr().err
 
 
+def test_fit_chooses_among_candidate_priors(trials_file, tmp_path, capsys):
+    from ibl_learnrules import load_model
+
+    out = tmp_path / "model.pt"
+    base = ["fit", "--trials", str(trials_file), "--rule", "dnn", "--epochs", "1", "--out",
+            str(out), "--correction-prior"]
+    # three animals of one session each: nothing to hold out, said plainly
+    assert main(base + ["0", "30"]) == 2
+    assert "has one session: pass a single correction_prior" in capsys.readouterr().err
+    sessions = tmp_path / "sessions.csv"
+    simulate_cohort(1, n_trials=1200, random_state=0).to_csv(sessions, index=False)
+    base[2] = str(sessions)
+    assert main(base + ["0", "30"]) == 0
+    est = load_model(out)
+    assert est.correction_prior == (0.0, 30.0)
+    assert est.prior_scores_.index.tolist() == [0.0, 30.0]
+    assert f"correction prior {est.correction_prior_:g} chosen" in capsys.readouterr().out
+    assert main(base + ["auto", "30"]) == 2
+    assert "'auto' stands alone" in capsys.readouterr().err
+
+
 def test_fit_reads_nwb_and_writes_linked_results(tmp_path, capsys):
     from ibl_learnrules import load_model
     from ibl_learnrules.io.nwb import read_trajectory, read_trials, trials_to_nwb

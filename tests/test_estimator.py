@@ -131,6 +131,10 @@ def test_changed_covariates_or_rule_after_fit_are_refused(cohort):
     (dict(free_running=-0.5), 'free_running must be "auto" or a number >= 0'),
     (dict(free_running="yes"), 'free_running must be "auto" or a number >= 0'),
     (dict(device="tpu"), "unknown device"),
+    (dict(correction_prior=-1.0), "correction_prior must be"),
+    (dict(correction_prior=()), "correction_prior must be"),
+    (dict(correction_prior=(0.0, -3.0)), "correction_prior must be"),
+    (dict(correction_prior="strong"), "correction_prior must be"),
 ])
 def test_bad_parameters(cohort, params, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -12,6 +12,7 @@ import torch
 
 from ..engine import resolve_device
 from ..estimator import LearningRuleGLM
+from ..prior_selection import as_scores
 from .files import atomic_write
 
 __all__ = ["save_model", "load_model", "estimator_config", "estimator_from_config",
@@ -42,6 +43,10 @@ def estimator_config(estimator: LearningRuleGLM) -> dict:
             "n_iter": estimator.n_iter_,
             "best_epoch": estimator.best_epoch_,
             "history": estimator.history_.to_dict(orient="list"),
+            "correction_prior": estimator.correction_prior_,
+            "prior_scores": (None if estimator.prior_scores_ is None
+                             else [[float(k), float(v)]
+                                   for k, v in estimator.prior_scores_.items()]),
         },
     }
 
@@ -60,6 +65,8 @@ def estimator_from_config(config: dict, state_dict: Mapping, device: str = "cpu"
     try:
         params = dict(config["params"], device=device)
         params["covariates"] = tuple(params["covariates"])
+        if isinstance(params.get("correction_prior"), list):  # candidates: JSON wrote a list
+            params["correction_prior"] = tuple(params["correction_prior"])
         est = LearningRuleGLM(**params)
         fitted = config["fitted"]
         est.covariates_ = tuple(fitted["covariates"])
@@ -68,6 +75,10 @@ def estimator_from_config(config: dict, state_dict: Mapping, device: str = "cpu"
         est.n_iter_ = fitted["n_iter"]
         est.best_epoch_ = fitted["best_epoch"]
         est.history_ = pd.DataFrame(fitted["history"])
+        # files saved before the prior could be chosen per fit lack both
+        est.correction_prior_ = fitted.get("correction_prior")
+        scores = fitted.get("prior_scores")
+        est.prior_scores_ = None if scores is None else as_scores(scores)
         rule = est._build_rule(len(est.covariates_))
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{source} is not a model saved by save_model: its configuration "
