@@ -71,6 +71,10 @@ VARIANTS = {
     "rnn_noise": dict(rule="rnn", **NOISE),
     "rnn_noise_wd10": dict(rule="rnn", weight_decay=10.0, **NOISE),
 }
+# the prior chosen per fit on held-out data of the training set: none or the class default
+VARIANTS.update({f"{rule}_choose_prior": dict(
+    rule=rule, **{**AUTO, "correction_prior": (0.0, strength)})
+    for rule, strength in (("dnn", 30.0), ("rnn", 10.0))})
 # the defaults with a Gaussian prior on the correction, shared over the training trials
 VARIANTS.update({f"{rule}_prior{strength}": dict(
     rule=rule, **{**AUTO, "correction_prior": float(strength)})

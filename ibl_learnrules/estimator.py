@@ -6,6 +6,7 @@ A thin adapter: it checks parameters, turns trials tables into tensors and calls
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -123,7 +124,8 @@ class LearningRuleGLM(BaseEstimator):
         ``validation_fraction`` of them held out; with fewer, each animal's last sessions.
         Each candidate is fitted on the rest and scored there, and the best is refitted on
         everything (``correction_prior_``, ``prior_scores_``); this costs one more fit per
-        candidate, on less data.
+        candidate, on less data. With nothing to hold out (fewer than 5 animals, one of them
+        with a single session) the largest candidate is used, with a warning.
         Unlike ``weight_decay``, its pull falls as the data grow, as a prior's should: one
         mouse's sessions are held near the nested classic rule, a cohort's much less.
         ``"auto"`` (default) takes the rule's own default (``default_correction_prior``):
@@ -426,11 +428,17 @@ class LearningRuleGLM(BaseEstimator):
         if candidates is None:
             self.correction_prior_ = float(self._setting("correction_prior"))
         else:
-            # a generator of its own, so that the fit with the winner is the very fit that
-            # correction_prior=winner gives
-            self.prior_scores_ = prior_selection.score_candidates(
-                self, table, candidates, check_random_state(self.random_state))
-            self.correction_prior_ = float(self.prior_scores_.idxmax())
+            try:
+                # a generator of its own, so that the fit with the winner is the very fit
+                # that correction_prior=winner gives
+                self.prior_scores_ = prior_selection.score_candidates(
+                    self, table, candidates, check_random_state(self.random_state))
+                self.correction_prior_ = float(self.prior_scores_.idxmax())
+            except prior_selection.NothingToHoldOut as err:
+                # with so little data, the firmest prior is the safe one
+                self.correction_prior_ = max(candidates)
+                warnings.warn(f"{err}: fitted with the strongest candidate, "
+                              f"{self.correction_prior_:g}", UserWarning, stacklevel=2)
         from .checkpoint import fit_checkpoint  # imports io, which imports this module
 
         ckpt, resume_state = fit_checkpoint(checkpoint, checkpoint_every, resume, arrays,

@@ -18,10 +18,15 @@ import pandas as pd
 
 from .engine import split_animals
 
-__all__ = ["MIN_ANIMALS_TO_HOLD_OUT", "validation_split", "score_candidates", "as_scores"]
+__all__ = ["MIN_ANIMALS_TO_HOLD_OUT", "NothingToHoldOut", "validation_split",
+           "score_candidates", "as_scores"]
 
 #: With fewer animals than this, the held-out data are each animal's last sessions.
 MIN_ANIMALS_TO_HOLD_OUT = 5
+
+
+class NothingToHoldOut(ValueError):
+    """Too few animals, and an animal with a single session: no data to validate on."""
 
 
 def validation_split(table: pd.DataFrame, fraction: float,
@@ -64,10 +69,10 @@ def validation_split(table: pd.DataFrame, fraction: float,
     n_sessions = by_subject.transform("nunique").to_numpy()
     if n_sessions.min() < 2:
         few = table["subject"][n_sessions < 2].iloc[0]
-        raise ValueError(
+        raise NothingToHoldOut(
             f"choosing correction_prior among several values needs either "
             f"{MIN_ANIMALS_TO_HOLD_OUT} animals or at least 2 sessions of each, to hold some "
-            f"out; animal {few!r} has one session: pass a single correction_prior")
+            f"out, and animal {few!r} has one session")
     n_held = np.maximum(1, np.round(fraction * n_sessions)).astype(int)
     score_rows = rank >= n_sessions - np.minimum(n_held, n_sessions - 1)
     return ~score_rows, score_rows

@@ -90,9 +90,10 @@ def test_fit_chooses_among_candidate_priors(trials_file, tmp_path, capsys):
     out = tmp_path / "model.pt"
     base = ["fit", "--trials", str(trials_file), "--rule", "dnn", "--epochs", "1", "--out",
             str(out), "--correction-prior"]
-    # three animals of one session each: nothing to hold out, said plainly
-    assert main(base + ["0", "30"]) == 2
-    assert "has one session: pass a single correction_prior" in capsys.readouterr().err
+    # three animals of one session each: nothing to hold out, so the firmest prior
+    with pytest.warns(UserWarning, match="fitted with the strongest candidate, 30"):
+        assert main(base + ["0", "30"]) == 0
+    assert load_model(out).correction_prior_ == 30.0
     sessions = tmp_path / "sessions.csv"
     simulate_cohort(1, n_trials=1200, random_state=0).to_csv(sessions, index=False)
     base[2] = str(sessions)

@@ -7,7 +7,11 @@ import torch
 
 from ibl_learnrules import LearningRuleGLM, load_model, save_model, simulate_cohort
 from ibl_learnrules.evaluation import held_out_future, per_animal_scores
-from ibl_learnrules.prior_selection import MIN_ANIMALS_TO_HOLD_OUT, validation_split
+from ibl_learnrules.prior_selection import (
+    MIN_ANIMALS_TO_HOLD_OUT,
+    NothingToHoldOut,
+    validation_split,
+)
 
 CANDIDATES = (0.0, 1e4)
 SMALL = dict(rule="dnn", hidden_size=8, max_epochs=3, random_state=0)
@@ -43,10 +47,15 @@ def test_few_animals_keep_their_first_sessions_and_hold_out_their_last():
     assert (fit == ~score).all()
 
 
-def test_an_animal_with_one_session_cannot_choose(mouse):
+def test_with_nothing_to_hold_out_the_strongest_candidate_is_fitted(mouse):
     one = mouse[mouse["session"] == mouse["session"].iloc[0]]
-    with pytest.raises(ValueError, match="at least 2 sessions"):
-        LearningRuleGLM(correction_prior=CANDIDATES, **SMALL).fit(one)
+    with pytest.raises(NothingToHoldOut, match="at least 2 sessions"):
+        validation_split(one, 0.2, np.random.RandomState(0))
+    with pytest.warns(UserWarning, match="fitted with the strongest candidate, 10000"):
+        est = LearningRuleGLM(correction_prior=CANDIDATES, **SMALL).fit(one)
+    strongest = LearningRuleGLM(**{**SMALL, "correction_prior": max(CANDIDATES)}).fit(one)
+    assert est.correction_prior_ == max(CANDIDATES) and est.prior_scores_ is None
+    assert _same_fit(est, strongest)
 
 
 def test_one_mouse_scores_are_its_later_sessions_and_the_fit_is_the_winners(mouse):
