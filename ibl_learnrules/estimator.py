@@ -122,10 +122,9 @@ class LearningRuleGLM(BaseEstimator):
         Several values are candidates, chosen during ``fit`` on held-out data of the
         training set (:mod:`ibl_learnrules.prior_selection`): with 5 animals or more,
         ``validation_fraction`` of them held out; with fewer, each animal's last sessions.
-        Each candidate is fitted on the rest and scored there; the firmest candidate within
-        one standard error (across held-out animals) of the best is refitted on everything
-        (``correction_prior_``, ``prior_scores_``). This costs one more fit per candidate, on
-        less data. With nothing to hold out (fewer than 5 animals, one of them
+        Each candidate is fitted on the rest and scored there, and the best is refitted on
+        everything (``correction_prior_``, ``prior_scores_``); this costs one more fit per
+        candidate, on less data. With nothing to hold out (fewer than 5 animals, one of them
         with a single session) the largest candidate is used, with a warning.
         Unlike ``weight_decay``, its pull falls as the data grow, as a prior's should: one
         mouse's sessions are held near the nested classic rule, a cohort's much less.
@@ -432,10 +431,9 @@ class LearningRuleGLM(BaseEstimator):
             try:
                 # a generator of its own, so that the fit with the winner is the very fit
                 # that correction_prior=winner gives
-                per_animal = prior_selection.score_candidates(
+                self.prior_scores_ = prior_selection.score_candidates(
                     self, table, candidates, check_random_state(self.random_state))
-                self.prior_scores_ = prior_selection.as_scores(per_animal.mean())
-                self.correction_prior_ = prior_selection.choose_prior(per_animal)
+                self.correction_prior_ = float(self.prior_scores_.idxmax())
             except prior_selection.NothingToHoldOut as err:
                 # with so little data, the firmest prior is the safe one
                 self.correction_prior_ = max(candidates)

@@ -5,8 +5,7 @@ the data: on validation data, one mouse's early sessions needed a firm prior (wi
 the networks overfit them), while five biased sessions of 27 mice were predicted best with
 none. :class:`~ibl_learnrules.LearningRuleGLM` takes several candidate precisions
 (``correction_prior=(0, 10)``) and lets the training data choose among them: each is fitted
-on part of the data and scored on the rest, the firmest within one standard error of the
-best is kept (:func:`choose_prior`) and refitted on everything.
+on part of the data and scored on the rest, and the winner is refitted on everything.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import pandas as pd
 from .engine import split_animals
 
 __all__ = ["MIN_ANIMALS_TO_HOLD_OUT", "NothingToHoldOut", "validation_split",
-           "score_candidates", "choose_prior", "as_scores"]
+           "score_candidates", "as_scores"]
 
 #: With fewer animals than this, the held-out data are each animal's last sessions.
 MIN_ANIMALS_TO_HOLD_OUT = 5
@@ -80,17 +79,17 @@ def validation_split(table: pd.DataFrame, fraction: float,
 
 
 def score_candidates(estimator, table: pd.DataFrame, candidates: Sequence[float],
-                     rng: np.random.RandomState) -> pd.DataFrame:
+                     rng: np.random.RandomState) -> pd.Series:
     """Held-out log-likelihood of ``estimator`` with each candidate ``correction_prior``.
 
     Each candidate is fitted on the rows :func:`validation_split` keeps and scored on the
-    rows it holds out, teacher forced from each animal's first trial.
+    rows it holds out, teacher forced from each animal's first trial; the score is the mean
+    over held-out animals of their mean log-likelihood per trial (nats).
 
     Returns
     -------
-    pandas.DataFrame
-        One row per held-out animal, one column per candidate precision (in the order
-        given): the animal's mean log-likelihood per held-out trial (nats).
+    pandas.Series
+        Indexed by the candidate precisions, in the order given.
     """
     from sklearn.base import clone
 
@@ -107,40 +106,9 @@ def score_candidates(estimator, table: pd.DataFrame, candidates: Sequence[float]
             est.fit(table[fit_rows])
             loglik = est.score_samples(scored_table)[mask]
         keep = ~np.isnan(loglik)  # no-go trials carry no choice
-        scores[float(value)] = pd.Series(loglik[keep]).groupby(subjects[keep]).mean()
-    return pd.DataFrame(scores).rename_axis(index="subject", columns="correction_prior")
-
-
-def choose_prior(per_animal: pd.DataFrame) -> float:
-    """Return the firmest candidate within one standard error of the best (one-SE rule).
-
-    The best candidate has the highest mean over held-out animals; a firmer one (a larger
-    precision) is taken instead when the best leads it by no more than the standard error
-    of their paired difference across animals. With a few held-out animals a weaker prior
-    can win by chance, and dropping the prior where it pays costs more than keeping it
-    where it does not; with one held-out animal the best is taken.
-
-    Parameters
-    ----------
-    per_animal : pandas.DataFrame
-        Output of :func:`score_candidates`.
-
-    Examples
-    --------
-    >>> scores = pd.DataFrame({0.0: [-0.40, -0.42, -0.38], 10.0: [-0.41, -0.41, -0.385]})
-    >>> choose_prior(scores)  # 0 leads by 0.0017, less than its standard error
-    10.0
-    >>> choose_prior(pd.DataFrame({0.0: [-0.40, -0.42, -0.38], 10.0: [-0.41, -0.43, -0.39]}))
-    0.0
-    """
-    means = per_animal.mean()
-    best = means.idxmax()
-    for value in sorted(per_animal.columns, reverse=True):  # the firmest first
-        lead = per_animal[best] - per_animal[value]
-        error = lead.std(ddof=1) / np.sqrt(len(lead)) if len(lead) > 1 else 0.0
-        if lead.mean() <= error:
-            return float(value)
-    return float(best)  # not reached: the best's own lead is 0
+        per_animal = pd.Series(loglik[keep]).groupby(subjects[keep]).mean()
+        scores[float(value)] = float(per_animal.mean())
+    return as_scores(scores)
 
 
 def as_scores(scores) -> pd.Series:
@@ -148,7 +116,7 @@ def as_scores(scores) -> pd.Series:
 
     Examples
     --------
-    >>> float(as_scores([(0.0, -0.41), (10.0, -0.40)]).idxmax())
+    >>> as_scores([(0.0, -0.41), (10.0, -0.40)]).idxmax()
     10.0
     """
     return pd.Series(dict(scores), name="validation_loglik",

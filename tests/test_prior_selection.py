@@ -10,8 +10,6 @@ from ibl_learnrules.evaluation import held_out_future, per_animal_scores
 from ibl_learnrules.prior_selection import (
     MIN_ANIMALS_TO_HOLD_OUT,
     NothingToHoldOut,
-    choose_prior,
-    score_candidates,
     validation_split,
 )
 
@@ -63,7 +61,7 @@ def test_with_nothing_to_hold_out_the_strongest_candidate_is_fitted(mouse):
 def test_one_mouse_scores_are_its_later_sessions_and_the_fit_is_the_winners(mouse):
     est = LearningRuleGLM(correction_prior=CANDIDATES, **SMALL).fit(mouse)
     assert est.prior_scores_.index.tolist() == list(CANDIDATES)
-    assert est.correction_prior_ == est.prior_scores_.idxmax()  # one held-out animal
+    assert est.correction_prior_ == est.prior_scores_.idxmax()
     # each score is what held_out_future gives that candidate on the same sessions
     n_sessions = mouse["session"].nunique()
     n_train = n_sessions - max(1, round(0.2 * n_sessions))
@@ -87,25 +85,6 @@ def test_cohort_scores_are_held_out_animals():
         assert est.prior_scores_[value] == pytest.approx(expected, abs=1e-12)
     # the two candidates must give different fits, or the choice would mean nothing
     assert est.prior_scores_.nunique() == 2
-    per_animal = score_candidates(est, cohort.reset_index(drop=True), CANDIDATES,
-                                  np.random.RandomState(0))
-    assert per_animal.shape == (1, 2)  # 20 % of 5 animals
-    assert est.correction_prior_ == choose_prior(per_animal)
-
-
-def test_one_se_rule_keeps_the_firmer_prior_unless_the_weaker_leads_clearly():
-    firm = pd.Series(np.linspace(-0.44, -0.36, 8))
-    # the weaker prior leads by 0.001 on average, its lead spread over +-0.01 (SE 0.003)
-    noisy = np.array([0.01, -0.01, 0.012, -0.008, 0.005, -0.006, 0.003, 0.002])
-    assert choose_prior(pd.DataFrame({0.0: firm + noisy, 10.0: firm})) == 10.0
-    # a lead of 0.004 on every animal is beyond its standard error (0)
-    assert choose_prior(pd.DataFrame({0.0: firm + 0.004, 10.0: firm})) == 0.0
-    # three candidates: the firmest within one standard error of the best
-    tiny = np.array([-0.001, 0.001, -0.0005, 0.0005, 0.0012, -0.0012, 0.0003, 0.0001])
-    assert choose_prior(pd.DataFrame({0.0: firm + 0.01, 3.0: firm + 0.01 - tiny,
-                                      10.0: firm})) == 3.0
-    # one held-out animal: no error to allow, the best is taken
-    assert choose_prior(pd.DataFrame({0.0: [-0.401], 10.0: [-0.402]})) == 0.0
 
 
 def test_the_choice_is_saved_with_the_model(tmp_path, mouse):
