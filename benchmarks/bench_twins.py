@@ -71,6 +71,15 @@ VARIANTS = {
     "rnn_noise": dict(rule="rnn", **NOISE),
     "rnn_noise_wd10": dict(rule="rnn", weight_decay=10.0, **NOISE),
 }
+# the defaults with weight noise, and the networks nesting the leak rule trained free too
+VARIANTS.update({
+    "dnn_noise_prior": dict(rule="dnn", **{**AUTO, **NOISE}),
+    "rnn_noise_prior": dict(rule="rnn", **{**AUTO, **NOISE}),
+    "dnn_leak_free1": dict(rule="dnn", rule_params={"base": "reinforce_baseline_leak"},
+                           **{**AUTO, "free_running": 1.0}),
+    "rnn_leak_free1": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"},
+                           **{**AUTO, "free_running": 1.0}),
+})
 # the prior chosen per fit on held-out data of the training set: none or the class default
 VARIANTS.update({f"{rule}_choose_prior": dict(
     rule=rule, **{**AUTO, "correction_prior": (0.0, strength)})
