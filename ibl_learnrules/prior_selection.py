@@ -116,7 +116,7 @@ def as_scores(scores) -> pd.Series:
 
     Examples
     --------
-    >>> as_scores([(0.0, -0.41), (10.0, -0.40)]).idxmax()
+    >>> float(as_scores([(0.0, -0.41), (10.0, -0.40)]).idxmax())
     10.0
     """
     return pd.Series(dict(scores), name="validation_loglik",
