@@ -16,7 +16,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GroupKFold
 
 from .estimator import LearningRuleGLM
-from .trials import validate_trials
+from .trials import session_index, validate_trials
 
 __all__ = ["per_animal_scores", "compare_rules", "paired_test", "held_out_future", "summarize",
            "comparison_report"]
@@ -235,8 +235,7 @@ def held_out_future(
         One row per (rule, seed, subject) as in :func:`compare_rules` (``fold`` is absent).
     """
     table = validate_trials(trials).reset_index(drop=True)
-    session_rank = table.groupby("subject", sort=False)["session"].transform(
-        lambda s: pd.factorize(s)[0])
+    session_rank = session_index(table)
     n_sessions = table.groupby("subject")["session"].nunique().min()
     if not 0 < n_train_sessions < n_sessions:
         raise ValueError(f"n_train_sessions must lie between 1 and {n_sessions - 1} (the "

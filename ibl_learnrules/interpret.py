@@ -29,7 +29,14 @@ import torch
 from .engine import TensorBatch, initial_weights, rollout
 from .estimator import LearningRuleGLM
 from .rules.base import LearningRule, TrialStep
-from .trials import TrialArrays, check_covariates, covariate_matrix, featurize, validate_trials
+from .trials import (
+    TrialArrays,
+    check_covariates,
+    covariate_matrix,
+    featurize,
+    session_index,
+    validate_trials,
+)
 
 __all__ = [
     "CONTRASTS",
@@ -623,8 +630,7 @@ def _go_table(trials: pd.DataFrame, p_right) -> pd.DataFrame:
             raise ValueError(f"p_right has {len(p_right)} values for {len(trials)} trials")
         table["p_model"] = p_right[table.index.to_numpy()]
     table = table[table["choice"] != 0].copy()
-    table["session_idx"] = table.groupby("subject", sort=False)["session"].transform(
-        lambda s: pd.factorize(s)[0])
+    table["session_idx"] = session_index(table)
     return table
 
 

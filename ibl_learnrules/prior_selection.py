@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .engine import split_animals
+from .trials import session_index
 
 __all__ = ["MIN_ANIMALS_TO_HOLD_OUT", "NothingToHoldOut", "validation_split",
            "score_candidates", "as_scores"]
@@ -64,9 +65,8 @@ def validation_split(table: pd.DataFrame, fraction: float,
         _, held = split_animals(len(subjects), fraction, rng)
         score_rows = table["subject"].isin(subjects[held]).to_numpy()
         return ~score_rows, score_rows
-    by_subject = table.groupby("subject", sort=False)["session"]
-    rank = by_subject.transform(lambda s: pd.factorize(s)[0]).to_numpy()
-    n_sessions = by_subject.transform("nunique").to_numpy()
+    rank = session_index(table).to_numpy()
+    n_sessions = table.groupby("subject", sort=False)["session"].transform("nunique").to_numpy()
     if n_sessions.min() < 2:
         few = table["subject"][n_sessions < 2].iloc[0]
         raise NothingToHoldOut(
@@ -93,21 +93,18 @@ def score_candidates(estimator, table: pd.DataFrame, candidates: Sequence[float]
     """
     from sklearn.base import clone
 
+    from .evaluation import per_animal_scores  # evaluation imports the estimator, which imports us
+
     fit_rows, score_rows = validation_split(table, estimator.validation_fraction, rng)
     scored = table["subject"].isin(table["subject"][score_rows].unique()).to_numpy()
-    scored_table = table[scored]
-    mask = score_rows[scored]
-    subjects = scored_table["subject"].to_numpy()[mask]
     scores = {}
     for value in candidates:
         est = clone(estimator).set_params(correction_prior=float(value), verbose=0)
         with warnings.catch_warnings():  # the whole table's fit has said it already
             warnings.filterwarnings("ignore", message=".*no-go trial")
             est.fit(table[fit_rows])
-            loglik = est.score_samples(scored_table)[mask]
-        keep = ~np.isnan(loglik)  # no-go trials carry no choice
-        per_animal = pd.Series(loglik[keep]).groupby(subjects[keep]).mean()
-        scores[float(value)] = float(per_animal.mean())
+            per_animal = per_animal_scores(est, table[scored], score_mask=score_rows[scored])
+        scores[float(value)] = float(per_animal["loglik"].mean())
     return as_scores(scores)
 
 

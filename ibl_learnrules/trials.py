@@ -41,6 +41,7 @@ __all__ = [
     "signed_stimulus",
     "covariate_matrix",
     "featurize",
+    "session_index",
 ]
 
 REQUIRED_COLUMNS = (
@@ -482,3 +483,19 @@ def featurize(
         observed=pad(np.ones(len(df), dtype=bool), False, bool),
         row_position=pad(np.arange(len(df)), -1, np.int64),
     )
+
+
+def session_index(table: pd.DataFrame) -> pd.Series:
+    """Each row's session number within its animal (0 = its first), in the table's order.
+
+    ``table`` must hold each animal's sessions in order, as :func:`validate_trials` returns
+    them.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"subject": ["a", "a", "b", "a"], "session": ["x", "x", "z", "y"]})
+    >>> session_index(table).tolist()
+    [0, 0, 0, 1]
+    """
+    return table.groupby("subject", sort=False)["session"].transform(
+        lambda s: pd.factorize(s)[0])

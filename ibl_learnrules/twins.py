@@ -34,7 +34,7 @@ import pandas as pd
 
 from .interpret import psychometric_curves
 from .stages import training_status
-from .trials import validate_trials
+from .trials import session_index, validate_trials
 
 __all__ = [
     "TwinCheck",
@@ -122,8 +122,7 @@ class TwinCheck:
 
 def _with_session_idx(trials: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(validate_trials(trials)).reset_index(drop=True)  # sorted, plain
-    table["session_idx"] = table.groupby("subject", sort=False)["session"].transform(
-        lambda s: pd.factorize(s)[0])
+    table["session_idx"] = session_index(table)
     return table
 
 
