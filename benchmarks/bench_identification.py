@@ -1,0 +1,245 @@
+"""What sets a twin's pace? REINFORCE with baseline's reward-driven part, fitted four ways.
+
+Usage::
+
+    NUMBA_NUM_THREADS=1 python benchmarks/bench_identification.py            # every variant
+    python benchmarks/bench_identification.py --variants teacher_forced,reinforce_noise
+    python benchmarks/bench_identification.py --thirds                       # KS014's data only
+
+Fitted teacher-forced, REINFORCE with baseline ``dw = alpha (r - beta) (y - p) x`` has two
+parts: a reward-driven one, ``alpha r (y - p) x``, and one that follows the animal's
+choice whatever the outcome, ``-alpha beta (y - p) x`` (KS014: ``beta`` about -8, so the
+second is eight times the first). In a free twin only the reward-driven part has a mean
+(``E[y - p] = 0`` under the twin's own policy), so it alone sets the pace at which a twin
+learns; the choice-following part is a zero-mean random walk. Each variant is fitted on all
+15 of KS014's sessions (seed 0) and run as 20 free twins and 20 replay twins
+(:func:`ibl_learnrules.twins.check_twins`, seed 0, no psychometric fits). Printed: the
+in-sample log-likelihood (per trial; through the filter for noisy variants), the fitted
+reward-driven gain ``alpha`` and choice-following gain (stimulus, bias), the twins' median
+sessions to ``trained_1a`` (KS014: 14), how many never get there, the median among those
+that do, the easy-trial correct RMS against KS014 (free, replay).
+
+Variants:
+
+* ``teacher_forced``: the package's ``reinforce_baseline``.
+* ``bounded_baseline``: the baseline held in [0, 1], as a reward expectation would be, so
+  that no part of the update follows the choice regardless of the outcome (a rule defined
+  here, fitted through the torch loop: minutes).
+* ``choice_trace``: the choice-following part moved to a separate leaky trace added to the
+  policy weights, ``h <- (1 - rho) h + kappa (y - p) x``, so that it cannot borrow the
+  reward-driven gain (defined here; torch loop, about 5 minutes).
+* ``reinforce``: ``beta`` = 0, the reward-driven part alone.
+* ``overnight``: REINFORCE with baseline whose weights fall part of the way back to a
+  resting point at each session's first trial (KS014 gains within sessions and loses part
+  of it overnight: ``--thirds``; defined here, torch loop).
+* ``*_noise``: the same rules with weight noise (``weight_noise="learn"``, the filter's
+  likelihood, 30 epochs): the animal's own fluctuations go to the noise.
+* ``teacher_forced_a<s>_b<beta>``: the teacher-forced fit with ``alpha`` multiplied by
+  ``s`` and ``beta`` set to a value after fitting: how the twins' pace and lock-in follow
+  each part.
+
+``--thirds`` prints KS014's easy-trial correct in each third of every session instead:
+within a session and from one session to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from ibl_learnrules import LearningRuleGLM, load_ks014
+from ibl_learnrules.rules.base import per_weight_log_parameter, per_weight_parameter
+from ibl_learnrules.rules.classic import ReinforceBaseline, baseline_gain
+from ibl_learnrules.simulate import EASY_CONTRAST
+from ibl_learnrules.twins import check_twins
+
+NOISE = {"weight_noise": "learn", "max_epochs": 30}
+
+
+class BoundedBaseline(ReinforceBaseline):
+    """REINFORCE with baseline whose baseline is ``sigmoid(beta)``, in [0, 1]."""
+
+    name = "reinforce_baseline_bounded"
+
+    def gain(self, trial):
+        """``(r - sigmoid(beta)) (y - p)`` per weight."""
+        return baseline_gain(torch.sigmoid(self.beta), trial)
+
+    def chunk_kernel(self):
+        """None: the torch loop (the compiled kernel is REINFORCE with baseline's)."""
+        return None
+
+
+class ChoiceTrace(ReinforceBaseline):
+    """REINFORCE with baseline plus a leaky trace of the choices, added to the policy weights.
+
+    The state ``h`` (B, K) is the trace; the rule returns the learned step plus the trace's
+    change, so that the policy weights are the learned weights plus ``h``.
+    """
+
+    name = "reinforce_baseline_trace"
+
+    def __init__(self, n_weights, alpha=0.01, beta=0.5, kappa=0.05, rho=0.01):
+        super().__init__(n_weights, alpha, beta)
+        self.log_kappa = per_weight_log_parameter(n_weights, kappa, "kappa")
+        self.logit_rho = per_weight_parameter(n_weights, float(np.log(rho / (1 - rho))), "rho")
+
+    def initial_state(self, n_animals, device=None):  # noqa: D102
+        return torch.zeros(n_animals, self.n_weights, device=device, dtype=self.beta.dtype)
+
+    def forward(self, w, trial, state=None):
+        """Learned step plus the trace's change; the new trace is the new state."""
+        learned, _ = super().forward(w, trial)
+        trace = ((1 - torch.sigmoid(self.logit_rho)) * state
+                 + self.log_kappa.exp() * (trial.y - trial.p).unsqueeze(-1) * trial.x)
+        return learned + (trace - state), trace
+
+    def chunk_kernel(self):
+        """None: the torch loop."""
+        return None
+
+
+class OvernightForgetting(ReinforceBaseline):
+    """REINFORCE with baseline; on a session's first trial, ``w`` moves a fraction
+    ``sigmoid(forget)`` of the way to ``rest`` (per weight)."""
+
+    name = "reinforce_baseline_overnight"
+
+    def __init__(self, n_weights, alpha=0.01, beta=0.5, forget=0.1, rest=0.0):
+        super().__init__(n_weights, alpha, beta)
+        self.logit_forget = per_weight_parameter(n_weights, float(np.log(forget / (1 - forget))),
+                                                 "forget")
+        self.rest = per_weight_parameter(n_weights, rest, "rest")
+
+    def forward(self, w, trial, state=None):
+        """REINFORCE with baseline's step, less the overnight fall on a session's first trial."""
+        dw, state = super().forward(w, trial, state)
+        night = torch.sigmoid(self.logit_forget) * (w - self.rest)
+        return dw - trial.new_session.unsqueeze(-1) * night, state
+
+    def chunk_kernel(self):
+        """None: the torch loop."""
+        return None
+
+
+VARIANTS = {
+    "teacher_forced": dict(rule="reinforce_baseline"),
+    "bounded_baseline": dict(rule="reinforce_baseline_bounded", rule_params={"beta": 0.0}),
+    "choice_trace": dict(rule="reinforce_baseline_trace"),
+    "reinforce": dict(rule="reinforce"),
+    "overnight": dict(rule="reinforce_baseline_overnight"),
+    "teacher_forced_noise": dict(rule="reinforce_baseline", **NOISE),
+    "bounded_baseline_noise": dict(rule="reinforce_baseline_bounded",
+                                   rule_params={"beta": 0.0}, **NOISE),
+    "reinforce_noise": dict(rule="reinforce", **NOISE),
+    "leak_noise": dict(rule="reinforce_baseline_leak", **NOISE),
+}
+#: Teacher-forced fit, then (alpha multiplier, beta or None to keep it).
+EDITED = {"teacher_forced_a0.5": (0.5, None), "teacher_forced_a0.3": (0.3, None),
+          "teacher_forced_a1_b0.5": (1.0, 0.5), "teacher_forced_a0.5_b0.5": (0.5, 0.5),
+          "teacher_forced_a0.3_b0.5": (0.3, 0.5)}
+
+
+def classic_part(est) -> nn.Module:
+    """The fitted classic rule (inside the noise wrapper for noisy fits)."""
+    return getattr(est.rule_, "base", est.rule_)
+
+
+def gains(rule: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """Reward-driven gain ``alpha`` and choice-following gain per weight."""
+    with torch.no_grad():
+        alpha = rule.log_alpha.exp().double().numpy()
+        beta = getattr(rule, "beta", None)
+        if beta is None:
+            follow = np.zeros_like(alpha)
+        elif isinstance(rule, BoundedBaseline):
+            follow = -alpha * torch.sigmoid(beta).double().numpy()
+        else:
+            follow = -alpha * beta.double().numpy()
+        if isinstance(rule, ChoiceTrace):
+            follow = follow + rule.log_kappa.exp().double().numpy()
+    return alpha, follow
+
+
+def fit(name: str, ks014):
+    """Fit a variant (an edited one: its teacher-forced fit, then the edit)."""
+    if name in EDITED:
+        est = LearningRuleGLM(rule="reinforce_baseline", random_state=0).fit(ks014)
+        scale, beta = EDITED[name]
+        with torch.no_grad():
+            est.rule_.log_alpha.add_(float(np.log(scale)))
+            if beta is not None:
+                est.rule_.beta.fill_(beta)
+        return est
+    return LearningRuleGLM(random_state=0, **VARIANTS[name]).fit(ks014)
+
+
+def line(name: str, ks014, n_twins: int) -> str:
+    """One variant's fit and twins."""
+    est = fit(name, ks014)
+    alpha, follow = gains(classic_part(est))
+    check = check_twins(est, ks014, n_twins=n_twins, random_state=0, modes=("free", "replay"),
+                        psychometrics=False)
+    row = check.summary.set_index(["metric", "mode"])
+    free = check.subjects[check.subjects["mode"] == "free"]["sessions_to_trained"]
+    trained = free.dropna()
+
+    def sessions(value) -> str:
+        return "never" if value != value else f"{value:g}"
+
+    median = row.loc[("sessions_to_trained", "free"), "twins_median"]  # never counts as last
+    return (f"{est.score(ks014):+8.4f} {alpha[0]:8.5f} {alpha[1]:8.5f} {follow[0]:+8.4f} "
+            f"{follow[1]:+8.4f} {sessions(median):>6s} {free.isna().sum():>3d}/{n_twins:<2d} "
+            f"{sessions(trained.median()):>7s} {row.loc[('easy_correct', 'free'), 'rms']:6.3f} "
+            f"{row.loc[('easy_correct', 'replay'), 'rms']:7.3f}")
+
+
+def thirds(ks014) -> None:
+    """KS014's easy-trial correct (non-repeat trials) in each third of every session."""
+    contrast = ks014["contrastLeft"].fillna(ks014["contrastRight"])
+    fresh = ks014["probabilityLeft"].isin([0.2, 0.5, 0.8])
+    easy = ks014[(contrast >= EASY_CONTRAST) & fresh]
+    print(f"{'session':>7s} {'easy trials':>11s} {'first':>6s} {'middle':>6s} {'last':>6s} "
+          f"{'overnight':>9s}  (easy-trial correct by thirds of the session)")
+    last = np.nan
+    for i, (_, session) in enumerate(easy.groupby("session", sort=False)):
+        correct = (session["feedbackType"] == 1).to_numpy()
+        parts = [part.mean() for part in np.array_split(correct, 3)]
+        print(f"{i:7d} {len(correct):11d} {parts[0]:6.2f} {parts[1]:6.2f} {parts[2]:6.2f} "
+              f"{parts[0] - last:+9.2f}")
+        last = parts[2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default=",".join([*VARIANTS, *EDITED]))
+    parser.add_argument("--twins", type=int, default=20)
+    parser.add_argument("--thirds", action="store_true",
+                        help="print KS014's easy-trial correct by thirds of each session")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", message=".*no-go trial")
+    warnings.filterwarnings("ignore", message="Mean of empty slice")  # twins that never train
+    ks014 = load_ks014()
+    if args.thirds:
+        thirds(ks014)
+        return
+    names = args.variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS) - set(EDITED))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {[*VARIANTS, *EDITED]}")
+    print(f"{'variant':<26s} {'loglik':>8s} {'alpha_s':>8s} {'alpha_b':>8s} {'follow_s':>8s} "
+          f"{'follow_b':>8s} {'to 1a':>6s} {'never':>6s} {'trained':>7s} {'RMS':>6s} "
+          f"{'replay':>7s}  (KS014: 14 sessions; 'trained': median of the twins that get there)")
+    for name in names:
+        start = time.perf_counter()
+        print(f"{name:<26s} {line(name, ks014, args.twins)}  ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
