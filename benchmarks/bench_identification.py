@@ -39,7 +39,9 @@ Variants:
   each part.
 
 ``--thirds`` prints KS014's easy-trial correct in each third of every session instead:
-within a session and from one session to the next.
+within a session and from one session to the next. ``--trajectories`` prints, for each
+variant, 20 free twins' easy-trial correct and weights at the end of every session (seed 1)
+and how far their bias weights wander.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from ibl_learnrules import LearningRuleGLM, load_ks014
 from ibl_learnrules.rules.base import per_weight_log_parameter, per_weight_parameter
 from ibl_learnrules.rules.classic import ReinforceBaseline, baseline_gain
 from ibl_learnrules.simulate import EASY_CONTRAST
-from ibl_learnrules.twins import check_twins
+from ibl_learnrules.twins import check_twins, session_metrics
 
 NOISE = {"weight_noise": "learn", "max_epochs": 30}
 
@@ -215,12 +217,32 @@ def thirds(ks014) -> None:
         last = parts[2]
 
 
+def trajectories(name: str, ks014, n_twins: int) -> None:
+    """Free twins' easy-trial correct and end-of-session weights, session by session."""
+    est = fit(name, ks014)
+    twins = est.simulate({"n_subjects": n_twins, "n_sessions": 15}, random_state=1)
+    easy = session_metrics(twins, psychometrics=False).pivot(
+        index="subject", columns="session_idx", values="easy_correct")
+    ends = twins.groupby(["subject", "session_idx"])[["w_stimulus", "w_bias"]].last()
+    print(f"{name}: free twins, easy-trial correct / w_stimulus / w_bias at each session's end")
+    for subject, row in easy.iterrows():
+        print(f"  {subject} correct {' '.join(f'{v:5.2f}' for v in row)}")
+        for weight in ("w_stimulus", "w_bias"):
+            values = ends.loc[subject, weight]
+            print(f"  {'':6s} {weight[2:6]:>7s} {' '.join(f'{v:5.1f}' for v in values)}")
+    peak = ends["w_bias"].abs().groupby(level="subject").max()
+    print(f"  twins whose bias weight ends a session beyond +-5: {int((peak > 5).sum())} of "
+          f"{n_twins}; largest {peak.max():.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join([*VARIANTS, *EDITED]))
     parser.add_argument("--twins", type=int, default=20)
     parser.add_argument("--thirds", action="store_true",
                         help="print KS014's easy-trial correct by thirds of each session")
+    parser.add_argument("--trajectories", action="store_true",
+                        help="print each variant's free twins session by session")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*no-go trial")
     warnings.filterwarnings("ignore", message="Mean of empty slice")  # twins that never train
@@ -232,6 +254,10 @@ def main() -> None:
     unknown = sorted(set(names) - set(VARIANTS) - set(EDITED))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {[*VARIANTS, *EDITED]}")
+    if args.trajectories:
+        for name in names:
+            trajectories(name, ks014, args.twins)
+        return
     print(f"{'variant':<26s} {'loglik':>8s} {'alpha_s':>8s} {'alpha_b':>8s} {'follow_s':>8s} "
           f"{'follow_b':>8s} {'to 1a':>6s} {'never':>6s} {'trained':>7s} {'RMS':>6s} "
           f"{'replay':>7s}  (KS014: 14 sessions; 'trained': median of the twins that get there)")
