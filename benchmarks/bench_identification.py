@@ -140,6 +140,7 @@ VARIANTS = {
                                    rule_params={"beta": 0.0}, **NOISE),
     "reinforce_noise": dict(rule="reinforce", **NOISE),
     "leak_noise": dict(rule="reinforce_baseline_leak", **NOISE),
+    "overnight_noise": dict(rule="reinforce_baseline_overnight", **NOISE),
 }
 #: Teacher-forced fit, then (alpha multiplier, beta or None to keep it).
 EDITED = {"teacher_forced_a0.5": (0.5, None), "teacher_forced_a0.3": (0.3, None),
