@@ -63,10 +63,14 @@ from torch import nn
 from ibl_learnrules import LearningRuleGLM, load_ks014
 from ibl_learnrules.rules.base import per_weight_log_parameter, per_weight_parameter
 from ibl_learnrules.rules.classic import ReinforceBaseline, baseline_gain
-from ibl_learnrules.simulate import EASY_CONTRAST
-from ibl_learnrules.twins import check_twins, session_metrics
+from ibl_learnrules.twins import BLOCK_PRIORS, EASY_CONTRAST, check_twins, session_metrics
 
 NOISE = {"weight_noise": "learn", "max_epochs": 30}
+
+
+def logit(fraction: float) -> float:
+    """Inverse of the sigmoid: the stored value of a parameter used as ``sigmoid(value)``."""
+    return float(np.log(fraction / (1 - fraction)))
 
 
 class BoundedBaseline(ReinforceBaseline):
@@ -95,7 +99,7 @@ class ChoiceTrace(ReinforceBaseline):
     def __init__(self, n_weights, alpha=0.01, beta=0.5, kappa=0.05, rho=0.01):
         super().__init__(n_weights, alpha, beta)
         self.log_kappa = per_weight_log_parameter(n_weights, kappa, "kappa")
-        self.logit_rho = per_weight_parameter(n_weights, float(np.log(rho / (1 - rho))), "rho")
+        self.logit_rho = per_weight_parameter(n_weights, logit(rho), "rho")
 
     def initial_state(self, n_animals, device=None):  # noqa: D102
         return torch.zeros(n_animals, self.n_weights, device=device, dtype=self.beta.dtype)
@@ -120,8 +124,7 @@ class OvernightForgetting(ReinforceBaseline):
 
     def __init__(self, n_weights, alpha=0.01, beta=0.5, forget=0.1, rest=0.0):
         super().__init__(n_weights, alpha, beta)
-        self.logit_forget = per_weight_parameter(n_weights, float(np.log(forget / (1 - forget))),
-                                                 "forget")
+        self.logit_forget = per_weight_parameter(n_weights, logit(forget), "forget")
         self.rest = per_weight_parameter(n_weights, rest, "rest")
 
     def forward(self, w, trial, state=None):
@@ -195,15 +198,15 @@ def line(name: str, ks014, n_twins: int) -> str:
     check = check_twins(est, ks014, n_twins=n_twins, random_state=0, modes=("free", "replay"),
                         psychometrics=False)
     row = check.summary.set_index(["metric", "mode"])
-    free = check.subjects[check.subjects["mode"] == "free"]["sessions_to_trained"]
-    trained = free.dropna()
+    free = row.loc[("sessions_to_trained", "free")]
+    trained = check.subjects.query("mode == 'free'")["sessions_to_trained"].dropna()
 
     def sessions(value) -> str:
         return "never" if value != value else f"{value:g}"
 
-    median = row.loc[("sessions_to_trained", "free"), "twins_median"]  # never counts as last
     return (f"{est.score(ks014):+8.4f} {alpha[0]:8.5f} {alpha[1]:8.5f} {follow[0]:+8.4f} "
-            f"{follow[1]:+8.4f} {sessions(median):>6s} {free.isna().sum():>3d}/{n_twins:<2d} "
+            f"{follow[1]:+8.4f} {sessions(free['twins_median']):>6s} "  # never counts as last
+            f"{int(free['not_reached']):>3d}/{n_twins:<2d} "
             f"{sessions(trained.median()):>7s} {row.loc[('easy_correct', 'free'), 'rms']:6.3f} "
             f"{row.loc[('easy_correct', 'replay'), 'rms']:7.3f}")
 
@@ -211,7 +214,7 @@ def line(name: str, ks014, n_twins: int) -> str:
 def thirds(ks014) -> None:
     """KS014's easy-trial correct (non-repeat trials) in each third of every session."""
     contrast = ks014["contrastLeft"].fillna(ks014["contrastRight"])
-    fresh = ks014["probabilityLeft"].isin([0.2, 0.5, 0.8])
+    fresh = ks014["probabilityLeft"].round(6).isin(BLOCK_PRIORS)  # as the twin check counts
     easy = ks014[(contrast >= EASY_CONTRAST) & fresh]
     print(f"{'session':>7s} {'easy trials':>11s} {'first':>6s} {'middle':>6s} {'last':>6s} "
           f"{'overnight':>9s}  (easy-trial correct by thirds of the session)")
@@ -227,7 +230,8 @@ def thirds(ks014) -> None:
 def trajectories(name: str, ks014, n_twins: int) -> None:
     """Free twins' easy-trial correct and end-of-session weights, session by session."""
     est = fit(name, ks014)
-    twins = est.simulate({"n_subjects": n_twins, "n_sessions": 15}, random_state=1)
+    twins = est.simulate({"n_subjects": n_twins, "n_sessions": ks014["session"].nunique()},
+                         random_state=1)
     easy = session_metrics(twins, psychometrics=False).pivot(
         index="subject", columns="session_idx", values="easy_correct")
     ends = twins.groupby(["subject", "session_idx"])[["w_stimulus", "w_bias"]].last()
