@@ -84,6 +84,11 @@ VARIANTS.update({
 VARIANTS.update({f"{rule}_choose_prior": dict(
     rule=rule, **{**AUTO, "correction_prior": (0.0, strength)})
     for rule, strength in (("dnn", 30.0), ("rnn", 10.0))})
+# the defaults with the drift guard (ibl_learnrules.drift_guard): no expected drift further
+# out beyond the visited weights, widened by half their range
+VARIANTS.update({f"{rule}_guard{strength:g}": dict(
+    rule=rule, **{**AUTO, "drift_guard": float(strength)})
+    for rule in ("dnn", "rnn") for strength in (1, 10)})
 # the defaults with a Gaussian prior on the correction, shared over the training trials
 VARIANTS.update({f"{rule}_prior{strength}": dict(
     rule=rule, **{**AUTO, "correction_prior": float(strength)})

@@ -93,6 +93,10 @@ CANDIDATES.update({f"{rule}{tag}_choose_prior": dict(
     rule=rule, rule_params={"base": base}, **{**AUTO, "correction_prior": (0.0, strength)})
     for rule, strength in (("dnn", 30.0), ("rnn", 10.0))
     for tag, base in (("", "reinforce_baseline"), ("_leak", "reinforce_baseline_leak"))})
+# the defaults with the drift guard (ibl_learnrules.drift_guard) at two strengths
+CANDIDATES.update({f"{rule}_guard{strength:g}": dict(
+    rule=rule, **{**AUTO, "drift_guard": float(strength)})
+    for rule in ("dnn", "rnn") for strength in (1, 10)})
 
 
 def candidate(name: str) -> LearningRuleGLM:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .drift_guard import DriftGuard
 from .numerics import (
     LR_FACTOR,
     MAX_LR_CUTS,
@@ -646,10 +647,12 @@ def _clip_gradient(params: list, grad_clip: float | None) -> bool:
 
 def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, chunks: list,
                  n_valid: list, params: list, grad_clip: float | None, max_weight: float,
-                 names: Sequence[str], prior: _Prior | None = None) -> float:
+                 names: Sequence[str], prior: _Prior | None = None,
+                 guard: DriftGuard | None = None) -> float:
     """One pass over the training animals, one optimiser step per chunk; the mean loss.
 
-    With a ``prior``, its gradient is added to every chunk's before clipping.
+    With a ``prior`` or a drift ``guard``, their gradients are added to every chunk's before
+    clipping; the guard sees the weights and state every chunk ends with.
 
     Raises :class:`~ibl_learnrules.numerics.Trouble` at the first chunk in numerical trouble.
     """
@@ -664,6 +667,8 @@ def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, c
         loglik, w, carried = runner(w, carried, a, b, need_grad=learn, loss_norm=max(n, 1.0))
         if learn and prior is not None:
             prior.add_gradient()
+        if learn and guard is not None:
+            guard.add_gradient()
         if not math.isfinite(loglik):
             what = "non-finite loss"
         elif learn and not _clip_gradient(params, grad_clip):
@@ -674,6 +679,8 @@ def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, c
             raise Trouble(state.epoch, f"trials {a}-{b}", what,
                           _blame(runner, w_before, carried_before, a, b, learn, max_weight,
                                  names))
+        if guard is not None:  # only weights that passed the checks widen its box
+            guard.observe(runner.policy_weights(w), carried)
         if learn:
             try:
                 optimizer.step()
@@ -683,6 +690,8 @@ def _train_epoch(state: _TrainingState, runner: ChunkRunner, w0: torch.Tensor, c
                 raise Trouble(state.epoch, f"trials {a}-{b}", f"the optimiser step "
                               f"overflowed ({err})") from None
         total -= loglik
+    if guard is not None:
+        guard.end_epoch()
     # a bad step shows in the next chunk's loss and weights; after the last one, here
     offset = state.rule.policy_offset()
     if not all_finite(params):
@@ -760,6 +769,7 @@ def train_rule(
     engine: str = "auto",
     weight_decay: float = 0.0,
     correction_prior: float = 0.0,
+    drift_guard: float = 0.0,
     checkpoint: Checkpoint | None = None,
     resume: dict | None = None,
     names: Sequence[str] | None = None,
@@ -811,6 +821,11 @@ def train_rule(
         Precision of a Gaussian prior at zero on the same parameters: adds
         ``correction_prior / 2 * |theta|^2`` to the total negative log-likelihood of the
         training trials, so its pull falls as the number of trials grows.
+    drift_guard : float
+        Strength of a :class:`~ibl_learnrules.drift_guard.DriftGuard` on the same
+        parameters: a penalty on the rule's expected update where it would carry weights
+        further out of the range the training animals' weights span, widened by half of it
+        (0: none).
     checkpoint : ibl_learnrules.checkpoint.Checkpoint, optional
         Save the training state there after every ``checkpoint.every`` epochs, after the
         last one, and when interrupted (Ctrl-C: the last completed epoch, then
@@ -853,6 +868,10 @@ def train_rule(
     n_valid = [float(batch.valid[:, a:b].sum()) for a, b in chunks]
     shrunk = _correction(rule, params)
     prior = _Prior(shrunk, correction_prior, sum(n_valid)) if correction_prior and shrunk else None
+    guard = None
+    if drift_guard and shrunk:
+        valid = batch.valid.bool()
+        guard = DriftGuard(rule, shrunk, batch.x[valid], batch.correct_side[valid], drift_guard)
     names = list(names) if names is not None else [f"#{i}" for i in range(batch.n_animals)]
     if val_batch is not None:
         val_names = (list(val_names) if val_names is not None
@@ -867,7 +886,7 @@ def train_rule(
             epoch_lr = None if optimizer is None else optimizer.param_groups[0]["lr"]
             try:
                 train_loss = _train_epoch(state, runner, w0, chunks, n_valid, params,
-                                          grad_clip, max_weight, names, prior)
+                                          grad_clip, max_weight, names, prior, guard)
                 if schedule is not None:
                     schedule.step()
                 val_loss = (math.nan if val_runner is None

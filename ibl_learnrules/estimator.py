@@ -134,6 +134,16 @@ class LearningRuleGLM(BaseEstimator):
         training sessions by inner cross-validation, where each won in all five outer
         folds, and KS014's sessions 7-9 fitted on 0-6, where without it the networks
         trailed ``reinforce_baseline`` (mean of three seeds) and with it beat it for each.
+    drift_guard : float
+        Strength of a penalty on a network rule's expected update (under its own policy)
+        wherever it would carry the weights further out of the range the training
+        animals' weights span, widened by half of it (:mod:`ibl_learnrules.drift_guard`);
+        inside, the likelihood alone decides. 0 (default) turns it off; classic rules have
+        nothing it acts on. It stops the drift that runs a free twin's bias away (KS014,
+        ``dnn``, 1.0: twins' biases end every session within +-3.8, where without it 5 of
+        20 ran to -17 to -25; easy-trial RMS 0.18 against 0.29) but costs held-out
+        prediction (KS014's sessions 7-9: -0.5007 against -0.4926 nats/trial) and does not
+        give twins the mouse's pace (``benchmarks/bench_twins.py``).
     rule_params : dict, optional
         Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``).
     weight_noise : None, "learn", float or sequence of float
@@ -222,6 +232,7 @@ class LearningRuleGLM(BaseEstimator):
         grad_clip: float | None = 1.0,
         weight_decay: float = 0.0,
         correction_prior: float | str = "auto",
+        drift_guard: float = 0.0,
         rule_params: Mapping | None = None,
         weight_noise=None,
         free_running: float | str = "auto",
@@ -245,6 +256,7 @@ class LearningRuleGLM(BaseEstimator):
         self.grad_clip = grad_clip
         self.weight_decay = weight_decay
         self.correction_prior = correction_prior
+        self.drift_guard = drift_guard
         self.rule_params = rule_params
         self.weight_noise = weight_noise
         self.free_running = free_running
@@ -275,6 +287,8 @@ class LearningRuleGLM(BaseEstimator):
         if value != "auto" and not (isinstance(value, (int, float)) and value >= 0):
             raise ValueError(f'free_running must be "auto" or a number >= 0, got {value!r}')
         _check_correction_prior(self.correction_prior)
+        if not (isinstance(self.drift_guard, (int, float)) and self.drift_guard >= 0):
+            raise ValueError(f"drift_guard must be a number >= 0, got {self.drift_guard!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError("validation_fraction must lie in (0, 1), "
                              f"got {self.validation_fraction!r}")
@@ -464,6 +478,7 @@ class LearningRuleGLM(BaseEstimator):
             val_batch=val_batch, val_w0=val_w0, patience=self.patience, engine=self.engine,
             weight_decay=self.weight_decay,
             correction_prior=self.correction_prior_,
+            drift_guard=float(self.drift_guard),
             checkpoint=ckpt, resume=resume_state,
             names=[arrays.subjects[i] for i in train],
             val_names=val_names,
