@@ -127,6 +127,7 @@ def _fit(args: argparse.Namespace) -> None:
     est = _fit_with_checkpoint(LearningRuleGLM(rule=args.rule, weight_noise=args.weight_noise,
                                                free_running=args.free_running,
                                                correction_prior=_prior(args.correction_prior),
+                                               drift_guard=args.drift_guard,
                                                **_estimator_params(args)), trials, args)
     save_model(est, args.out)
     if not args.quiet:
@@ -291,6 +292,16 @@ def _prior(values: list) -> str | float | tuple[float, ...]:
     return tuple(values)
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -379,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default auto: the rule's default, 30 for dnn, 10 for rnn; 0: none). "
                           "Several values are candidates, chosen on held-out animals (or each "
                           "animal's last sessions, below 5 animals)")
+    fit.add_argument("--drift-guard", type=_non_negative, default=0.0, metavar="STRENGTH",
+                     help="penalty on a network rule's expected update where it would carry "
+                          "the weights further out beyond the range the animals' weights "
+                          "span: twins whose bias does not run away, at some cost in "
+                          "prediction (default 0: off; 1 is a firm guard)")
     fit.add_argument("--nwb-results", metavar="DIR",
                      help="with --nwb: write one results file per session into DIR "
                           "(trajectory, fitted rule), linked to the untouched source file")

@@ -84,6 +84,22 @@ def test_fit_auto_options_take_auto_or_a_number(trials_file, tmp_path, capsys, o
     assert message in capsys.readouterr().err
 
 
+def test_fit_drift_guard_option(trials_file, tmp_path, capsys):
+    from ibl_learnrules import load_model
+
+    out = tmp_path / "model.pt"
+    base = ["fit", "--trials", str(trials_file), "--rule", "dnn", "--epochs", "2", "--out",
+            str(out)]
+    assert main(base + ["--drift-guard", "1.5"]) == 0
+    assert load_model(out).drift_guard == 1.5
+    assert main(base) == 0
+    assert load_model(out).drift_guard == 0.0
+    for bad in ("-1", "nan", "firm"):
+        with pytest.raises(SystemExit):
+            main(base + ["--drift-guard", bad])
+        assert f"expected a number >= 0, got {bad!r}" in capsys.readouterr().err
+
+
 def test_fit_chooses_among_candidate_priors(trials_file, tmp_path, capsys):
     from ibl_learnrules import load_model
 
