@@ -39,6 +39,11 @@ class SeedEnsemble(BaseEstimator):
     estimators_ : list of LearningRuleGLM
         The fitted members.
 
+    Notes
+    -----
+    :func:`~ibl_learnrules.save_model` saves a fitted ensemble whole (template and members)
+    and :func:`~ibl_learnrules.load_model` returns it as one.
+
     Examples
     --------
     >>> from ibl_learnrules import LearningRuleGLM, simulate_cohort

@@ -1,10 +1,19 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from ibl_learnrules import LearningRuleGLM, __version__, load_model, save_model, simulate_cohort
+from ibl_learnrules import (
+    LearningRuleGLM,
+    SeedEnsemble,
+    __version__,
+    load_model,
+    save_model,
+    simulate_cohort,
+)
+from ibl_learnrules.io.nwb import write_results
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +86,33 @@ def test_noisy_estimator_round_trips(tmp_path, cohort, noise):
                                   est.predict_trajectory(cohort, smoothed=True)["w_bias_sd"])
     saved = loaded.get_params()["weight_noise"]
     assert saved == "learn" if isinstance(noise, str) else saved == [0.02, 0.0]
+
+
+def test_seed_ensemble_round_trips_whole(tmp_path, cohort):
+    template = LearningRuleGLM(rule="dnn", hidden_size=8, max_epochs=2, drift_guard=0.5)
+    ens = SeedEnsemble(template, n_members=2, random_state=3).fit(cohort)
+    loaded = load_model(save_model(ens, tmp_path / "ensemble.pt"))
+    assert isinstance(loaded, SeedEnsemble)
+    assert loaded.get_params(deep=False)["n_members"] == 2 and loaded.random_state == 3
+    assert loaded.estimator.get_params() == template.get_params() | {"device": "cpu"}
+    assert [m.random_state for m in loaded.estimators_] == [3, 4]
+    np.testing.assert_array_equal(loaded.score_samples(cohort), ens.score_samples(cohort))
+    twins = {"n_subjects": 3, "n_sessions": 1}
+    pd.testing.assert_frame_equal(loaded.simulate(twins, 0), ens.simulate(twins, 0))
+    # a file whose members and parameter sets disagree is refused, not half loaded
+    blob = torch.load(tmp_path / "ensemble.pt", weights_only=True)
+    torch.save({"config": blob["config"], "state_dicts": blob["state_dicts"][:1]},
+               tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="2 member configurations, 1 parameter sets"):
+        load_model(tmp_path / "cut.pt")
+    # NWB holds one rule per container: an ensemble is written member by member
+    with pytest.raises(TypeError, match="got SeedEnsemble .write each of its estimators_"):
+        write_results(tmp_path / "session.nwb", ens)
+
+
+def test_save_refuses_what_is_not_an_estimator(tmp_path, cohort):
+    with pytest.raises(TypeError, match="saves a LearningRuleGLM or a SeedEnsemble, got dict"):
+        save_model({"rule": "dnn"}, tmp_path / "x.pt")
+    with pytest.raises(Exception, match="not fitted"):
+        save_model(SeedEnsemble(LearningRuleGLM()), tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

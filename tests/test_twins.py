@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ibl_learnrules import LearningRuleGLM, save_model, simulate_cohort
+from ibl_learnrules import LearningRuleGLM, SeedEnsemble, save_model, simulate_cohort
 from ibl_learnrules.cli import main
 from ibl_learnrules.plotting import plot_twin_check
 from ibl_learnrules.twins import (
@@ -204,6 +204,21 @@ def test_check_draws_block_switches_of_biased_animals(truth_twin):
     fig = plot_twin_check(check)
     gids = {line.get_gid() for ax in fig.axes for line in ax.lines}
     assert {"switch:animal:0.8", "switch:replay:0.2"} <= gids
+
+
+def test_cli_check_takes_a_saved_ensemble(mice, tmp_path, capsys):
+    ens = SeedEnsemble(LearningRuleGLM(rule="reinforce_baseline", lr=1e-9, max_epochs=1,
+                                       rule_params=TRUTH), n_members=2, random_state=0)
+    model = save_model(ens.fit(mice), tmp_path / "ensemble.pt")
+    csv = tmp_path / "mice.csv"
+    mice[mice["session_idx"] < 2].to_csv(csv, index=False)
+    args = ["check", "--model", str(model), "--trials", str(csv), "--subject", "sim000",
+            "--n-twins", "2", "--no-psychometrics", "--modes", "free", "--out",
+            str(tmp_path / "check")]
+    assert main(args) == 0
+    assert "2 twins of" in capsys.readouterr().out
+    summary = pd.read_csv(tmp_path / "check" / "twin_check_summary.csv")
+    assert set(summary["mode"]) == {"free"}
 
 
 def test_check_rejects_bad_arguments(truth_twin, mice):

@@ -11,15 +11,37 @@ import pandas as pd
 import torch
 
 from ..engine import resolve_device
+from ..ensemble import SeedEnsemble
 from ..estimator import LearningRuleGLM
 from ..prior_selection import as_scores
 from .files import atomic_write
 
 __all__ = ["save_model", "load_model", "estimator_config", "estimator_from_config",
-           "SAVE_FORMAT"]
+           "SAVE_FORMAT", "ENSEMBLE_FORMAT"]
 
-#: Written into every model file; files of another format are refused.
+#: Written into every model file of one estimator; files of another format are refused.
 SAVE_FORMAT = "ibl_learnrules.LearningRuleGLM/1"
+#: Written into the model file of a :class:`~ibl_learnrules.SeedEnsemble`.
+ENSEMBLE_FORMAT = "ibl_learnrules.SeedEnsemble/1"
+
+
+def _json_params(estimator: LearningRuleGLM) -> dict:
+    """Return an estimator's ``get_params()`` as JSON values (tuples, arrays as lists)."""
+    params = estimator.get_params()
+    params["covariates"] = list(params["covariates"])
+    noise = params.get("weight_noise")
+    if noise is not None and not isinstance(noise, str):  # fixed sds: JSON numbers
+        params["weight_noise"] = np.asarray(noise, dtype=float).tolist()
+    return params
+
+
+def _estimator_from_json(params: dict, device: str) -> LearningRuleGLM:
+    """Undo :func:`_json_params`: the (unfitted) estimator, on ``device``."""
+    params = dict(params, device=device)
+    params["covariates"] = tuple(params["covariates"])
+    if isinstance(params.get("correction_prior"), list):  # candidates: JSON wrote a list
+        params["correction_prior"] = tuple(params["correction_prior"])
+    return LearningRuleGLM(**params)
 
 
 def estimator_config(estimator: LearningRuleGLM) -> dict:
@@ -27,15 +49,10 @@ def estimator_config(estimator: LearningRuleGLM) -> dict:
     from .. import __version__
 
     estimator._check_fitted()
-    params = estimator.get_params()
-    params["covariates"] = list(params["covariates"])
-    noise = params.get("weight_noise")
-    if noise is not None and not isinstance(noise, str):  # fixed sds: JSON numbers
-        params["weight_noise"] = np.asarray(noise, dtype=float).tolist()
     return {
         "format": SAVE_FORMAT,
         "package_version": __version__,
-        "params": params,
+        "params": _json_params(estimator),
         "fitted": {
             "rule": estimator.rule_name_,
             "covariates": list(estimator.covariates_),
@@ -63,11 +80,7 @@ def estimator_from_config(config: dict, state_dict: Mapping, device: str = "cpu"
                          f"{__version__}; refit, or pass allow_version_mismatch=True to "
                          "load it anyway")
     try:
-        params = dict(config["params"], device=device)
-        params["covariates"] = tuple(params["covariates"])
-        if isinstance(params.get("correction_prior"), list):  # candidates: JSON wrote a list
-            params["correction_prior"] = tuple(params["correction_prior"])
-        est = LearningRuleGLM(**params)
+        est = _estimator_from_json(config["params"], device)
         fitted = config["fitted"]
         est.covariates_ = tuple(fitted["covariates"])
         est.rule_name_ = fitted["rule"]
@@ -95,11 +108,17 @@ def estimator_from_config(config: dict, state_dict: Mapping, device: str = "cpu"
     return est
 
 
-def save_model(estimator: LearningRuleGLM, path: str | Path) -> Path:
+def _state_dict(estimator: LearningRuleGLM) -> dict:
+    return {k: v.detach().cpu() for k, v in estimator.rule_.state_dict().items()}
+
+
+def save_model(estimator: LearningRuleGLM | SeedEnsemble, path: str | Path) -> Path:
     """Save a fitted estimator to one file: JSON configuration + torch state dict.
 
     The file loads with ``torch.load(weights_only=True)``: no pickled code is executed. It is
     written to a temporary file first, so an existing file is replaced only when complete.
+    A fitted :class:`~ibl_learnrules.SeedEnsemble` is saved whole (its template and every
+    member), and :func:`load_model` returns it as one.
 
     Examples
     --------
@@ -112,15 +131,58 @@ def save_model(estimator: LearningRuleGLM, path: str | Path) -> Path:
     >>> bool((same.predict_proba(trials) == est.predict_proba(trials)).all())
     True
     """
-    config = estimator_config(estimator)
-    state = {k: v.detach().cpu() for k, v in estimator.rule_.state_dict().items()}
-    blob = {"config": json.dumps(config), "state_dict": state}
+    if isinstance(estimator, SeedEnsemble):
+        blob = _ensemble_blob(estimator)
+    elif isinstance(estimator, LearningRuleGLM):
+        blob = {"config": json.dumps(estimator_config(estimator)),
+                "state_dict": _state_dict(estimator)}
+    else:
+        raise TypeError("save_model saves a LearningRuleGLM or a SeedEnsemble, got "
+                        f"{type(estimator).__name__}")
     return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
+def _ensemble_blob(ensemble: SeedEnsemble) -> dict:
+    """Return what :func:`save_model` writes for an ensemble: each member as one estimator."""
+    from .. import __version__
+
+    members = ensemble._members()
+    template = ensemble.estimator
+    config = {
+        "format": ENSEMBLE_FORMAT,
+        "package_version": __version__,
+        "n_members": int(ensemble.n_members),
+        "random_state": None if ensemble.random_state is None else int(ensemble.random_state),
+        "estimator": None if template is None else _json_params(template),
+        "members": [estimator_config(m) for m in members],
+    }
+    return {"config": json.dumps(config), "state_dicts": [_state_dict(m) for m in members]}
+
+
+def _ensemble_from_blob(config: dict, blob: dict, device: str, allow_version_mismatch: bool,
+                        source: str) -> SeedEnsemble:
+    try:
+        members, states = config["members"], blob["state_dicts"]
+        if not isinstance(members, list) or len(members) != len(states) or not members:
+            raise ValueError(f"{len(members)} member configurations, {len(states)} "
+                             "parameter sets")
+        template = config["estimator"]
+        ensemble = SeedEnsemble(
+            None if template is None else _estimator_from_json(template, device),
+            n_members=config["n_members"], random_state=config["random_state"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{source} is not an ensemble saved by save_model: its configuration "
+                         f"is incomplete or inconsistent ({type(err).__name__}: {err})") from None
+    ensemble.estimators_ = [
+        estimator_from_config(member, state, device, allow_version_mismatch,
+                              f"{source} (member {i})")
+        for i, (member, state) in enumerate(zip(members, states, strict=True))]
+    return ensemble
+
+
 def load_model(path: str | Path, device: str = "cpu",
-               allow_version_mismatch: bool = False) -> LearningRuleGLM:
-    """Load an estimator written by :func:`save_model`.
+               allow_version_mismatch: bool = False) -> LearningRuleGLM | SeedEnsemble:
+    """Load an estimator (or a seed ensemble) written by :func:`save_model`.
 
     Parameters
     ----------
@@ -139,7 +201,6 @@ def load_model(path: str | Path, device: str = "cpu",
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         config = json.loads(blob["config"])
-        state_dict = blob["state_dict"]
         if not isinstance(config, dict):
             raise TypeError(f"configuration is a {type(config).__name__}, not a mapping")
     # torch.load of a file that is not a torch zip archive (truncated, text, another pickle)
@@ -149,7 +210,12 @@ def load_model(path: str | Path, device: str = "cpu",
         detail = detail if len(detail) <= 160 else detail[:157] + "..."  # torch's run long
         raise ValueError(f"{path} is not a model saved by save_model (truncated, or another "
                          f"format): {detail}") from None
+    if config.get("format") == ENSEMBLE_FORMAT:
+        return _ensemble_from_blob(config, blob, device, allow_version_mismatch, str(path))
     if config.get("format") != SAVE_FORMAT:
         raise ValueError(f"{path} has format {config.get('format')!r}, expected "
-                         f"{SAVE_FORMAT!r}")
-    return estimator_from_config(config, state_dict, device, allow_version_mismatch, str(path))
+                         f"{SAVE_FORMAT!r} or {ENSEMBLE_FORMAT!r}")
+    if "state_dict" not in blob:
+        raise ValueError(f"{path} is not a model saved by save_model: it holds no parameters")
+    return estimator_from_config(config, blob["state_dict"], device, allow_version_mismatch,
+                                 str(path))

@@ -446,6 +446,11 @@ def write_results(path: str | Path, estimator, trials: pd.DataFrame | None = Non
         The file written. Either way the write goes to a temporary file that replaces the
         target only when complete: a failure leaves ``path`` byte-identical.
     """
+    if not isinstance(estimator, LearningRuleGLM):
+        members = " (write each of its estimators_ under its own name)" if hasattr(
+            estimator, "estimators_") else ""
+        raise TypeError("write_results writes one fitted LearningRuleGLM, got "
+                        f"{type(estimator).__name__}{members}")
     estimator._check_fitted()
     path = Path(path)
     if not path.is_file():
