@@ -55,10 +55,10 @@ With ``--shared-rho`` one reversion rate serves both weights. It predicts as wel
 / 0.0018, beta 8.3 / -0.74, sd 0.047 / 0.103. Its twins are the closest to KS014 of any
 fitted by likelihood alone: median 14.5 sessions to ``trained_1a`` (8 of 20 never, RMS
 0.192; easy-trial correct 0.43-0.53 for eight sessions, as KS014's 0.31-0.53, then rising
-to 0.68). The median is the mouse's, but the mean curve is not: 100 twins (seed 10) give a
-median of 14.0 with 44 never trained and RMS 0.173; three more draws of 20 give medians
-13.5 / never / never and RMS 0.157 / 0.216 / 0.222. KS014 is one of the twins that
-trained; about half of them do not.
+to 0.68). The median is the mouse's, but the mean curve is not: 100 twins
+(``--n-twins 100 --seed 10``) give a median of 14.0 with 44 never trained and RMS 0.173;
+three more draws of 20 (seeds 1-3) give medians 13.5 / never / never and RMS 0.157 /
+0.216 / 0.222. KS014 is one of the twins that trained; about half of them do not.
 """
 
 from __future__ import annotations
@@ -203,20 +203,20 @@ def fit(trials, epochs: int, rho: float | None, reset: bool = False, shared_rho:
             for name, value in params.items()}, total / len(x)
 
 
-def twins_line(params: dict, ks014) -> tuple[str, list]:
+def twins_line(params: dict, ks014, n_twins: int = 20, seed: int = 0) -> tuple[str, list]:
     """The free twins' summary against KS014, and KS014's easy-trial correct per session.
 
     ``params`` holds :class:`Fluctuating`'s parameters (its seed excepted).
     """
-    check = check_twins(FreeTwins(params), ks014, n_twins=20, random_state=0, modes=("free",),
-                        psychometrics=False)
+    check = check_twins(FreeTwins(params), ks014, n_twins=n_twins, random_state=seed,
+                        modes=("free",), psychometrics=False)
     row = check.summary.set_index(["metric", "mode"])
     trained = row.loc[("sessions_to_trained", "free")]
     median = ("never" if trained["twins_median"] != trained["twins_median"]
               else f"{trained['twins_median']:g}")
     curves = check.sessions.groupby(["mode", "session_idx"])["easy_correct"].mean()
     curve = curves.loc["free"]
-    return (f"to 1a {median:>5s}, never {int(trained['not_reached']):2d}/20, RMS "
+    return (f"to 1a {median:>5s}, never {int(trained['not_reached']):2d}/{n_twins}, RMS "
             f"{row.loc[('easy_correct', 'free'), 'rms']:.3f}, per session "
             f"{np.round(curve.to_numpy(), 2).tolist()}"), np.round(
                 curves.loc["animal"].to_numpy(), 2).tolist()
@@ -231,6 +231,8 @@ def main() -> None:
                         help="restart the fluctuation from 0 at every session's start")
     parser.add_argument("--shared-rho", action="store_true",
                         help="fit one reversion rate for both weights")
+    parser.add_argument("--n-twins", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the twins")
     parser.add_argument("--twins-rho", default="0,0.002",
                         help="reversion rates to run the fitted twins with as well")
     args = parser.parse_args()
@@ -243,7 +245,8 @@ def main() -> None:
     settings = [("fitted", params["rho"])] + [
         (f"{float(v):g}", (float(v),) * len(params["rho"])) for v in args.twins_rho.split(",")]
     for i, (label, rho) in enumerate(settings):
-        line, animal = twins_line({**params, "rho": rho, "reset": args.reset}, ks014)
+        line, animal = twins_line({**params, "rho": rho, "reset": args.reset}, ks014,
+                                  args.n_twins, args.seed)
         if i == 0:
             print(f"KS014 per session: {animal}")
         print(f"twins, rho {label:>7s}: {line}", flush=True)
