@@ -110,10 +110,11 @@ def baseline(est) -> str:
     return "-" if not betas else ", ".join(f"{b:.2f}" for b in betas[0].tolist())
 
 
-def ks014_line(name: str, seed: int, n_twins: int, ks014, ensemble: int = 1) -> str:
+def ks014_line(name: str, seed: int, n_twins: int, ks014, ensemble: int = 1,
+               twin_seed: int = 0) -> str:
     """Fit a variant on KS014; its free twins (and replay twins) against the mouse."""
     est = fitted(name, seed, ensemble, ks014)
-    check = check_twins(est, ks014, n_twins=n_twins, random_state=0,
+    check = check_twins(est, ks014, n_twins=n_twins, random_state=twin_seed,
                         modes=("free", "replay"), psychometrics=False)
     row = check.summary.set_index(["metric", "mode"])
     trained = row.loc[("sessions_to_trained", "free")]
@@ -126,10 +127,11 @@ def ks014_line(name: str, seed: int, n_twins: int, ks014, ensemble: int = 1) -> 
             f"{row.loc[('easy_correct', 'replay'), 'rms']:7.3f}")
 
 
-def switch_line(name: str, seed: int, n_twins: int, mice, ensemble: int = 1) -> str:
+def switch_line(name: str, seed: int, n_twins: int, mice, ensemble: int = 1,
+                twin_seed: int = 0) -> str:
     """Fit a variant on the 27 mice's biased sessions; trials to half a block switch."""
     est = fitted(name, seed, ensemble, mice)
-    check = check_twins(est, mice, n_twins=n_twins, random_state=0, modes=("replay",),
+    check = check_twins(est, mice, n_twins=n_twins, random_state=twin_seed, modes=("replay",),
                         psychometrics=False)
     half = check.subjects.groupby("mode")["switch_half_trials"].median()
     return f"{est.score(mice):+8.4f} {half['animal']:8.2f} {half['replay']:8.2f}"
@@ -139,6 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--twins", type=int, default=20)
+    parser.add_argument("--twin-seed", type=int, default=0,
+                        help="seed of the twins (20 twins of one seed are a noisy measure)")
     parser.add_argument("--seeds", default="0",
                         help="fit seeds, comma-separated: one line per variant and seed")
     parser.add_argument("--block-switches", action="store_true",
@@ -166,7 +170,8 @@ def main() -> None:
         label = name if seed == 0 else f"{name} (seed {seed})"
         if args.ensemble > 1:
             label += f" x{args.ensemble}"
-        print(f"{label:<32s} {line(name, seed, args.twins, data, args.ensemble)}  "
+        print(f"{label:<32s} "
+              f"{line(name, seed, args.twins, data, args.ensemble, args.twin_seed)}  "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
