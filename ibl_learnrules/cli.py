@@ -125,6 +125,7 @@ def _fit(args: argparse.Namespace) -> None:
 
     trials = _read_trials(args)
     est = _fit_with_checkpoint(LearningRuleGLM(rule=args.rule, weight_noise=args.weight_noise,
+                                               noise_reversion=args.noise_reversion,
                                                free_running=args.free_running,
                                                correction_prior=_prior(args.correction_prior),
                                                drift_guard=args.drift_guard,
@@ -283,6 +284,22 @@ def _word_or_number(word: str, number: str):
     return parse
 
 
+def _word_or_rate(word: str):
+    """Return an argparse type: ``word`` itself, or a number in [0, 1)."""
+    def parse(text: str) -> str | float:
+        if text == word:
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value < 1:
+            raise argparse.ArgumentTypeError(f"expected {word!r} or a rate in [0, 1), "
+                                             f"got {text!r}")
+        return value
+    return parse
+
+
 def _prior(values: list) -> str | float | tuple[float, ...]:
     """``--correction-prior``: one value as given, several as candidates to choose among."""
     if len(values) == 1:
@@ -377,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'learn', or a fixed standard deviation: Gaussian noise on the "
                           "weights after every trial, on top of the rule (slower: a filter); "
                           "use --tbptt 500 or more with it")
+    fit.add_argument("--noise-reversion", type=_word_or_rate("learn"), default=None,
+                     metavar="RATE",
+                     help="with --weight-noise: 'learn', or a rate in [0, 1) per trial at "
+                          "which the noise falls back to the learned weights (default: none, "
+                          "a random walk)")
     fit.add_argument("--free-running", type=_word_or_number("auto", "a weight"), default="auto",
                      metavar="WEIGHT",
                      help="weight of the free-running likelihood in the loss (the rule run on "

@@ -160,6 +160,15 @@ class LearningRuleGLM(BaseEstimator):
         noise low: on one simulated mouse, ``tbptt=100`` gave a bias sd of 0.013, 500 gave
         0.021 and the whole trajectory 0.019, for a truth of 0.03 (PsyTrack: 0.021). Prefer
         ``tbptt`` of 500 or more with noise.
+    noise_reversion : None, "learn" or float
+        With ``weight_noise``: ``None`` (default) makes the noise a random walk, which
+        lets a weight wander without bound; a rate in [0, 1) per trial (or ``"learn"``,
+        one rate for all weights, fitted from 0.001) makes it a fluctuation about the
+        learned weights that falls back by that share every trial (an Ornstein-Uhlenbeck
+        process; :mod:`ibl_learnrules.filtering`). On KS014, REINFORCE with baseline with
+        a learned rate predicts as well as with the random walk and its free twins learn at
+        the mouse's median pace (``benchmarks/bench_fluctuations.py``). Smoothed
+        trajectories and :meth:`rule_share` need the random walk.
     free_running : "auto" or float
         Weight of the free-running likelihood in the training loss
         (:mod:`ibl_learnrules.closed_loop`): the animals' choices scored while the weights
@@ -235,6 +244,7 @@ class LearningRuleGLM(BaseEstimator):
         drift_guard: float = 0.0,
         rule_params: Mapping | None = None,
         weight_noise=None,
+        noise_reversion: float | str | None = None,
         free_running: float | str = "auto",
         device: str = "auto",
         engine: str = "auto",
@@ -259,6 +269,7 @@ class LearningRuleGLM(BaseEstimator):
         self.drift_guard = drift_guard
         self.rule_params = rule_params
         self.weight_noise = weight_noise
+        self.noise_reversion = noise_reversion
         self.free_running = free_running
         self.device = device
         self.engine = engine
@@ -302,7 +313,7 @@ class LearningRuleGLM(BaseEstimator):
 
     def _noise_settings(self) -> dict | None:
         """Keyword arguments of :class:`~ibl_learnrules.filtering.WeightNoise` (None: off)."""
-        return filtering.noise_settings(self.weight_noise)
+        return filtering.noise_settings(self.weight_noise, self.noise_reversion)
 
     def _setting(self, name: str):
         """Training setting ``name`` with ``"auto"`` resolved to the rule class's default."""
@@ -596,6 +607,9 @@ class LearningRuleGLM(BaseEstimator):
         if not self.noisy_:
             raise ValueError("rule_share needs weight noise (weight_noise='learn' or fixed): "
                              "without it the rule explains every change by construction")
+        if self.rule_.reverts:
+            raise ValueError("rule_share assumes random-walk noise; this model's noise "
+                             "reverts (noise_reversion), so its sum over a window is bounded")
         _, arrays, batch, w0 = self._prepare(X)
         with torch.no_grad():
             res = filtering.filter_rollout(self.rule_.eval(), batch, w0, record=True)

@@ -27,6 +27,18 @@ belief N(m, P) over the rule's weights, which on each valid trial
    rates are ~1e-3-1e-2, so it changes P by that fraction of itself per trial.
 
 With ``P = 0`` and ``sd = 0`` every step is exactly the deterministic rollout's.
+
+**Fluctuations that revert.** With a ``reversion`` rate ``rho`` the noise does not add up
+without bound: the weights are the learned part plus a fluctuation, ``w = u + f``, with::
+
+    u_{t+1} = u_t + dw_rule(w_t, trial_t)
+    f_{t+1} = (1 - rho) f_t + eps_t                (an Ornstein-Uhlenbeck process)
+
+so ``f`` wanders about 0 with a stationary sd of ``sd / sqrt(rho (2 - rho))`` and forgets
+itself in about ``1 / rho`` trials. ``rho = 0`` is the random walk above (same likelihood).
+The filter's belief is then over ``(u, f)`` (2K numbers; the choice sees ``u + f``), and
+what it records is the belief over the policy weights ``u + f``. Smoothing and
+:func:`rule_share` assume the random walk and refuse a reverting noise.
 Training runs :class:`FilterRunner` in :func:`ibl_learnrules.engine.train_rule`, so
 truncated back-propagation, Adam and early stopping are unchanged.
 """
@@ -74,20 +86,40 @@ class WeightNoise(nn.Module):
         Standard deviation of each animal's starting weights around its ``w0``.
     learn_sd, learn_init_sd : bool
         Whether training moves them.
+    reversion : float, optional
+        Rate per trial (in [0, 1), one for all weights) at which the noise's fluctuation
+        falls back to 0 (module docstring); ``None`` (default): a random walk.
+    learn_reversion : bool
+        Whether training moves it.
 
     Examples
     --------
     >>> noise = WeightNoise(2, sd=[0.1, 0.05], init_sd=1.0)
     >>> [round(v, 4) for v in noise.var.tolist()]
     [0.01, 0.0025]
+    >>> round(float(WeightNoise(2, reversion=0.002).reversion), 6)
+    0.002
     """
 
     def __init__(self, n_weights: int, sd=0.05, init_sd=0.5, learn_sd: bool = True,
-                 learn_init_sd: bool = True):
+                 learn_init_sd: bool = True, reversion: float | None = None,
+                 learn_reversion: bool = False):
         super().__init__()
         self.log_sd = nn.Parameter(_log_sd(n_weights, sd, "sd"), requires_grad=learn_sd)
         self.log_init_sd = nn.Parameter(_log_sd(n_weights, init_sd, "init_sd"),
                                         requires_grad=learn_init_sd)
+        if reversion is None:
+            self.register_parameter("log_reversion", None)
+        else:
+            rate = per_weight(1, reversion, "reversion")
+            if not bool(((rate >= 0) & (rate < 1)).all()):
+                raise ValueError(f"reversion must lie in [0, 1), got {reversion!r}")
+            self.log_reversion = nn.Parameter(rate.log(), requires_grad=learn_reversion)
+
+    @property
+    def reversion(self) -> torch.Tensor | None:
+        """Per-trial reversion rate of the fluctuation, shape (1,) (None: a random walk)."""
+        return None if self.log_reversion is None else self.log_reversion.exp()
 
     @property
     def sd(self) -> torch.Tensor:
@@ -136,8 +168,19 @@ class NoisyRule(LearningRule):
         super().__init__(base.n_weights)
         self.base, self.noise, self.generator = base, noise, generator
 
-    def initial_state(self, n_animals, device=None):  # noqa: D102
-        return self.base.initial_state(n_animals, device)
+    @property
+    def reverts(self) -> bool:
+        """Whether the noise is a reverting fluctuation rather than a random walk."""
+        return self.noise.log_reversion is not None
+
+    def initial_state(self, n_animals, device=None):
+        """Return the base rule's state; with a reverting noise, paired with the fluctuation."""
+        state = self.base.initial_state(n_animals, device)
+        if not self.reverts:
+            return state
+        f = torch.zeros(n_animals, self.n_weights, dtype=self.noise.log_sd.dtype,
+                        device=device)
+        return state, f
 
     def policy_offset(self):  # noqa: D102
         return self.base.policy_offset()
@@ -145,14 +188,24 @@ class NoisyRule(LearningRule):
     def correction_parameters(self):  # noqa: D102
         return self.base.correction_parameters()
 
+    def _eps(self, w: torch.Tensor) -> torch.Tensor:
+        eps = torch.randn(w.shape, generator=self.generator, dtype=w.dtype,
+                          device=self.generator.device)
+        return self.noise.sd * eps.to(w.device)
+
     def forward(self, w, trial: TrialStep, state=None):
         """Return the rule's update, plus sampled noise when the rule has a generator."""
+        if not self.reverts:
+            dw, state = self.base(w, trial, state)
+            if self.generator is not None:
+                dw = dw + self._eps(w)
+            return dw, state
+        state, f = state
         dw, state = self.base(w, trial, state)
+        f_next = (1.0 - self.noise.reversion) * f
         if self.generator is not None:
-            eps = torch.randn(w.shape, generator=self.generator, dtype=w.dtype,
-                              device=self.generator.device)
-            dw = dw + self.noise.sd * eps.to(w.device)
-        return dw, state
+            f_next = f_next + self._eps(w)
+        return dw + (f_next - f), (state, f_next)
 
     def sampling(self, seed: int) -> NoisyRule:
         """Return a copy that samples its noise from a generator seeded with ``seed``."""
@@ -207,11 +260,13 @@ def filter_rollout(rule: NoisyRule, batch: TensorBatch, m: torch.Tensor,
     batch : TensorBatch
         The animals' trials (teacher forcing).
     m : Tensor (B, K)
-        Mean of the rule weights before trial ``start`` (the policy adds the offset).
+        Mean of the rule weights before trial ``start`` (the policy adds the offset). With a
+        reverting noise, of ``(u, f)`` (B, 2K); at trial 0 a (B, K) ``m`` is ``u`` (f = 0).
     P : Tensor (B, K, K), optional
-        Their covariance; at trial 0 by default ``diag(rule.noise.init_var)``.
+        Their covariance; at trial 0 by default ``diag(rule.noise.init_var)`` (and 0 for
+        ``f``).
     state : optional
-        Rule state (``rule.initial_state`` at trial 0 by default).
+        The base rule's state (``rule.base.initial_state`` at trial 0 by default).
     start, stop : int
         Trial range.
     record : bool
@@ -234,13 +289,23 @@ def filter_rollout(rule: NoisyRule, batch: TensorBatch, m: torch.Tensor,
     ((2, 50, 2, 2), True)
     """
     stop = batch.n_trials if stop is None else stop
+    reverts = rule.reverts
+    if reverts and m.shape[-1] == rule.n_weights:
+        if start != 0:
+            raise ValueError("with a reverting noise the belief after trial 0 is over (u, f)")
+        m = torch.cat([m, torch.zeros_like(m)], -1)
     if P is None:
         if start != 0:
             raise ValueError("P is needed to start the filter after trial 0")
-        P = torch.diag_embed(rule.noise.init_var.to(m.dtype)).expand(m.shape[0], -1, -1)
+        var = rule.noise.init_var.to(m.dtype)
+        if reverts:
+            var = torch.cat([var, torch.zeros_like(var)])
+        P = torch.diag_embed(var).expand(m.shape[0], -1, -1)
     if state is None and start == 0:
-        state = rule.initial_state(batch.n_animals, m.device)
+        state = rule.base.initial_state(batch.n_animals, m.device)
     with _one_cpu_thread(m.device):
+        if reverts:
+            return _filter_reverting(rule, batch, m, P, state, start, stop, record)
         return _filter(rule, batch, m, P, state, start, stop, record)
 
 
@@ -289,6 +354,64 @@ def _filter(rule, batch, m, P, state, start, stop, record) -> FilterResult:
     return result
 
 
+def _policy_cov(P: torch.Tensor, k: int) -> torch.Tensor:
+    """Covariance of ``u + f`` from that of ``(u, f)``."""
+    return P[..., :k, :k] + P[..., :k, k:] + P[..., k:, :k] + P[..., k:, k:]
+
+
+def _filter_reverting(rule, batch, m, P, state, start, stop, record) -> FilterResult:
+    """:func:`_filter` over ``(u, f)``: the choice sees ``u + f``, ``f`` falls back by rho."""
+    k = rule.n_weights
+    offset = rule.policy_offset()
+    ones = m.new_ones(k)
+    keep = torch.cat([ones, (1.0 - rule.noise.reversion.to(m.dtype)).expand(k)])
+    Q = torch.diag_embed(torch.cat([m.new_zeros(k), rule.noise.var.to(m.dtype)]))
+    loglik = m.new_zeros(m.shape[0])
+    rec: dict[str, list] = {k_: [] for k_ in ("prior_mean", "prior_cov", "post_mean",
+                                              "post_cov", "drift", "p_right", "trial_loglik")}
+    for t in range(start, stop):
+        x, y, valid = batch.x[:, t], batch.y[:, t], batch.valid[:, t]
+        h = torch.cat([x, x], -1)
+        w = m[:, :k] + m[:, k:]
+        mu = w if offset is None else w + offset
+        Ph = (P @ h.unsqueeze(-1)).squeeze(-1)
+        s2 = (h * Ph).sum(-1).clamp(min=0.0)
+        a = (mu * x).sum(-1)
+        logit = a * torch.rsqrt(1.0 + _PROBIT * s2)
+        ll = -valid * F.binary_cross_entropy_with_logits(logit, y, reduction="none")
+        loglik = loglik + ll
+        p0 = torch.sigmoid(a)
+        curv = p0 * (1.0 - p0)
+        c = valid / (1.0 + curv * s2)
+        m_post = m + (c * (y - p0)).unsqueeze(-1) * Ph
+        P_post = P - (c * curv)[:, None, None] * (Ph.unsqueeze(-1) * Ph.unsqueeze(-2))
+        w_post = m_post[:, :k] + m_post[:, k:]
+        mu_post = w_post if offset is None else w_post + offset
+        p_rule = torch.sigmoid((mu_post * x).sum(-1))
+        dw, new_state = rule.base(w_post, TrialStep(x, y, batch.reward[:, t],
+                                                    batch.correct_side[:, t],
+                                                    batch.new_session[:, t], p_rule), state)
+        dw = valid.unsqueeze(-1) * dw
+        if record:
+            rec["prior_mean"].append(mu)
+            rec["prior_cov"].append(_policy_cov(P, k))
+            rec["post_mean"].append(mu_post)
+            rec["post_cov"].append(_policy_cov(P_post, k))
+            rec["drift"].append(dw)
+            rec["p_right"].append(torch.sigmoid(logit))
+            rec["trial_loglik"].append(ll)
+        # no-go trials and padding leave the belief as it is
+        keep_t = torch.where(valid.unsqueeze(-1) > 0, keep, torch.ones_like(keep))
+        m = (m_post + torch.cat([dw, torch.zeros_like(dw)], -1)) * keep_t
+        P = keep_t.unsqueeze(-1) * P_post * keep_t.unsqueeze(-2) + valid[:, None, None] * Q
+        state = _keep_where(valid, new_state, state)
+    result = FilterResult(loglik=loglik, m=m, P=P, state=state)
+    if record:
+        for name, values in rec.items():
+            setattr(result, name, torch.stack(values, 1) if values else None)
+    return result
+
+
 class FilterRunner:
     """Run a TBPTT chunk of the filter: a drop-in for the engine's ``ChunkRunner``.
 
@@ -310,15 +433,21 @@ class FilterRunner:
 
     def start(self, w0: torch.Tensor):
         """Belief and rule state before trial 0 (P is made inside the first chunk's graph)."""
-        return (w0, None), self.rule.initial_state(self.batch.n_animals, w0.device)
+        return (w0, None), self.rule.base.initial_state(self.batch.n_animals, w0.device)
 
     def only(self, animal: int) -> FilterRunner:
         """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
         return FilterRunner(self.rule, self.batch.animal(animal))
 
     def policy_weights(self, w):
-        """Return the GLM's weights of a carried belief ``(mean, P)``: its mean."""
-        return w[0]
+        """Return the GLM's weights of a carried belief ``(mean, P)``: its mean (``u + f``)."""
+        k = self.rule.n_weights
+        return w[0] if w[0].shape[-1] == k else w[0][:, :k] + w[0][:, k:]
+
+    def _shift(self, m: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """``m`` with ``offset`` added to its rule weights (``u`` of ``(u, f)``)."""
+        k = self.rule.n_weights
+        return m + (offset if m.shape[-1] == k else torch.cat([offset, offset.new_zeros(k)]))
 
     def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
         """Run trials ``start:stop``; return ``(loglik_sum, (m, P), state)``."""
@@ -326,11 +455,11 @@ class FilterRunner:
         with torch.set_grad_enabled(need_grad):
             offset = self.rule.policy_offset()
             if P is not None and offset is not None:
-                m = m - offset  # the carried mean is the policy's; see the class docstring
+                m = self._shift(m, -offset)  # the carried mean is the policy's; see above
             res = filter_rollout(self.rule, self.batch, m, P, state, start=start, stop=stop)
             if need_grad:
                 (-res.loglik.sum() / loss_norm).backward()
-            mean = res.m if offset is None else res.m + offset
+            mean = res.m if offset is None else self._shift(res.m, offset)
         return (float(res.loglik.sum().detach()), (mean.detach(), res.P.detach()),
                 _detach(res.state))
 
@@ -448,12 +577,13 @@ def share_table(subjects, drift: np.ndarray, noise_var: np.ndarray, valid: np.nd
     return pd.DataFrame(rows)
 
 
-#: Starting values of a learned noise sd and of the starting weights' spread.
-NOISE_START, INIT_SD_START = 0.05, 0.5
+#: Starting values of a learned noise sd, of the starting weights' spread and of a learned
+#: reversion rate (per trial: a time constant of 1,000 trials, about a session and a half).
+NOISE_START, INIT_SD_START, REVERSION_START = 0.05, 0.5, 1e-3
 
 
-def noise_settings(weight_noise) -> dict | None:
-    """Check an estimator's ``weight_noise``; return :class:`WeightNoise` keywords (None: off).
+def noise_settings(weight_noise, noise_reversion=None) -> dict | None:
+    """Check an estimator's noise settings; return :class:`WeightNoise` keywords (None: off).
 
     Examples
     --------
@@ -461,19 +591,36 @@ def noise_settings(weight_noise) -> dict | None:
     {'sd': 0.05, 'learn_sd': True}
     >>> noise_settings([0.1, 0.0])
     {'sd': [0.1, 0.0], 'learn_sd': False}
+    >>> noise_settings("learn", "learn")["reversion"]
+    0.001
     """
     if weight_noise is None:
+        if noise_reversion is not None:
+            raise ValueError("noise_reversion needs weight_noise: a fluctuation to revert")
         return None
     if isinstance(weight_noise, str):
         if weight_noise != "learn":
             raise ValueError(f"weight_noise must be None, 'learn' or standard deviations, "
                              f"got {weight_noise!r}")
-        return {"sd": NOISE_START, "learn_sd": True}
-    sd = np.asarray(weight_noise, dtype=float)
-    if sd.ndim > 1 or not np.isfinite(sd).all() or (sd < 0).any():
-        raise ValueError(f"weight_noise must be None, 'learn' or standard deviations >= 0, "
-                         f"got {weight_noise!r}")
-    return {"sd": sd.tolist(), "learn_sd": False}
+        settings = {"sd": NOISE_START, "learn_sd": True}
+    else:
+        sd = np.asarray(weight_noise, dtype=float)
+        if sd.ndim > 1 or not np.isfinite(sd).all() or (sd < 0).any():
+            raise ValueError(f"weight_noise must be None, 'learn' or standard deviations >= 0, "
+                             f"got {weight_noise!r}")
+        settings = {"sd": sd.tolist(), "learn_sd": False}
+    if noise_reversion is None:
+        return settings
+    if isinstance(noise_reversion, str):
+        if noise_reversion != "learn":
+            raise ValueError(f"noise_reversion must be None, 'learn' or a rate in [0, 1), "
+                             f"got {noise_reversion!r}")
+        return {**settings, "reversion": REVERSION_START, "learn_reversion": True}
+    if not (isinstance(noise_reversion, (int, float, np.integer, np.floating))
+            and 0 <= noise_reversion < 1):
+        raise ValueError(f"noise_reversion must be None, 'learn' or a rate in [0, 1), "
+                         f"got {noise_reversion!r}")
+    return {**settings, "reversion": float(noise_reversion), "learn_reversion": False}
 
 
 def with_noise(rule: LearningRule, settings: dict | None) -> LearningRule:
@@ -490,6 +637,9 @@ def beliefs(rule: NoisyRule, batch: TensorBatch, w0: torch.Tensor, valid: np.nda
     Returns ``p`` (one-step-ahead p(right)), ``w`` and ``sd`` (the belief's mean and standard
     deviations), ``loglik`` and ``drift`` (the rule's update).
     """
+    if smoothed and rule.reverts:
+        raise ValueError("smoothed beliefs assume random-walk noise; this model's noise "
+                         "reverts (noise_reversion): use the filtered ones (smoothed=False)")
     res = filter_rollout(rule, batch, w0, record=True)
     mean, cov = res.post_mean.cpu().double().numpy(), res.post_cov.cpu().double().numpy()
     if smoothed:

@@ -391,6 +391,7 @@ def simulate_cohort(
     covariates: Sequence[str] = ("stimulus", "bias"),
     w0: Sequence[float] | None = None,
     weight_noise=None,
+    noise_reversion: float | None = None,
     **rule_params,
 ) -> pd.DataFrame:
     """Simulate a cohort of mice learning the IBL task with a known rule.
@@ -421,6 +422,10 @@ def simulate_cohort(
         of the rule's update (a noisy learner, :class:`~ibl_learnrules.filtering.NoisyRule`;
         with ``rule="none"`` a random walk). The noise of a cohort comes from one stream, so
         unlike the rest of an animal's data it depends on the cohort's size.
+    noise_reversion : float, optional
+        With ``weight_noise``: the noise is a fluctuation about the learned weights that
+        falls back by this share every trial (in [0, 1); see
+        :mod:`ibl_learnrules.filtering`), not a random walk.
     **rule_params
         Parameters of the named rule, e.g. ``alpha=0.01``, ``beta=0.5`` (per-weight sequences
         allowed).
@@ -453,10 +458,13 @@ def simulate_cohort(
         raise ValueError(f"w0 has {len(w0)} values for {len(covariates)} covariates")
     rng = np.random.default_rng(random_state)
     rngs = [np.random.default_rng(rng.integers(2**63)) for _ in range(n_subjects)]
+    if noise_reversion is not None and weight_noise is None:
+        raise ValueError("noise_reversion needs weight_noise: a fluctuation to revert")
     if weight_noise is not None:
         from .filtering import NoisyRule, WeightNoise
 
-        noise = WeightNoise(len(covariates), sd=weight_noise, init_sd=0.0)
+        noise = WeightNoise(len(covariates), sd=weight_noise, init_sd=0.0,
+                            reversion=noise_reversion)
         learner = NoisyRule(learner, noise.to(torch.float64).requires_grad_(False))
         learner = learner.sampling(int(rng.integers(2**62))).eval()
     if w0 is None:
