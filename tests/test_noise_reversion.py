@@ -118,3 +118,21 @@ def test_cli_fit_noise_reversion(reverting_mice, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(base + ["--noise-reversion", "often"])
     assert "expected 'learn' or a rate" in capsys.readouterr().err
+
+
+def test_nwb_results_keep_the_rate(fitted, reverting_mice, tmp_path):
+    from pynwb import validate
+
+    from ibl_learnrules.io.nwb import read_model, trials_to_nwb, write_results
+
+    animal = reverting_mice[reverting_mice["subject"] == "sim000"]
+    source = trials_to_nwb(animal, tmp_path / "sessions")[0]
+    out = write_results(source, fitted, output=tmp_path / "results.nwb")
+    assert validate(path=str(out)) == []
+    restored = read_model(out)
+    assert restored.noise_reversion == "learn"
+    # parameters are stored as float32 in NWB
+    np.testing.assert_allclose(float(restored.rule_.noise.reversion.detach()),
+                               float(fitted.rule_.noise.reversion.detach()), rtol=1e-6)
+    np.testing.assert_allclose(restored.score_samples(animal), fitted.score_samples(animal),
+                               rtol=1e-4)
