@@ -39,6 +39,7 @@ from ibl_learnrules.twins import check_twins
 
 HISTORY = ("stimulus", "bias", "prev_choice")
 NOISE = {"weight_noise": "learn", "max_epochs": 30}
+REVERTING = {"weight_noise": "learn", "noise_reversion": "learn", "tbptt": 500}
 
 #: Variant name -> LearningRuleGLM keyword arguments (over TEACHER_FORCED).
 VARIANTS = {
@@ -50,6 +51,10 @@ VARIANTS = {
     "dnn_leak": dict(rule="dnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "rnn_leak": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
+    # noise that falls back to the learned weights (noise_reversion), fitted longer
+    "reinforce_baseline_noise_revert": dict(rule="reinforce_baseline", **REVERTING,
+                                            max_epochs=60),
+    "dnn_noise_revert": dict(rule="dnn", **AUTO, **REVERTING, max_epochs=40),
     "dnn_teacher_forced": dict(rule="dnn"),  # the default until stop 20
     "dnn_wd10": dict(rule="dnn", weight_decay=10.0),
     "dnn_prev_choice": dict(rule="dnn", covariates=HISTORY),
