@@ -269,8 +269,13 @@ def _experiment(args: argparse.Namespace) -> None:
         print(f"wrote {', '.join(sorted(p.name for p in result.files.values()))} to {args.out}")
 
 
-def _word_or_number(word: str, number: str):
-    """Return an argparse type: ``word`` itself, or a number >= 0 (described as ``number``)."""
+def _word_or_number(word: str, number: str, below: float | None = None):
+    """Return an argparse type: ``word`` itself, or a number >= 0 (described as ``number``).
+
+    With ``below``, the number must also be less than it.
+    """
+    allowed = ">= 0" if below is None else f"in [0, {below:g})"
+
     def parse(text: str) -> str | float:
         if text == word:
             return text
@@ -278,23 +283,8 @@ def _word_or_number(word: str, number: str):
             value = float(text)
         except ValueError:
             value = -1.0
-        if not value >= 0:
-            raise argparse.ArgumentTypeError(f"expected {word!r} or {number} >= 0, got {text!r}")
-        return value
-    return parse
-
-
-def _word_or_rate(word: str):
-    """Return an argparse type: ``word`` itself, or a number in [0, 1)."""
-    def parse(text: str) -> str | float:
-        if text == word:
-            return text
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not 0 <= value < 1:
-            raise argparse.ArgumentTypeError(f"expected {word!r} or a rate in [0, 1), "
+        if not (value >= 0 and (below is None or value < below)):
+            raise argparse.ArgumentTypeError(f"expected {word!r} or {number} {allowed}, "
                                              f"got {text!r}")
         return value
     return parse
@@ -394,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'learn', or a fixed standard deviation: Gaussian noise on the "
                           "weights after every trial, on top of the rule (slower: a filter); "
                           "use --tbptt 500 or more with it")
-    fit.add_argument("--noise-reversion", type=_word_or_rate("learn"), default=None,
+    fit.add_argument("--noise-reversion", type=_word_or_number("learn", "a rate", below=1),
+                     default=None,
                      metavar="RATE",
                      help="with --weight-noise: 'learn', or a rate in [0, 1) per trial at "
                           "which the noise falls back to the learned weights (default: none, "

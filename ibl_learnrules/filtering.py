@@ -304,54 +304,7 @@ def filter_rollout(rule: NoisyRule, batch: TensorBatch, m: torch.Tensor,
     if state is None and start == 0:
         state = rule.base.initial_state(batch.n_animals, m.device)
     with _one_cpu_thread(m.device):
-        if reverts:
-            return _filter_reverting(rule, batch, m, P, state, start, stop, record)
         return _filter(rule, batch, m, P, state, start, stop, record)
-
-
-def _filter(rule, batch, m, P, state, start, stop, record) -> FilterResult:
-    offset = rule.policy_offset()
-    Q = torch.diag_embed(rule.noise.var.to(m.dtype))
-    loglik = m.new_zeros(m.shape[0])
-    rec: dict[str, list] = {k: [] for k in ("prior_mean", "prior_cov", "post_mean", "post_cov",
-                                            "drift", "p_right", "trial_loglik")}
-    for t in range(start, stop):
-        x, y, valid = batch.x[:, t], batch.y[:, t], batch.valid[:, t]
-        mu = m if offset is None else m + offset
-        Px = (P @ x.unsqueeze(-1)).squeeze(-1)
-        s2 = (x * Px).sum(-1).clamp(min=0.0)
-        a = (mu * x).sum(-1)
-        logit = a * torch.rsqrt(1.0 + _PROBIT * s2)
-        ll = -valid * F.binary_cross_entropy_with_logits(logit, y, reduction="none")
-        loglik = loglik + ll
-        # one Newton step of the log posterior from m: the Laplace update of a logistic choice
-        p0 = torch.sigmoid(a)
-        h = p0 * (1.0 - p0)
-        c = valid / (1.0 + h * s2)
-        m_post = m + (c * (y - p0)).unsqueeze(-1) * Px
-        P_post = P - (c * h)[:, None, None] * (Px.unsqueeze(-1) * Px.unsqueeze(-2))
-        mu_post = m_post if offset is None else m_post + offset
-        p_rule = torch.sigmoid((mu_post * x).sum(-1))
-        dw, new_state = rule.base(m_post, TrialStep(x, y, batch.reward[:, t],
-                                                    batch.correct_side[:, t],
-                                                    batch.new_session[:, t], p_rule), state)
-        dw = valid.unsqueeze(-1) * dw
-        if record:
-            rec["prior_mean"].append(mu)
-            rec["prior_cov"].append(P)
-            rec["post_mean"].append(mu_post)
-            rec["post_cov"].append(P_post)
-            rec["drift"].append(dw)
-            rec["p_right"].append(torch.sigmoid(logit))
-            rec["trial_loglik"].append(ll)
-        m = m_post + dw
-        P = P_post + valid[:, None, None] * Q
-        state = _keep_where(valid, new_state, state)
-    result = FilterResult(loglik=loglik, m=m, P=P, state=state)
-    if record:
-        for name, values in rec.items():
-            setattr(result, name, torch.stack(values, 1) if values else None)
-    return result
 
 
 def _policy_cov(P: torch.Tensor, k: int) -> torch.Tensor:
@@ -359,20 +312,26 @@ def _policy_cov(P: torch.Tensor, k: int) -> torch.Tensor:
     return P[..., :k, :k] + P[..., :k, k:] + P[..., k:, :k] + P[..., k:, k:]
 
 
-def _filter_reverting(rule, batch, m, P, state, start, stop, record) -> FilterResult:
-    """:func:`_filter` over ``(u, f)``: the choice sees ``u + f``, ``f`` falls back by rho."""
-    k = rule.n_weights
+def _filter(rule, batch, m, P, state, start, stop, record) -> FilterResult:
+    """Run the filter's trial loop (module docstring).
+
+    With a reverting noise the belief is over ``(u, f)``: the choice sees ``u + f`` and
+    ``f`` falls back by ``rho``; what is recorded is the belief over ``u + f``.
+    """
+    k, split = rule.n_weights, rule.reverts
     offset = rule.policy_offset()
-    ones = m.new_ones(k)
-    keep = torch.cat([ones, (1.0 - rule.noise.reversion.to(m.dtype)).expand(k)])
-    Q = torch.diag_embed(torch.cat([m.new_zeros(k), rule.noise.var.to(m.dtype)]))
+    var = rule.noise.var.to(m.dtype)
+    if split:
+        keep = torch.cat([m.new_ones(k), (1.0 - rule.noise.reversion.to(m.dtype)).expand(k)])
+        var = torch.cat([torch.zeros_like(var), var])
+    Q = torch.diag_embed(var)
     loglik = m.new_zeros(m.shape[0])
-    rec: dict[str, list] = {k_: [] for k_ in ("prior_mean", "prior_cov", "post_mean",
-                                              "post_cov", "drift", "p_right", "trial_loglik")}
+    rec: dict[str, list] = {name: [] for name in ("prior_mean", "prior_cov", "post_mean",
+                                                  "post_cov", "drift", "p_right", "trial_loglik")}
     for t in range(start, stop):
         x, y, valid = batch.x[:, t], batch.y[:, t], batch.valid[:, t]
-        h = torch.cat([x, x], -1)
-        w = m[:, :k] + m[:, k:]
+        h = torch.cat([x, x], -1) if split else x  # what the choice sees of the belief
+        w = m[:, :k] + m[:, k:] if split else m
         mu = w if offset is None else w + offset
         Ph = (P @ h.unsqueeze(-1)).squeeze(-1)
         s2 = (h * Ph).sum(-1).clamp(min=0.0)
@@ -380,12 +339,13 @@ def _filter_reverting(rule, batch, m, P, state, start, stop, record) -> FilterRe
         logit = a * torch.rsqrt(1.0 + _PROBIT * s2)
         ll = -valid * F.binary_cross_entropy_with_logits(logit, y, reduction="none")
         loglik = loglik + ll
+        # one Newton step of the log posterior from m: the Laplace update of a logistic choice
         p0 = torch.sigmoid(a)
         curv = p0 * (1.0 - p0)
         c = valid / (1.0 + curv * s2)
         m_post = m + (c * (y - p0)).unsqueeze(-1) * Ph
         P_post = P - (c * curv)[:, None, None] * (Ph.unsqueeze(-1) * Ph.unsqueeze(-2))
-        w_post = m_post[:, :k] + m_post[:, k:]
+        w_post = m_post[:, :k] + m_post[:, k:] if split else m_post
         mu_post = w_post if offset is None else w_post + offset
         p_rule = torch.sigmoid((mu_post * x).sum(-1))
         dw, new_state = rule.base(w_post, TrialStep(x, y, batch.reward[:, t],
@@ -394,16 +354,19 @@ def _filter_reverting(rule, batch, m, P, state, start, stop, record) -> FilterRe
         dw = valid.unsqueeze(-1) * dw
         if record:
             rec["prior_mean"].append(mu)
-            rec["prior_cov"].append(_policy_cov(P, k))
+            rec["prior_cov"].append(_policy_cov(P, k) if split else P)
             rec["post_mean"].append(mu_post)
-            rec["post_cov"].append(_policy_cov(P_post, k))
+            rec["post_cov"].append(_policy_cov(P_post, k) if split else P_post)
             rec["drift"].append(dw)
             rec["p_right"].append(torch.sigmoid(logit))
             rec["trial_loglik"].append(ll)
-        # no-go trials and padding leave the belief as it is
-        keep_t = torch.where(valid.unsqueeze(-1) > 0, keep, torch.ones_like(keep))
-        m = (m_post + torch.cat([dw, torch.zeros_like(dw)], -1)) * keep_t
-        P = keep_t.unsqueeze(-1) * P_post * keep_t.unsqueeze(-2) + valid[:, None, None] * Q
+        if split:  # the rule moves u; f falls back, except on no-go trials and padding
+            keep_t = torch.where(valid.unsqueeze(-1) > 0, keep, torch.ones_like(keep))
+            m = (m_post + torch.cat([dw, torch.zeros_like(dw)], -1)) * keep_t
+            P = keep_t.unsqueeze(-1) * P_post * keep_t.unsqueeze(-2) + valid[:, None, None] * Q
+        else:
+            m = m_post + dw
+            P = P_post + valid[:, None, None] * Q
         state = _keep_where(valid, new_state, state)
     result = FilterResult(loglik=loglik, m=m, P=P, state=state)
     if record:
