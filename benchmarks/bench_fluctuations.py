@@ -59,6 +59,11 @@ to 0.68). The median is the mouse's, but the mean curve is not: 100 twins
 (``--n-twins 100 --seed 10``) give a median of 14.0 with 44 never trained and RMS 0.173;
 three more draws of 20 (seeds 1-3) give medians 13.5 / never / never and RMS 0.157 /
 0.216 / 0.222. KS014 is one of the twins that trained; about half of them do not.
+
+The package fits this model (one shared rate) as
+``LearningRuleGLM(weight_noise="learn", noise_reversion="learn")`` with any rule (README,
+"Noise that falls back"; ``bench_twins.py --variants reinforce_baseline_noise_revert``);
+this script keeps the per-weight rates, ``--rho`` and ``--reset``.
 """
 
 from __future__ import annotations
