@@ -98,7 +98,9 @@ class DriftGuard:
                  n_probes: int = 64, n_stimuli: int = 8, seed: int = 0):
         if not strength > 0:
             raise ValueError(f"strength must be positive, got {strength!r}")
-        self.rule, self.params, self.strength = rule, params, float(strength)
+        # the expected update: a noisy learner's noise has mean zero, and its state (a
+        # reverting fluctuation) is not the rule's
+        self.rule, self.params, self.strength = rule.mean_rule(), params, float(strength)
         self.margin = float(margin)
         dtype, self.device = params[0].dtype, params[0].device
         self.x = x.to(self.device, dtype)

@@ -188,6 +188,10 @@ class NoisyRule(LearningRule):
     def correction_parameters(self):  # noqa: D102
         return self.base.correction_parameters()
 
+    def mean_rule(self) -> LearningRule:
+        """Return the base rule: the noise adds nothing to the update on average."""
+        return self.base
+
     def _eps(self, w: torch.Tensor) -> torch.Tensor:
         eps = torch.randn(w.shape, generator=self.generator, dtype=w.dtype,
                           device=self.generator.device)

@@ -115,10 +115,12 @@ def test_guarded_fit_moves_the_network_and_not_a_classic_rule():
     assert torch.equal(fitted("reinforce_baseline", 0.0), fitted("reinforce_baseline", 10.0))
 
 
-@pytest.mark.parametrize("extra", [dict(free_running=1.0), dict(weight_noise="learn")],
-                         ids=["free_running", "weight_noise"])
+@pytest.mark.parametrize("extra", [dict(free_running=1.0), dict(weight_noise="learn"),
+                                   dict(weight_noise="learn", noise_reversion="learn")],
+                         ids=["free_running", "weight_noise", "reverting_noise"])
 def test_guard_trains_with_the_other_losses(extra):
-    # the free-running loss carries two trajectories side by side, the filter a belief
+    # the free-running loss carries two trajectories side by side, the filter a belief (over
+    # the weights and their fluctuation when the noise reverts)
     mice = simulate_cohort(2, "reinforce_baseline", n_trials=200, random_state=0)
     settings = dict(rule="rnn", max_epochs=2, random_state=0, correction_prior=0.0, **extra)
 

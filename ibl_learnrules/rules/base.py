@@ -124,6 +124,13 @@ class LearningRule(nn.Module):
         """Return ``(dw, new_state)``: the update of ``w`` (B, K) after ``trial``."""
         raise NotImplementedError
 
+    def mean_rule(self) -> LearningRule:
+        """Return the rule whose update is this one's expected update: itself.
+
+        A rule with zero-mean noise on top of another (a noisy learner) returns that other.
+        """
+        return self
+
     def correction_parameters(self) -> list[nn.Parameter]:
         """Parameters that weight decay may shrink: a flexible part on top of a simple rule.
 
