@@ -55,6 +55,8 @@ VARIANTS = {
     "reinforce_baseline_noise_revert": dict(rule="reinforce_baseline", **REVERTING,
                                             max_epochs=60),
     "dnn_noise_revert": dict(rule="dnn", **AUTO, **REVERTING, max_epochs=40),
+    "dnn_noise_revert_guard1": dict(rule="dnn", **AUTO, **REVERTING, max_epochs=40,
+                                    drift_guard=1.0),
     "dnn_teacher_forced": dict(rule="dnn"),  # the default until stop 20
     "dnn_wd10": dict(rule="dnn", weight_decay=10.0),
     "dnn_prev_choice": dict(rule="dnn", covariates=HISTORY),
