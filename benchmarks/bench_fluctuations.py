@@ -57,8 +57,8 @@ fitted by likelihood alone: median 14.5 sessions to ``trained_1a`` (8 of 20 neve
 0.192; easy-trial correct 0.43-0.53 for eight sessions, as KS014's 0.31-0.53, then rising
 to 0.68). The median is the mouse's, but the mean curve is not: 100 twins
 (``--n-twins 100 --seed 10``) give a median of 14.0 with 44 never trained and RMS 0.173;
-three more draws of 20 (seeds 1-3) give medians 13.5 / never / never and RMS 0.157 /
-0.216 / 0.222. KS014 is one of the twins that trained; about half of them do not.
+three more draws of 20 (seeds 1-3) give medians never / 13.5 / never and RMS 0.216 /
+0.157 / 0.222. KS014 is one of the twins that trained; about half of them do not.
 
 The package fits this model (one shared rate) as
 ``LearningRuleGLM(weight_noise="learn", noise_reversion="learn")`` with any rule (README,
