@@ -166,9 +166,10 @@ class LearningRuleGLM(BaseEstimator):
         one rate for all weights, fitted from 0.001) makes it a fluctuation about the
         learned weights that falls back by that share every trial (an Ornstein-Uhlenbeck
         process; :mod:`ibl_learnrules.filtering`). On KS014, REINFORCE with baseline with
-        a learned rate predicts as well as with the random walk and its free twins learn at
-        the mouse's median pace (``benchmarks/bench_fluctuations.py``). Smoothed
-        trajectories and :meth:`rule_share` need the random walk.
+        a learned rate (0.0003 per trial) predicts as well as with the random walk, and its
+        free twins start as the mouse did, but about half of them never train within 15
+        sessions (README, "Noise that falls back"). Smoothed trajectories and
+        :meth:`rule_share` need the random walk.
     free_running : "auto" or float
         Weight of the free-running likelihood in the training loss
         (:mod:`ibl_learnrules.closed_loop`): the animals' choices scored while the weights
