@@ -269,23 +269,23 @@ def _experiment(args: argparse.Namespace) -> None:
         print(f"wrote {', '.join(sorted(p.name for p in result.files.values()))} to {args.out}")
 
 
-def _word_or_number(word: str, number: str, below: float | None = None):
+def _word_or_number(word: str | None, number: str, below: float | None = None):
     """Return an argparse type: ``word`` itself, or a number >= 0 (described as ``number``).
 
-    With ``below``, the number must also be less than it.
+    With ``below``, the number must also be less than it; with ``word=None``, only numbers.
     """
     allowed = ">= 0" if below is None else f"in [0, {below:g})"
+    expected = number if word is None else f"{word!r} or {number}"
 
     def parse(text: str) -> str | float:
-        if text == word:
+        if word is not None and text == word:
             return text
         try:
             value = float(text)
         except ValueError:
             value = -1.0
-        if not (value >= 0 and (below is None or value < below)):
-            raise argparse.ArgumentTypeError(f"expected {word!r} or {number} {allowed}, "
-                                             f"got {text!r}")
+        if not (value >= 0 and (below is None or value < below)):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"expected {expected} {allowed}, got {text!r}")
         return value
     return parse
 
@@ -297,16 +297,6 @@ def _prior(values: list) -> str | float | tuple[float, ...]:
     if "auto" in values:
         raise ValueError("--correction-prior: 'auto' stands alone; candidates are numbers")
     return tuple(values)
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def _positive_int(text: str) -> int:
@@ -403,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default auto: the rule's default, 30 for dnn, 10 for rnn; 0: none). "
                           "Several values are candidates, chosen on held-out animals (or each "
                           "animal's last sessions, below 5 animals)")
-    fit.add_argument("--drift-guard", type=_non_negative, default=0.0, metavar="STRENGTH",
+    fit.add_argument("--drift-guard", type=_word_or_number(None, "a number"), default=0.0,
+                     metavar="STRENGTH",
                      help="penalty on a network rule's expected update where it would carry "
                           "the weights further out beyond the range the animals' weights "
                           "span: twins whose bias does not run away, at some cost in "

@@ -155,7 +155,7 @@ class ClosedLoopRunner:
         noisy = isinstance(rule, NoisyRule)
         self.teacher = FilterRunner(rule, batch) if noisy else ChunkRunner(rule, batch, engine)
         # the free part has no kernel for most rules: "fused" must not refuse them
-        self.free = ChunkRunner(rule.base if noisy else rule, batch,
+        self.free = ChunkRunner(rule.mean_rule(), batch,
                                 "torch" if engine == "torch" else "auto", free_running=True)
 
     @classmethod

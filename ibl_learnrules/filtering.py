@@ -199,16 +199,14 @@ class NoisyRule(LearningRule):
 
     def forward(self, w, trial: TrialStep, state=None):
         """Return the rule's update, plus sampled noise when the rule has a generator."""
-        if not self.reverts:
-            dw, state = self.base(w, trial, state)
-            if self.generator is not None:
-                dw = dw + self._eps(w)
-            return dw, state
-        state, f = state
+        f = None
+        if self.reverts:
+            state, f = state
         dw, state = self.base(w, trial, state)
-        f_next = (1.0 - self.noise.reversion) * f
-        if self.generator is not None:
-            f_next = f_next + self._eps(w)
+        eps = 0.0 if self.generator is None else self._eps(w)
+        if f is None:
+            return dw + eps, state
+        f_next = (1.0 - self.noise.reversion) * f + eps
         return dw + (f_next - f), (state, f_next)
 
     def sampling(self, seed: int) -> NoisyRule:
@@ -399,8 +397,12 @@ class FilterRunner:
         self.rule, self.batch = rule, batch
 
     def start(self, w0: torch.Tensor):
-        """Belief and rule state before trial 0 (P is made inside the first chunk's graph)."""
-        return (w0, None), self.rule.base.initial_state(self.batch.n_animals, w0.device)
+        """Belief and rule state before trial 0 (P is made inside the first chunk's graph).
+
+        With a reverting noise the mean is over ``(u, f)``, ``f`` starting at 0.
+        """
+        m0 = torch.cat([w0, torch.zeros_like(w0)], -1) if self.rule.reverts else w0
+        return (m0, None), self.rule.base.initial_state(self.batch.n_animals, w0.device)
 
     def only(self, animal: int) -> FilterRunner:
         """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
@@ -409,12 +411,13 @@ class FilterRunner:
     def policy_weights(self, w):
         """Return the GLM's weights of a carried belief ``(mean, P)``: its mean (``u + f``)."""
         k = self.rule.n_weights
-        return w[0] if w[0].shape[-1] == k else w[0][:, :k] + w[0][:, k:]
+        return w[0][:, :k] + w[0][:, k:] if self.rule.reverts else w[0]
 
     def _shift(self, m: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """``m`` with ``offset`` added to its rule weights (``u`` of ``(u, f)``)."""
-        k = self.rule.n_weights
-        return m + (offset if m.shape[-1] == k else torch.cat([offset, offset.new_zeros(k)]))
+        if self.rule.reverts:
+            offset = torch.cat([offset, torch.zeros_like(offset)])
+        return m + offset
 
     def __call__(self, w, state, start: int, stop: int, need_grad: bool, loss_norm: float = 1.0):
         """Run trials ``start:stop``; return ``(loglik_sum, (m, P), state)``."""
