@@ -9,7 +9,7 @@ import torch
 from ibl_learnrules import LearningRuleGLM, featurize, load_model, save_model, simulate_cohort
 from ibl_learnrules.cli import main
 from ibl_learnrules.engine import TensorBatch
-from ibl_learnrules.filtering import NoisyRule, WeightNoise, filter_rollout
+from ibl_learnrules.filtering import FilterRunner, NoisyRule, WeightNoise, filter_rollout
 from ibl_learnrules.rules import make_rule
 
 SD, RHO = 0.1, 0.02
@@ -42,6 +42,51 @@ def test_zero_reversion_is_the_random_walk(rule):
         torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-10, atol=1e-12)
     # the reverting belief is over (u, f): twice the weights
     assert b.m.shape == (3, 4) and b.P.shape == (3, 4, 4)
+
+
+def test_without_evidence_the_belief_spreads_as_the_process():
+    # trials whose covariates are all 0 tell the filter nothing: the belief over u + f is
+    # then the prior process itself, var(t) = init_sd^2 + sd^2 (1 - a^(2t)) / (1 - a^2),
+    # a = 1 - rho (a random walk would grow as t sd^2)
+    trials = simulate_cohort(2, n_trials=200, random_state=0)
+    batch = TensorBatch.from_arrays(featurize(trials), torch.device("cpu"), dtype=torch.float64)
+    batch.x = torch.zeros_like(batch.x)
+    rho, init_sd = 0.05, 0.5
+    rule = NoisyRule(make_rule("none", 2), WeightNoise(2, sd=SD, init_sd=init_sd,
+                                                       reversion=rho)).double()
+    res = filter_rollout(rule, batch, torch.zeros(2, 2, dtype=torch.float64), record=True)
+    a = 1.0 - rho
+    t = torch.arange(batch.n_trials, dtype=torch.float64)
+    expected = init_sd ** 2 + SD ** 2 * (1 - a ** (2 * t)) / (1 - a ** 2)
+    for k in range(2):
+        torch.testing.assert_close(res.prior_cov[:, :, k, k], expected.expand(2, -1))
+    torch.testing.assert_close(res.prior_cov[:, :, 0, 1], torch.zeros(2, batch.n_trials,
+                                                                       dtype=torch.float64))
+
+
+def test_training_chunks_carry_the_belief_over_u_and_f():
+    # truncated back-propagation cuts the graph, not the values: the runner's chunks, each
+    # starting from the belief the last one carried (offset moved off and on again), add up
+    # to one pass of the filter
+    trials = simulate_cohort(2, n_trials=300, random_state=0, weight_noise=SD,
+                             noise_reversion=RHO)
+    batch = TensorBatch.from_arrays(featurize(trials), torch.device("cpu"), dtype=torch.float64)
+    rule = NoisyRule(make_rule("none", 2), WeightNoise(2, sd=SD, reversion=RHO)).double()
+    with torch.no_grad():
+        rule.base.weights.copy_(torch.tensor([1.5, -0.5]))  # a policy offset
+    w0 = torch.tensor([[0.3, -0.2], [0.1, 0.4]], dtype=torch.float64)
+    runner = FilterRunner(rule, batch)
+    w, state = runner.start(w0)
+    total = 0.0
+    for a in range(0, batch.n_trials, 70):
+        loglik, w, state = runner(w, state, a, min(a + 70, batch.n_trials), need_grad=False)
+        total += loglik
+    with torch.no_grad():
+        whole = filter_rollout(rule, batch, w0)
+    assert total == pytest.approx(float(whole.loglik.sum()), rel=1e-12)
+    offset = rule.policy_offset().detach()
+    torch.testing.assert_close(runner.policy_weights(w),
+                               whole.m[:, :2] + whole.m[:, 2:] + offset)
 
 
 def test_sampled_fluctuations_have_the_stationary_spread():
