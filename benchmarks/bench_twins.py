@@ -9,10 +9,12 @@ Each variant is fitted on all 15 of KS014's sessions (seed 0, or each of ``--see
 20 free twins run the IBL training protocol from zero weights
 (:func:`ibl_learnrules.twins.check_twins`, seed 0, no psychometric fits). Printed per
 variant: the in-sample log-likelihood, the fitted baseline ``beta`` of the (nested)
-REINFORCE-with-baseline rule, sessions to ``trained_1a`` (twins' median; KS014: 14) and how
-many twins never get there, the easy-trial correct RMS against KS014 over sessions, and the
-twins' median fraction of debiasing trials, and the easy-trial RMS of 20 twins replaying
-KS014's own stimuli. The issue's targets: median within 3 sessions of KS014's, RMS <= 0.15.
+REINFORCE-with-baseline rule, sessions to ``trained_1a`` (twins' median; KS014: 14), how
+many twins never get there and KS014's percentile among them (0.5: a typical twin; near
+0 or 1 the twins learn slower or faster than the mouse), the easy-trial correct RMS
+against KS014 over sessions, the twins' median fraction of debiasing trials, and the
+easy-trial RMS of 20 twins replaying KS014's own stimuli. The issue's targets: median
+within 3 sessions of KS014's, RMS <= 0.15.
 ``--block-switches`` fits on the 27 bundled mice's first two biased sessions instead and
 prints how many trials the mice and their replay twins take to half of a block switch's
 change in p(left) (target: within 30 %). Twins depend on the fitting seed: compare variants
@@ -128,7 +130,7 @@ def ks014_line(name: str, seed: int, n_twins: int, ks014, ensemble: int = 1,
     median = "never" if trained["twins_median"] != trained["twins_median"] else (
         f"{trained['twins_median']:g}")
     return (f"{est.score(ks014):+8.4f} {baseline(est):>18s} {median:>6s} "
-            f"{int(trained['not_reached']):>3d}/{n_twins:<2d} "
+            f"{int(trained['not_reached']):>3d}/{n_twins:<2d} {trained['percentile']:5.2f} "
             f"{row.loc[('easy_correct', 'free'), 'rms']:6.3f} "
             f"{row.loc[('repeat_fraction', 'free'), 'twins_median']:7.2f} "
             f"{row.loc[('easy_correct', 'replay'), 'rms']:7.3f}")
@@ -169,8 +171,8 @@ def main() -> None:
     else:
         data, line = load_ks014(), ks014_line
         print(f"{'variant':<32s} {'loglik':>8s} {'beta (stim, bias)':>18s} {'to 1a':>6s} "
-              f"{'never':>6s} {'RMS':>6s} {'repeats':>7s} {'replay':>7s}  (KS014: 14 sessions, "
-              "repeats 0.27)")
+              f"{'never':>6s} {'pct':>5s} {'RMS':>6s} {'repeats':>7s} {'replay':>7s}  "
+              "(KS014: 14 sessions, repeats 0.27)")
     for name, seed in itertools.product(args.variants.split(","),
                                         [int(s) for s in args.seeds.split(",")]):
         start = time.perf_counter()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from .interpret import psychometric_curves
 from .stages import training_status
@@ -41,6 +42,7 @@ __all__ = [
     "session_metrics",
     "block_switch_curve",
     "switch_half_trials",
+    "percentile_among_twins",
     "check_twins",
 ]
 
@@ -85,8 +87,10 @@ class TwinCheck:
         value: mean over sessions, or a count), ``twins_median``, ``twins_low``,
         ``twins_high`` (over twins), ``rms`` (root mean square over sessions of twins' mean
         minus animals' mean, per-session metrics only), ``coverage`` (fraction of sessions
-        at which the animals' mean lies in the twins' interval), ``n_twins``,
-        ``not_reached`` (twins that never reach trained_1a).
+        at which the animals' mean lies in the twins' interval), ``percentile`` (where each
+        animal's value ranks among its twins', mean over animals: see
+        :func:`percentile_among_twins`), ``n_twins``, ``not_reached`` (twins that never
+        reach trained_1a).
     interval : float
         Central probability of the twins' interval.
     """
@@ -105,7 +109,7 @@ class TwinCheck:
 
         lo, hi = f"q{50 - 50 * self.interval:g}", f"q{50 + 50 * self.interval:g}"
         header = (f"{'metric':<20} {'mode':<7} {'animal':>8} {'twins':>8} {lo:>8} {hi:>8} "
-                  f"{'rms':>7} {'cover':>6} {'n':>4}")
+                  f"{'rms':>7} {'cover':>6} {'pct':>5} {'n':>4}")
         lines = [header]
         for row in self.summary.itertuples(index=False):
             twins = show(row.twins_median)
@@ -113,7 +117,7 @@ class TwinCheck:
                 twins = "never"
             line = (f"{row.metric:<20} {row.mode:<7} {show(row.animal):>8} {twins:>8} "
                     f"{show(row.twins_low):>8} {show(row.twins_high):>8} {show(row.rms):>7} "
-                    f"{show(row.coverage):>6} {row.n_twins:>4}")
+                    f"{show(row.coverage):>6} {show(row.percentile):>5} {row.n_twins:>4}")
             if row.metric == "sessions_to_trained":
                 line += f"  ({row.not_reached} of {row.n_twins} twins never trained)"
             lines.append(line)
@@ -308,6 +312,53 @@ def _quantiles(values: np.ndarray, interval: float) -> tuple[float, float, float
     return tuple(float(v) if v <= np.nanmax(values, initial=-np.inf) else np.nan for v in q)
 
 
+def percentile_among_twins(animals: ArrayLike, twins: ArrayLike) -> float:
+    """Where the animals' values rank among their twins': 0 below all, 1 above all.
+
+    Each animal's share of twins with a lower value (ties count half), averaged over
+    animals. NaN means "never" (``trained_1a`` not reached; no adaptation to a block
+    switch) and ranks above every number. :func:`check_twins` ranks replay twins against
+    their own animal. A twin model that draws animals like the real ones puts each animal
+    at a uniform percentile, so the mean over animals is near 0.5; near 0 or 1 the twins
+    miss the animals on that side. Unlike the twins' mean curve, this stays meaningful
+    when the twins are a mixture (say, half of them never train).
+
+    Parameters
+    ----------
+    animals, twins : array-like of float
+        One value per animal, and per twin.
+
+    Returns
+    -------
+    float
+        The mean percentile; NaN without animals or twins.
+
+    Examples
+    --------
+    >>> percentile_among_twins([14.0], [7.0, 9.0, 14.0, np.nan])  # 2 below, 1 tie
+    0.625
+    >>> percentile_among_twins([np.nan], [7.0, np.nan])  # never trained, as one twin
+    0.75
+    """
+    animals = np.asarray(animals, dtype=float)
+    twins = np.asarray(twins, dtype=float)
+    if animals.size == 0 or twins.size == 0:
+        return float("nan")
+    animals, twins = np.nan_to_num(animals, nan=np.inf), np.nan_to_num(twins, nan=np.inf)
+    below = (twins[None, :] < animals[:, None]).mean(axis=1)
+    ties = (twins[None, :] == animals[:, None]).mean(axis=1)
+    return float(np.mean(below + ties / 2))
+
+
+def _percentile(mode: str, animals: pd.Series, twins: pd.Series) -> float:
+    """:func:`percentile_among_twins` by ``subject``: a replay twin against its own animal."""
+    if mode != "replay":
+        return percentile_among_twins(animals.to_numpy(), twins.to_numpy())
+    ranks = [percentile_among_twins([value], twins[twins.index == subject].to_numpy())
+             for subject, value in animals.items()]
+    return float(np.nanmean(ranks)) if ranks else float("nan")
+
+
 def _per_subject(sessions: pd.DataFrame, switches: pd.DataFrame) -> pd.DataFrame:
     keys = ["mode", "subject", "twin"]
     trained = sessions.assign(reached=sessions["status"].isin(_TRAINED))
@@ -353,29 +404,35 @@ def _summary(sessions, subjects, bands, interval) -> pd.DataFrame:
                 subset=["animal", "twins_mean"])
             if band.empty:
                 continue
-            twins = per_animal.loc[mode][metric].dropna().to_numpy()
+            twins = per_animal.loc[mode][metric].dropna().droplevel("twin")
+            animals = per_animal.loc["animal"][metric].dropna().droplevel("twin")
             inside = band["animal"].between(band["twins_low"], band["twins_high"])
             rows.append({"metric": metric, "mode": mode,
-                         "animal": per_animal.loc["animal"][metric].median(),
+                         "animal": animals.median(),
                          **dict(zip(("twins_median", "twins_low", "twins_high"),
-                                    _quantiles(twins, interval), strict=True)),
+                                    _quantiles(twins.to_numpy(), interval), strict=True)),
                          "rms": float(np.sqrt(np.mean((band["twins_mean"] - band["animal"]) ** 2))),
-                         "coverage": float(inside.mean()), "n_twins": len(twins),
-                         "not_reached": 0})
+                         "coverage": float(inside.mean()),
+                         "percentile": _percentile(mode, animals, twins),
+                         "n_twins": len(twins), "not_reached": 0})
+        by_subject = subjects.set_index("subject")
         for metric in ("sessions_to_trained", "switch_half_trials"):
-            animal = subjects.loc[subjects["mode"] == "animal", metric].to_numpy()
-            twins = subjects.loc[subjects["mode"] == mode, metric].to_numpy()
+            animals = by_subject.loc[by_subject["mode"] == "animal", metric]
+            animal = animals.to_numpy()
+            twin_values = by_subject.loc[by_subject["mode"] == mode, metric]
+            twins = twin_values.to_numpy()
             if metric == "switch_half_trials" and np.isnan(animal).all():
                 continue
             rows.append({"metric": metric, "mode": mode,
                          "animal": _quantiles(animal, interval)[0],
                          **dict(zip(("twins_median", "twins_low", "twins_high"),
                                     _quantiles(twins, interval), strict=True)),
-                         "rms": np.nan, "coverage": np.nan, "n_twins": len(twins),
-                         "not_reached": int(np.isnan(twins).sum())})
+                         "rms": np.nan, "coverage": np.nan,
+                         "percentile": _percentile(mode, animals, twin_values),
+                         "n_twins": len(twins), "not_reached": int(np.isnan(twins).sum())})
     return pd.DataFrame(rows, columns=["metric", "mode", "animal", "twins_median", "twins_low",
-                                       "twins_high", "rms", "coverage", "n_twins",
-                                       "not_reached"])
+                                       "twins_high", "rms", "coverage", "percentile",
+                                       "n_twins", "not_reached"])
 
 
 def check_twins(

@@ -16,6 +16,7 @@ from ibl_learnrules.twins import (
     SESSION_METRICS,
     block_switch_curve,
     check_twins,
+    percentile_among_twins,
     session_metrics,
     switch_half_trials,
 )
@@ -87,6 +88,7 @@ def test_check_returns_every_metric(truth_twin, mice):
     ordered = summary.dropna(subset=["twins_low", "twins_high"])
     assert (ordered["twins_low"] <= ordered["twins_median"]).all()
     assert (ordered["twins_median"] <= ordered["twins_high"]).all()
+    assert check.summary["percentile"].between(0, 1).all()
     assert check.block_switch.empty  # unbiased training sessions only
     report = check.report()
     assert "sessions_to_trained" in report and "never trained" in report
@@ -114,6 +116,10 @@ def test_twins_of_the_ground_truth_pass_the_check(control, mice):
     # the free twins' debiasing follows their own errors: as often as the animals'
     assert abs(summary.loc["repeat_fraction", "twins_median"]
                - summary.loc["repeat_fraction", "animal"]) < 0.05
+    # each animal is a draw of the twins' process, so its rank among them is uniform and
+    # the mean of 4 has sd 0.14 (0.29 / sqrt 4): 0.2-0.8 is beyond two sd on each side
+    assert 0.2 <= trained["percentile"] <= 0.8
+    assert 0.2 <= easy["percentile"] <= 0.8
     band = control.bands.query("metric == 'easy_correct'")
     assert band["session_idx"].tolist() == list(range(N_SESSIONS))
     assert band["twins_mean"].iloc[-1] > band["twins_mean"].iloc[0] + 0.2  # they learn
@@ -128,6 +134,22 @@ def test_a_rule_that_cannot_learn_fails_the_check(mice):
     assert summary.loc["easy_correct", "rms"] > 0.2
     assert summary.loc["sessions_to_trained", "not_reached"] == 10
     assert np.isnan(summary.loc["sessions_to_trained", "twins_median"])
+    # every animal trained and learned more than any twin: below all of them, above all
+    assert summary.loc["sessions_to_trained", "percentile"] == 0.0
+    assert summary.loc["easy_correct", "percentile"] == 1.0
+
+
+def test_percentile_ranks_never_last_and_counts_ties_half():
+    assert percentile_among_twins([5.0], [1.0, 2.0, 3.0, 4.0]) == 1.0
+    assert percentile_among_twins([0.0], [1.0, 2.0]) == 0.0
+    assert percentile_among_twins([2.0], [1.0, 2.0, 3.0, 4.0]) == pytest.approx(0.375)
+    # never trained: above every twin that did, a tie with those that did not
+    assert percentile_among_twins([np.nan], [3.0, np.nan]) == pytest.approx(0.75)
+    assert percentile_among_twins([9.0], [3.0, np.nan]) == pytest.approx(0.5)
+    # the mean over animals
+    assert percentile_among_twins([0.0, 5.0], [1.0, 2.0]) == pytest.approx(0.5)
+    assert np.isnan(percentile_among_twins([], [1.0]))
+    assert np.isnan(percentile_among_twins([1.0], []))
 
 
 def test_session_metrics_count_easy_trials_and_repeats():
