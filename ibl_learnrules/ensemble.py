@@ -99,15 +99,32 @@ class SeedEnsemble(BaseEstimator):
         """Most likely choice of every trial (1 = right, 0 = left)."""
         return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
 
+    @staticmethod
+    def _replay(X: pd.DataFrame, members, rng: np.random.Generator) -> pd.DataFrame:
+        """Each animal of ``X`` replayed by one member, drawn with ``rng``."""
+        if not isinstance(X, pd.DataFrame):
+            return members[0].simulate(X)  # the estimator's own error for a bad argument
+        subjects = X["subject"].unique()
+        drawn = rng.integers(len(members), size=len(subjects))
+        runs = []
+        for m, member in enumerate(members):
+            seed = int(rng.integers(2**31 - 1))
+            mine = subjects[drawn == m]
+            if mine.size:
+                runs.append(member.simulate(X[X["subject"].isin(mine)], random_state=seed))
+        # back to the contract order a single estimator returns (subject first)
+        return pd.concat(runs).sort_values("subject", kind="stable")
+
     def simulate(self, X_or_protocol, random_state=None) -> pd.DataFrame:
         """Free-running choices drawn from the mixture: each twin is one member's.
 
         As :meth:`LearningRuleGLM.simulate <ibl_learnrules.LearningRuleGLM.simulate>`. Under
         the protocol (a dict) the ``n_subjects`` twins are shared out among the members in
         turn (twin ``i`` is member ``i % n_members``'s), and keep the single estimator's
-        names ``sim000``, ``sim001``, ...; replaying a trials table, one member, drawn with
-        ``random_state``, replays it. So :func:`~ibl_learnrules.twins.check_twins` takes an
-        ensemble as it takes one estimator.
+        names ``sim000``, ``sim001``, ...; replaying a trials table, each animal is replayed
+        by one member, drawn with ``random_state``. So
+        :func:`~ibl_learnrules.twins.check_twins` takes an ensemble as it takes one
+        estimator (its replay twins are copies of the animals, replayed in one call).
 
         Examples
         --------
@@ -121,8 +138,7 @@ class SeedEnsemble(BaseEstimator):
         members = self._members()
         rng = np.random.default_rng(random_state)
         if not isinstance(X_or_protocol, Mapping):
-            member = members[int(rng.integers(len(members)))]
-            return member.simulate(X_or_protocol, random_state=int(rng.integers(2**31 - 1)))
+            return self._replay(X_or_protocol, members, rng)
         n_subjects = int(X_or_protocol.get("n_subjects", 1))
         runs = []
         for m, member in enumerate(members):

@@ -60,6 +60,21 @@ def training_status(trials: pd.DataFrame) -> pd.DataFrame:
     return _status(validate_trials(trials))
 
 
+def _may_pass(alf) -> bool:
+    """Whether a session meets the per-session criteria every trained stage asks for.
+
+    Both ``trained_1a`` and ``trained_1b`` need each of the three sessions above 80 % correct
+    on easy contrasts and above 200 trials (1b: 90 %, 400), measured by brainbox's own
+    functions. A window with a session that fails them is "in training" whatever its
+    psychometric fit, so that fit (most of the time of a judgement) is skipped.
+    """
+    from brainbox.behavior.training import compute_n_trials, compute_performance_easy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no easy trials: NaN, which fails
+        return bool(compute_performance_easy(alf) > 0.8 and compute_n_trials(alf) > 200)
+
+
 def _status(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`training_status` of an already validated table."""
     from brainbox.behavior.training import get_training_status
@@ -67,9 +82,10 @@ def _status(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for subject, animal in table.groupby("subject", sort=False):
         sessions = [(sid, _as_alf(s)) for sid, s in animal.groupby("session", sort=False)]
+        may_pass = [_may_pass(alf) for _, alf in sessions]
         for i, (sid, _) in enumerate(sessions):
             status = "in training"
-            if i >= 2:
+            if i >= 2 and all(may_pass[i - 2:i + 1]):
                 window = {str(k): alf for k, (_, alf) in enumerate(sessions[i - 2:i + 1])}
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # NaN reaction times

@@ -51,6 +51,11 @@ EASY_CONTRAST = 0.5
 BLOCK_PRIORS = (0.2, 0.5, 0.8)
 #: Shortest run of trials at p(left) 0.2 or 0.8 that counts as a biased block (IBL's: 20).
 MIN_BLOCK = 10
+#: Most trials replayed in one call of ``simulate`` by :func:`check_twins` (copies of the
+#: animals, one per replay twin, run side by side).
+REPLAY_ROWS = 2_000_000
+#: Joins an animal's name and a replay twin's number in those copies.
+_COPY = "#replay"
 PSYCHOMETRIC = ("bias", "threshold", "lapse_left", "lapse_right")
 #: Per-session metrics compared in the summary (repeat fraction in free mode only).
 SESSION_METRICS = ("easy_correct", "repeat_fraction") + PSYCHOMETRIC
@@ -435,6 +440,25 @@ def _summary(sessions, subjects, bands, interval) -> pd.DataFrame:
                                        "n_twins", "not_reached"])
 
 
+def _replays(estimator, animals: pd.DataFrame, seeds: np.ndarray) -> list[pd.DataFrame]:
+    """Replay twins, many per call: each a copy of the animals under a subject name of its own.
+
+    One call replays the copies side by side in one rollout (one twin per call ran the
+    per-trial loop once per twin: minutes for 100 twins of one mouse); calls hold at most
+    :data:`REPLAY_ROWS` trials, so that long cohorts stay within memory.
+    """
+    per_call = max(1, REPLAY_ROWS // len(animals))
+    runs = []
+    for start in range(0, len(seeds), per_call):
+        twins = range(start, min(start + per_call, len(seeds)))
+        copies = pd.concat([animals.assign(subject=animals["subject"] + f"{_COPY}{i}")
+                            for i in twins], ignore_index=True)
+        run = estimator.simulate(copies, random_state=int(seeds[start]))
+        names = run["subject"].str.rsplit(_COPY, n=1, expand=True)
+        runs.append(run.assign(subject=names[0], twin=names[1].astype(int), mode="replay"))
+    return runs
+
+
 def check_twins(
     estimator,
     trials: pd.DataFrame,
@@ -503,8 +527,7 @@ def check_twins(
                                    "protocol": protocol}, random_state=int(seeds[0]))
         runs.append(free.assign(mode="free", twin=free["subject"].str[3:].astype(int)))
     if "replay" in modes:
-        runs += [estimator.simulate(animals, random_state=int(seed))
-                 .assign(mode="replay", twin=i) for i, seed in enumerate(seeds[1:])]
+        runs += _replays(estimator, animals, seeds[1:])
     # one table, each run a subject of its own, so each step below is one vectorised pass
     # sessions keep the order they come in (dates differ between animals and free twins)
     table = pd.concat([run.drop(columns=["date", "session_start_time"], errors="ignore")

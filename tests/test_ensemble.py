@@ -1,6 +1,7 @@
 """Seed ensembles: members, the averaged likelihood, and use in held-out comparisons."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.exceptions import NotFittedError
@@ -104,14 +105,20 @@ def test_free_twins_are_shared_out_among_the_members(learner_and_fixed):
     assert moves.tolist() == [True, False, True, False, True]  # twin i is member i % 2's
 
 
-def test_replays_draw_a_member_per_seed_and_check_twins_takes_an_ensemble(cohort,
-                                                                        learner_and_fixed):
+def test_replays_draw_a_member_per_animal_and_check_twins_takes_an_ensemble(
+        cohort, learner_and_fixed):
     one = cohort[cohort["subject"] == cohort["subject"].iloc[0]]
     drawn = {bool(_moves(learner_and_fixed.simulate(one, random_state=s)).iloc[0])
              for s in range(12)}
     assert drawn == {True, False}
     again = learner_and_fixed.simulate(one, random_state=3)
     assert again.equals(learner_and_fixed.simulate(one, random_state=3))
+    # twelve copies of one animal in one call: each copy is replayed by a member of its own
+    copies = pd.concat([one.assign(subject=f"copy{i:02d}") for i in range(12)])
+    replayed = learner_and_fixed.simulate(copies, random_state=0)
+    assert set(_moves(replayed)) == {True, False}
+    assert replayed["subject"].is_monotonic_increasing  # the contract's order
+    assert len(replayed) == len(copies)
     check = check_twins(learner_and_fixed, one, n_twins=4, random_state=0, psychometrics=False)
     assert check.sessions.groupby("mode")["twin"].nunique().to_dict() == {
         "animal": 1, "free": 4, "replay": 4}

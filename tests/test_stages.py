@@ -51,3 +51,24 @@ def test_1b_needs_reaction_times(ks014):
 def test_unknown_stage():
     with pytest.raises(ValueError, match="unknown training stage 'expert'"):
         cut_at_stage(simulate_cohort(1, n_trials=300, random_state=0), "expert")
+
+
+def _every_window_by_brainbox(trials):
+    """brainbox's verdict on each session with the two before it (the first two: none)."""
+    sessions = [s for _, s in trials.groupby("session_idx")]
+    return ["in training"] * 2 + [brainbox_status(sessions[i - 2:i + 1])
+                                  for i in range(2, len(sessions))]
+
+
+@pytest.mark.parametrize("case", ["ks014", "simulated", "short_sessions"])
+def test_every_session_is_judged_as_brainbox_judges_it(case, ks014):
+    # training_status skips the psychometric fit of windows that fail the per-session
+    # criteria; it must say what brainbox says of every window, including those it skipped:
+    # sessions of 150 trials (too few for any stage) from a mouse that has learned
+    mouse = simulate_cohort(1, n_sessions=10, random_state=0)
+    trials = {"ks014": ks014, "simulated": mouse,
+              "short_sessions": mouse[mouse["trial"] < 150]}[case]
+    status = training_status(trials)["status"].tolist()
+    assert status == _every_window_by_brainbox(trials)
+    if case != "short_sessions":
+        assert "trained 1a" in status  # the windows that pass were judged too
