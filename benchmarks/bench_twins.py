@@ -25,7 +25,7 @@ twins' own draw too: ``--twin-seed 0,1,2,3,4`` prints one line per draw of the s
 
 Noisy variants run the filter (a per-trial torch loop): a few minutes each on 2 cores.
 Free-running variants (``free_running``: the weight of the free-running likelihood in the
-loss) run a compiled kernel for ``dnn`` (a minute) and a torch loop for ``rnn`` (many).
+loss) run compiled kernels (``dnn``, ``rnn`` and the REINFORCE-with-baseline family).
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ VARIANTS = {
     "reinforce_baseline": dict(rule="reinforce_baseline"),
     "reinforce_baseline_prev_choice": dict(rule="reinforce_baseline", covariates=HISTORY),
     "reinforce_baseline_leak": dict(rule="reinforce_baseline_leak"),
+    # trained with the free-running likelihood weighted 3: replay twins that follow block
+    # switches within about 4 trials (the side step adds a little)
+    "reinforce_baseline_leak_free3": dict(rule="reinforce_baseline_leak", free_running=3.0),
+    "reinforce_baseline_leak_side": dict(rule="reinforce_baseline_leak_side"),
+    "reinforce_baseline_leak_side_free3": dict(rule="reinforce_baseline_leak_side",
+                                               free_running=3.0),
     "dnn_leak": dict(rule="dnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "rnn_leak": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
@@ -165,11 +171,11 @@ def main() -> None:
     if args.block_switches:
         data, line = load_ibl_mice("biased", max_sessions=2), switch_line
         args.twins = 10
-        print(f"{'variant':<32s} {'loglik':>8s} {'mice':>8s} {'twins':>8s}  (block switches: "
+        print(f"{'variant':<36s} {'loglik':>8s} {'mice':>8s} {'twins':>8s}  (block switches: "
               "trials to half; target: twins within 30 % of the mice)")
     else:
         data, line = load_ks014(), ks014_line
-        print(f"{'variant':<32s} {'loglik':>8s} {'beta (stim, bias)':>18s} {'to 1a':>6s} "
+        print(f"{'variant':<36s} {'loglik':>8s} {'beta (stim, bias)':>18s} {'to 1a':>6s} "
               f"{'never':>6s} {'pct':>5s} {'RMS':>6s} {'repeats':>7s} {'replay':>7s}  "
               "(KS014: 14 sessions, repeats 0.27)")
     twin_seeds = [int(t) for t in args.twin_seed.split(",")]
@@ -182,7 +188,7 @@ def main() -> None:
             label += f" x{args.ensemble}"
         for twin_seed in twin_seeds:
             shown = label if len(twin_seeds) == 1 else f"{label} twins {twin_seed}"
-            print(f"{shown:<32s} {line(est, data, args.twins, twin_seed)}  "
+            print(f"{shown:<36s} {line(est, data, args.twins, twin_seed)}  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
             start = time.perf_counter()
 

@@ -76,8 +76,8 @@ class LearningRuleGLM(BaseEstimator):
     rule : str
         Name of a rule from :func:`~ibl_learnrules.rules.available_rules`: ``"dnn"``,
         ``"rnn"``, ``"reinforce"``, ``"reinforce_baseline"``, ``"reinforce_baseline_leak"``,
-        ``"reward_max"``, ``"prediction_error"``, ``"q_learning"``, ``"reward_history"`` or
-        ``"none"``.
+        ``"reinforce_baseline_leak_side"``, ``"reward_max"``, ``"prediction_error"``,
+        ``"q_learning"``, ``"reward_history"`` or ``"none"``.
     covariates : tuple of str
         GLM covariates (see :data:`ibl_learnrules.trials.COVARIATES`).
     hidden_size : int
@@ -178,8 +178,10 @@ class LearningRuleGLM(BaseEstimator):
         predicting by following the animal's choices: without ``correction_prior``, ``dnn``
         trained with 1 and the cosine schedule made twins that learn more at the animal's
         pace (``benchmarks/bench_twins.py``); with the prior its twins locked into a bias.
-        ``dnn`` and ``rnn`` run this part through a compiled kernel (an epoch costs about
-        1.5 plain ones); other rules through a per-trial torch loop, many times slower.
+        ``dnn``, ``rnn``, ``reinforce_baseline``, ``reinforce_baseline_leak`` and
+        ``reinforce_baseline_leak_side`` run this part through a compiled kernel (a ``dnn``
+        epoch costs about 1.5 plain ones); other rules through a per-trial torch loop, many
+        times slower.
         ``"auto"`` (default) takes the rule's own default (``default_free_running``): 0
         for every built-in rule, and always 0 with ``weight_noise``. With ``weight_noise``
         and a positive weight, the teacher-forced part is the filter's likelihood and the

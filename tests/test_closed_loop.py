@@ -105,18 +105,31 @@ def test_noisy_rule_adds_the_free_running_rule_to_the_filter(small_batch):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in rule.base.parameters())
 
 
+_LEAK = dict(leak=0.05, rest=0.3)
+#: Rules with a compiled free-running kernel, as "<rule>:<label>": construction arguments.
+MEAN_FIELD_KERNELS = {
+    **{f"{net}:{label}": dict(scale=0.3, alpha=0.2, beta=-1.0, **base)
+       for net in ("dnn", "rnn")
+       for label, base in (("nested", {}), ("nested_leak", dict(base="reinforce_baseline_leak",
+                                                                **_LEAK)))},
+    "reinforce_baseline:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4]),
+    "reinforce_baseline_leak:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4], **_LEAK),
+    "reinforce_baseline_leak_side:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4], eta=[0.05, 0.1],
+                                          **_LEAK),
+}
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
-@pytest.mark.parametrize("name", ["dnn", "rnn"])
-@pytest.mark.parametrize("base", [{}, dict(base="reinforce_baseline_leak", leak=0.05, rest=0.3)],
-                         ids=["nested", "nested_leak"])
-def test_kernel_is_the_mean_field_loop(small_trials, small_batch, name, base, dtype, tol):
+@pytest.mark.parametrize("case", MEAN_FIELD_KERNELS)
+def test_kernel_is_the_mean_field_loop(small_trials, small_batch, case, dtype, tol):
     # the compiled free-running chunk against the torch loop: likelihood, carried weights and
     # state, and every gradient, over two chunks (the second starts from the carried weights
     # and, for rnn, from a nonzero mixed state), with no-go trials
     batch = small_batch if dtype == torch.float64 else TensorBatch.from_arrays(
         featurize(small_trials), CPU)
     torch.manual_seed(0)
-    rule = make_rule(name, 2, scale=0.3, alpha=0.2, beta=-1.0, **base).to(dtype)
+    name = case.partition(":")[0]
+    rule = make_rule(name, 2, **MEAN_FIELD_KERNELS[case]).to(dtype)
     results = {}
     for engine in ("torch", "fused"):
         runner = ChunkRunner(rule, batch, engine, free_running=True)

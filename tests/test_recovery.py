@@ -224,3 +224,26 @@ def test_leak_rule_beats_reinforce_baseline_on_a_forgetting_cohort(leak_fits):
     # REINFORCE with baseline cannot forget; over the same four seeds the leak rule was
     # better on all 24 held-out mice, by at least 0.0034 nats/trial
     assert (leak > plain).all()
+
+
+#: A learner whose bias follows the biased blocks: each trial steps it toward the correct
+#: side (eta) and leaks it back (a leaky average of the sides over ~5 trials).
+SIDE_TRUTH = dict(alpha=[0.02, 0.02], beta=[0.3, 0.3], leak=[0.003, 0.2], rest=[2.0, 0.0],
+                  eta=[1e-6, 0.1])
+
+
+def test_side_rule_recovers_the_step_toward_the_correct_side():
+    truth = ground_truth_rule("reinforce_baseline_leak_side", 2, SIDE_TRUTH)
+    # trained from the start, so that sessions 5-9 have biased blocks
+    trials = simulate_cohort(8, truth, n_sessions=10, protocol="biased", random_state=0,
+                             w0=(3.0, 0.0))
+    assert (trials["probabilityLeft"] != 0.5).mean() > 0.3
+    rule = LearningRuleGLM(rule="reinforce_baseline_leak_side",
+                           **{**SETTINGS, "max_epochs": 60}).fit(trials).rule_
+    eta, leak = rule.eta.detach().numpy(), rule.leak.detach().numpy()
+    # over simulation seeds 0, 2, 4, 6, 8: the bias's eta 0.052-0.098 (truth 0.1), its leak
+    # 0.166-0.216 (0.2), the stimulus weight's eta at most 0.0004 (none). The stimulus
+    # weight's leak and resting point are not identified (it stays near 2-3): not asserted
+    assert 0.04 < eta[1] < 0.15
+    assert leak[1] == pytest.approx(SIDE_TRUTH["leak"][1], rel=0.35)
+    assert eta[0] < 0.005

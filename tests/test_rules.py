@@ -17,7 +17,8 @@ def step(x, y, r, c, p=None, new=0.0):
 
 def test_registry_lists_every_rule():
     assert available_rules() == sorted(["none", "reinforce", "reinforce_baseline",
-                                        "reinforce_baseline_leak", "reward_max",
+                                        "reinforce_baseline_leak",
+                                        "reinforce_baseline_leak_side", "reward_max",
                                         "prediction_error", "q_learning", "reward_history",
                                         "dnn", "rnn"])
     with pytest.raises(ValueError, match="unknown rule 'hebb'.*choose from"):
@@ -62,6 +63,25 @@ def test_reinforce_rules_compute_their_formula(rule):
     baseline = beta if rule == "reinforce_baseline" else 0.0
     expected = alpha * (r[:, None] - baseline) * (y - p)[:, None] * x
     np.testing.assert_allclose(dw.detach().numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_side_rule_adds_a_step_toward_the_correct_side_to_the_leak_rule():
+    rng = np.random.default_rng(0)
+    w = torch.as_tensor(rng.normal(size=(40, 2)), dtype=torch.float32)
+    x = np.c_[rng.uniform(-1, 1, 40), np.ones(40)]
+    y, r, c = (rng.integers(0, 2, 40) for _ in range(3))
+    trial = step(x, y, r, c, rng.uniform(0.05, 0.95, 40))
+    params = dict(alpha=[0.02, 0.05], beta=[0.3, -0.6], leak=[0.01, 0.1], rest=[1.0, -0.5])
+    leak_dw, _ = get_rule_class("reinforce_baseline_leak")(2, **params)(w, trial)
+    side = get_rule_class("reinforce_baseline_leak_side")
+    near_zero, _ = side(2, **params, eta=1e-12)(w, trial)
+    torch.testing.assert_close(near_zero, leak_dw)
+    with pytest.raises(ValueError, match="eta must be positive"):
+        side(2, eta=[0.1, 0.0])
+    eta = np.array([0.01, 0.2])
+    dw, _ = side(2, **params, eta=eta)(w, trial)
+    expected = leak_dw.detach().numpy() + eta * (2 * c - 1)[:, None] * x
+    np.testing.assert_allclose(dw.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_reward_history_rule_counts_rewarded_runs_within_a_session():

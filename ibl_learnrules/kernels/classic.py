@@ -17,6 +17,9 @@ stores logs); the state is flattened per animal to (B, M): nothing for the Marko
 ``[q_right, q_left]`` (2K) for ``q_learning``, the run of rewards (1) for ``reward_history``.
 ``reinforce_baseline_leak``'s leak is applied first, from the weights before the trial: it
 scales their tangents by ``1 - leak`` and adds its own partials by ``log_leak`` and ``rest``.
+``reinforce_baseline_leak_side`` adds ``eta (2c - 1) x`` last (``eta`` stored as its log).
+The ``MEAN_FIELD_*`` codes run these three rules free (their expected update, for
+:func:`ibl_learnrules.closed_loop.mean_field_rollout`) through the same driver.
 
 Precision: the kernel works in the dtype of its inputs (the rule's parameters: float32 by
 default, float64 in the equality tests). Weights, state and tangents are held in that dtype,
@@ -46,12 +49,20 @@ __all__ = [
     "Q_LEARNING",
     "REWARD_HISTORY",
     "REINFORCE_BASELINE_LEAK",
+    "REINFORCE_BASELINE_LEAK_SIDE",
+    "MEAN_FIELD_BASELINE",
+    "MEAN_FIELD_LEAK",
+    "MEAN_FIELD_LEAK_SIDE",
     "classic_chunk",
 ]
 
 #: Rule codes: which step function the driver applies.
 (NONE, REINFORCE, REINFORCE_BASELINE, REWARD_MAX, PREDICTION_ERROR, Q_LEARNING, REWARD_HISTORY,
- REINFORCE_BASELINE_LEAK) = range(8)
+ REINFORCE_BASELINE_LEAK, REINFORCE_BASELINE_LEAK_SIDE) = range(9)
+#: The free-running (mean-field) versions of the REINFORCE-with-baseline family: the update
+#: expected under the policy's own choice, ``p dw(right) + (1 - p) dw(left)``, where ``beta``
+#: cancels and REINFORCE's part is ``alpha p (1 - p) (2c - 1) x``. Same parameters.
+MEAN_FIELD_BASELINE, MEAN_FIELD_LEAK, MEAN_FIELD_LEAK_SIDE = range(9, 12)
 
 # no fastmath: the work per trial is a few dozen flops, and the equality tests ask for 1e-10
 _JIT = dict(parallel=True, cache=True)
@@ -59,6 +70,12 @@ _JIT = dict(parallel=True, cache=True)
 #: a typical chunk (12 animals x 500 trials) takes ~0.3 ms alone; waking the other threads
 #: gains little then, and on a busy machine a descheduled worker can stall it for far longer.
 _WORK_PER_THREAD = 200_000
+
+
+@numba.njit(inline="always")
+def _leaks(rule):
+    return (rule == REINFORCE_BASELINE_LEAK or rule == REINFORCE_BASELINE_LEAK_SIDE
+            or rule == MEAN_FIELD_LEAK or rule == MEAN_FIELD_LEAK_SIDE)
 
 
 @numba.njit(cache=True)
@@ -70,8 +87,11 @@ def _natural(rule, theta, K):
             par[k] = np.exp(theta[k])
     if rule == Q_LEARNING:
         par[K] = np.exp(theta[K])
-    if rule == REINFORCE_BASELINE_LEAK:
+    if _leaks(rule):
         for k in range(2 * K, 3 * K):
+            par[k] = np.exp(theta[k])
+    if rule == REINFORCE_BASELINE_LEAK_SIDE or rule == MEAN_FIELD_LEAK_SIDE:
+        for k in range(4 * K, 5 * K):
             par[k] = np.exp(theta[k])
     return par
 
@@ -89,6 +109,19 @@ def _leak_step(par, K, v, w, Jw, need_grad):
             Jw[k, 2 * K + k] -= v * leak * away  # d / d log_leak
             Jw[k, 3 * K + k] += v * leak
         w[k] -= v * leak * away
+
+
+@numba.njit(inline="always")
+def _side_step(par, K, xt, side, v, w, Jw, need_grad):
+    """``w += v * eta * side * x`` (``eta`` = parameters 4K.., stored as logs).
+
+    No weight enters the step, so only its own parameter's tangent does: d / d log_eta = step.
+    """
+    for k in range(K):
+        step = v * par[4 * K + k] * side * xt[k]
+        if need_grad:
+            Jw[k, 4 * K + k] += step
+        w[k] += step
 
 
 @numba.njit(inline="always")
@@ -187,8 +220,16 @@ def _step(rule, par, K, max_run, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, Js, g, 
         for k in range(K):
             g[k] = (rt - chosen) * sign
             gp[k] = -sign * sign
-    elif rule == REINFORCE_BASELINE or rule == REINFORCE_BASELINE_LEAK:
-        if rule == REINFORCE_BASELINE_LEAK:
+    elif rule == MEAN_FIELD_BASELINE or rule == MEAN_FIELD_LEAK or rule == MEAN_FIELD_LEAK_SIDE:
+        if _leaks(rule):
+            _leak_step(par, K, v, w, Jw, need_grad)
+        sign = 2.0 * ct - 1.0
+        for k in range(K):
+            g[k] = sign * p * (1.0 - p)
+            gp[k] = sign * (1.0 - 2.0 * p)
+    elif (rule == REINFORCE_BASELINE or rule == REINFORCE_BASELINE_LEAK
+          or rule == REINFORCE_BASELINE_LEAK_SIDE):
+        if _leaks(rule):
             # from the weights before the trial: REINFORCE's step only adds to them
             _leak_step(par, K, v, w, Jw, need_grad)
         has_beta = True
@@ -212,6 +253,8 @@ def _step(rule, par, K, max_run, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, Js, g, 
         s[0] = run + 1.0 if rt > 0 else 0.0
     _rate_update(par, K, xt, v, p * (1.0 - p), g, gp, gb, gg, has_beta, has_gamma, dz, w, Jw,
                  need_grad)
+    if rule == REINFORCE_BASELINE_LEAK_SIDE or rule == MEAN_FIELD_LEAK_SIDE:
+        _side_step(par, K, xt, 2.0 * ct - 1.0, v, w, Jw, need_grad)
 
 
 @numba.njit(**_JIT)
