@@ -44,6 +44,15 @@ the fit drops the reward-driven gain to 0.001 and no twin trains; with weight no
 gain is about the teacher-forced one (0.005-0.0075), and the twins either learn faster than
 KS014 or lock into a bias.
 
+``--mean-field`` prints what the free-running likelihood (``free_running=``) asks of a
+rule on KS014: the mean-field log-likelihood per trial of the teacher-forced fit with its
+reward-driven stimulus gain set to each of a range of values (bias gain 1e-5), and where
+the mean-field weights end. Measured: chance level (-0.693 per valid trial) with no
+learning, the best (-0.647, 0.046 above) for gains of 3e-4 to 1e-3 that end with a
+stimulus weight of 0.7-1.8, far below chance (-0.821) for the gain that reaches KS014's
+final weight (~3): KS014's early sessions are ruled by a bias the mean field cannot follow
+(every twin's bias averages to ~0), so the term pays for learning slowly.
+
 ``--thirds`` prints KS014's easy-trial correct in each third of every session instead:
 within a session and from one session to the next. ``--trajectories`` prints, for each
 variant, 20 free twins' easy-trial correct and weights at the end of every session (seed 1)
@@ -246,12 +255,35 @@ def trajectories(name: str, ks014, n_twins: int) -> None:
           f"{n_twins}; largest {peak.max():.1f}")
 
 
+def mean_field_scan(ks014) -> None:
+    """Mean-field log-likelihood of KS014 against REINFORCE with baseline's stimulus gain."""
+    from ibl_learnrules import featurize
+    from ibl_learnrules.closed_loop import mean_field_rollout
+    from ibl_learnrules.engine import TensorBatch
+
+    rule = LearningRuleGLM(rule="reinforce_baseline", random_state=0).fit(ks014).rule_.double()
+    batch = TensorBatch.from_arrays(featurize(ks014), torch.device("cpu"), dtype=torch.float64)
+    n_valid = float(batch.valid.sum())
+    print(f"{'stimulus gain':>13s} {'MF loglik':>9s} {'end weights (stim, bias)':>25s}  "
+          f"(chance {-np.log(2):.4f})")
+    with torch.no_grad():
+        for gain in (1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2):
+            rule.log_alpha.copy_(torch.log(torch.tensor([gain, 1e-5], dtype=torch.float64)))
+            result = mean_field_rollout(rule, batch, torch.zeros(1, 2, dtype=torch.float64))
+            end = result.w[-1].numpy()
+            print(f"{gain:13.0e} {float(result.loglik.sum()) / n_valid:9.4f} "
+                  f"{end[0]:12.2f}, {end[1]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join([*VARIANTS, *EDITED]))
     parser.add_argument("--twins", type=int, default=20)
     parser.add_argument("--thirds", action="store_true",
                         help="print KS014's easy-trial correct by thirds of each session")
+    parser.add_argument("--mean-field", action="store_true",
+                        help="print the mean-field log-likelihood of KS014 against the "
+                             "reward-driven stimulus gain")
     parser.add_argument("--trajectories", action="store_true",
                         help="print each variant's free twins session by session")
     args = parser.parse_args()
@@ -260,6 +292,9 @@ def main() -> None:
     ks014 = load_ks014()
     if args.thirds:
         thirds(ks014)
+        return
+    if args.mean_field:
+        mean_field_scan(ks014)
         return
     names = args.variants.split(",")
     unknown = sorted(set(names) - set(VARIANTS) - set(EDITED))
