@@ -185,7 +185,8 @@ def _check(args: argparse.Namespace) -> None:
     trials = _read_trials(args)
     check = check_twins(model, trials, n_twins=args.n_twins, random_state=args.seed,
                         modes=[m for m in args.modes.split(",") if m], protocol=args.protocol,
-                        psychometrics=not args.no_psychometrics)
+                        psychometrics=not args.no_psychometrics,
+                        free_sessions=args.free_sessions)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_table(check.summary, out / "twin_check_summary.csv")
@@ -420,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="of the free twins (default: biased if the animals have blocks)")
     check.add_argument("--no-psychometrics", action="store_true",
                        help="skip the per-session psychometric fits (faster)")
+    check.add_argument("--free-sessions", type=_positive_int, default=None, metavar="N",
+                       help="sessions of the free twins (default: the animals'); more show "
+                            "when twins train after the animals' last session")
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--out", default="twin_check", help="output folder")
     check.add_argument("--quiet", action="store_true", help="print nothing")

@@ -469,6 +469,7 @@ def check_twins(
     protocol: str | None = None,
     psychometrics: bool = True,
     interval: float = 0.9,
+    free_sessions: int | None = None,
 ) -> TwinCheck:
     """Run twins of a fitted estimator, free and on the animals' stimuli; compare them.
 
@@ -486,12 +487,18 @@ def check_twins(
         Which twins to run.
     protocol : {"training", "biased"}, optional
         Protocol of the free twins; by default ``"biased"`` when the animals switch between
-        biased blocks (see :func:`block_switch_curve`), else ``"training"``. Free twins run as many
-        sessions as the longest animal.
+        biased blocks (see :func:`block_switch_curve`), else ``"training"``.
     psychometrics : bool
         Fit psychometric curves per session (most of the time on long runs).
     interval : float
         Central probability of the twins' interval (0.9: from the 5th to the 95th percentile).
+    free_sessions : int, optional
+        Sessions each free twin runs; by default as many as the longest animal. A twin that
+        would reach ``trained_1a`` only after that counts as never trained, so when the
+        animal trains near its last session, half its typical twins would: run them longer
+        to see when they train (KS014 reaches ``trained_1a`` in its 14th session of 15).
+        Learning curves, their RMS and each twin's mean over sessions are still compared
+        over the animals' sessions only.
 
     Returns
     -------
@@ -517,13 +524,18 @@ def check_twins(
     if not 0.0 < interval < 1.0:
         raise ValueError(f"interval must lie in (0, 1), got {interval!r}")
     animals = _with_session_idx(trials)
+    n_sessions = int(animals.groupby("subject")["session_idx"].max().max()) + 1
+    if free_sessions is None:
+        free_sessions = n_sessions
+    if not isinstance(free_sessions, (int, np.integer)) or free_sessions < n_sessions:
+        raise ValueError(f"free_sessions must be an integer of at least the animals' "
+                         f"{n_sessions} sessions, got {free_sessions!r}")
     if protocol is None:
         protocol = "training" if block_switch_curve(animals).empty else "biased"
     seeds = np.random.default_rng(random_state).integers(2**31 - 1, size=n_twins + 1)
     runs = [animals.assign(mode="animal", twin=-1)]
     if "free" in modes:
-        n_sessions = int(animals.groupby("subject")["session_idx"].max().max()) + 1
-        free = estimator.simulate({"n_subjects": n_twins, "n_sessions": n_sessions,
+        free = estimator.simulate({"n_subjects": n_twins, "n_sessions": int(free_sessions),
                                    "protocol": protocol}, random_state=int(seeds[0]))
         runs.append(free.assign(mode="free", twin=free["subject"].str[3:].astype(int)))
     if "replay" in modes:
@@ -543,7 +555,8 @@ def check_twins(
                               how="inner").reset_index(drop=True)
     subjects = _per_subject(sessions, switches)
     bands = _bands(sessions, interval)
-    summary = _summary(sessions, subjects, bands, interval)
+    summary = _summary(sessions[sessions["session_idx"] < n_sessions], subjects, bands,
+                       interval)
     if not switches.empty:  # one curve per mode (twins pooled) for the figure
         switches = (switches.groupby(["mode", "to_block", "trials_since_switch"])
                     .apply(lambda g: pd.Series({"p_left": np.average(g["p_left"], weights=g["n"]),

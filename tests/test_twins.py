@@ -243,6 +243,25 @@ def test_cli_check_takes_a_saved_ensemble(mice, tmp_path, capsys):
     assert set(summary["mode"]) == {"free"}
 
 
+def test_free_twins_can_run_past_the_animals_last_session(truth_twin, mice):
+    # the animals cut to their first 4 sessions: twins run 7, so that those that train in
+    # sessions 5-7 are seen to (with 4 sessions, 2 of these 10 twins counted as never trained)
+    first = mice[mice.groupby("subject")["session"].rank(method="dense") <= 4]
+    check = check_twins(truth_twin, first, n_twins=10, random_state=0, modes=("free",),
+                        psychometrics=False, free_sessions=7)
+    free = check.sessions[check.sessions["mode"] == "free"]
+    assert free.groupby("twin")["session_idx"].max().eq(6).all()
+    trained = check.subjects.loc[check.subjects["mode"] == "free", "sessions_to_trained"]
+    assert trained.gt(4).any() and trained.notna().all()
+    # curves and each twin's mean are compared over the animals' 4 sessions only
+    assert check.bands["session_idx"].max() == 3
+    row = check.summary.set_index(["metric", "mode"]).loc[("easy_correct", "free")]
+    means = free[free["session_idx"] < 4].groupby("twin")["easy_correct"].mean()
+    assert row["twins_median"] == pytest.approx(means.median())
+    with pytest.raises(ValueError, match="free_sessions must be an integer of at least"):
+        check_twins(truth_twin, first, modes=("free",), free_sessions=3)
+
+
 def test_check_rejects_bad_arguments(truth_twin, mice):
     with pytest.raises(ValueError, match="unknown mode"):
         check_twins(truth_twin, mice, modes=("closed",))
@@ -269,3 +288,9 @@ def test_cli_check_writes_the_figure_and_prints_the_summary(truth_twin, mice, tm
     assert main(["check", "--model", str(model), "--trials", str(tmp_path / "no.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no such model file" in err[0] and "no such file" in err[1]
+    longer = args + ["--modes", "free", "--free-sessions", "5"]
+    assert main(longer) == 0
+    free = pd.read_csv(out / "twin_check_sessions.csv").query("mode == 'free'")
+    assert free["session_idx"].max() == 4
+    assert main(longer[:-1] + ["2"]) == 2
+    assert "free_sessions must be an integer of at least" in capsys.readouterr().err
