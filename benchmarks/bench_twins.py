@@ -59,6 +59,10 @@ VARIANTS = {
     # switches within about 4 trials (the side step adds a little)
     "reinforce_baseline_leak_free3": dict(rule="reinforce_baseline_leak", free_running=3.0),
     "reinforce_baseline_leak_side": dict(rule="reinforce_baseline_leak_side"),
+    # the stimulus weight alone free in the free-running likelihood, the bias teacher forced
+    # (a torch loop: about 6.5 minutes on KS014)
+    "reinforce_baseline_free_stimulus": dict(rule="reinforce_baseline", free_running=0.3,
+                                             free_weights=("stimulus",)),
     "reinforce_baseline_leak_side_free3": dict(rule="reinforce_baseline_leak_side",
                                                free_running=3.0),
     "dnn_leak": dict(rule="dnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),

@@ -127,6 +127,7 @@ def _fit(args: argparse.Namespace) -> None:
     est = _fit_with_checkpoint(LearningRuleGLM(rule=args.rule, weight_noise=args.weight_noise,
                                                noise_reversion=args.noise_reversion,
                                                free_running=args.free_running,
+                                               free_weights=args.free_weights,
                                                correction_prior=_prior(args.correction_prior),
                                                drift_guard=args.drift_guard,
                                                **_estimator_params(args)), trials, args)
@@ -387,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "its own expected choices), so that its twins learn more at the "
                           "animals' pace; 0: teacher forcing only (default auto: the rule's "
                           "default, 0 for the built-in rules)")
+    fit.add_argument("--free-weights", nargs="+", default=None, metavar="COVARIATE",
+                     help="with --free-running: only these covariates' weights run free in "
+                          "that likelihood, the others follow the animals' choices (e.g. "
+                          "'stimulus': learn the stimulus at the animals' pace given their bias)")
     fit.add_argument("--correction-prior", type=_word_or_number("auto", "a precision"),
                      nargs="+", default=["auto"], metavar="PRECISION",
                      help="precision of a Gaussian prior holding a network rule's correction "

@@ -68,8 +68,8 @@ def _halves(value, n: int):
 
 
 def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, state=None, *,
-                       start: int = 0, stop: int | None = None,
-                       record: bool = False) -> RolloutResult:
+                       start: int = 0, stop: int | None = None, record: bool = False,
+                       free: torch.Tensor | None = None) -> RolloutResult:
     """Roll the weights forward by the rule's expected update under its own policy.
 
     Parameters
@@ -86,6 +86,10 @@ def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, 
         Trial range (``stop`` defaults to ``batch.n_trials``).
     record : bool
         Keep per-trial policy weights, p(right) and log-likelihoods.
+    free : Tensor (K,) of 0/1, optional
+        Which weights run free (1, by the expected update); the others (0) move by the update
+        of the animal's own choice and reward, as under teacher forcing. ``None``: all free.
+        A partial choice needs a rule without memory (its state would mix both).
 
     Returns
     -------
@@ -107,6 +111,12 @@ def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, 
     n = batch.n_animals
     if state is None and start == 0:
         state = rule.initial_state(n, w.device)
+    partial = free is not None and not bool((free == 1).all())
+    if partial:
+        if rule.initial_state(1, w.device) is not None:
+            raise ValueError(f"only some weights can run free for a rule without memory; "
+                             f"rule {rule.name!r} has a state")
+        free = free.to(w)
     offset = rule.policy_offset()
     loglik = torch.zeros(n, dtype=w.dtype, device=w.device)
     choices = torch.cat([torch.ones(n, dtype=w.dtype, device=w.device),
@@ -127,7 +137,12 @@ def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, 
         reward = torch.cat([correct_side, 1 - correct_side])
         step = TrialStep(_twice(x), choices, reward, side, _twice(new_session), _twice(p))
         dw, new_state = rule(_twice(w), step, _twice(state))
-        w = w + valid.unsqueeze(-1) * _mix(p, *_halves(dw, n))
+        expected = _mix(p, *_halves(dw, n))
+        if partial:
+            taught, _ = rule(w, TrialStep(x, batch.y[:, t], batch.reward[:, t], correct_side,
+                                          new_session, p), None)
+            expected = free * expected + (1 - free) * taught
+        w = w + valid.unsqueeze(-1) * expected
         state = _keep_where(valid, _mix(p, *_halves(new_state, n)), state)
     result = RolloutResult(loglik=loglik, w=w, state=state)
     if record:
@@ -148,21 +163,23 @@ class ClosedLoopRunner:
     """
 
     def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto",
-                 weight: float = 1.0):
+                 weight: float = 1.0, free_weights: torch.Tensor | None = None):
         if not weight >= 0:
             raise ValueError(f"the free-running weight must be >= 0, got {weight!r}")
         self.rule, self.batch, self.weight, self.engine = rule, batch, float(weight), engine
+        self.free_weights = free_weights
         noisy = isinstance(rule, NoisyRule)
         self.teacher = FilterRunner(rule, batch) if noisy else ChunkRunner(rule, batch, engine)
         # the free part has no kernel for most rules: "fused" must not refuse them
         self.free = ChunkRunner(rule.mean_rule(), batch,
-                                "torch" if engine == "torch" else "auto", free_running=True)
+                                "torch" if engine == "torch" else "auto", free_running=True,
+                                free_weights=free_weights)
 
     @classmethod
-    def factory(cls, weight: float):
+    def factory(cls, weight: float, free_weights: torch.Tensor | None = None):
         """Return a ``runner_class`` for :func:`~ibl_learnrules.engine.train_rule`."""
         def build(rule, batch, engine="auto"):
-            return cls(rule, batch, engine, weight)
+            return cls(rule, batch, engine, weight, free_weights)
         return build
 
     def start(self, w0: torch.Tensor):
@@ -172,7 +189,8 @@ class ClosedLoopRunner:
 
     def only(self, animal: int) -> ClosedLoopRunner:
         """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
-        return ClosedLoopRunner(self.rule, self.batch.animal(animal), self.engine, self.weight)
+        return ClosedLoopRunner(self.rule, self.batch.animal(animal), self.engine, self.weight,
+                                self.free_weights)
 
     def policy_weights(self, w):
         """Return both parts' GLM weights side by side (numerical checks look at them all)."""

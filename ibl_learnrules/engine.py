@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -405,16 +406,18 @@ class ChunkRunner:
     through one autograd function. Both leave the gradient of ``-loglik.sum() / loss_norm``
     in the parameters' ``.grad``. With ``free_running=True`` it runs the free-running
     likelihood instead (:func:`~ibl_learnrules.closed_loop.mean_field_rollout`, or the rule's
-    :meth:`~ibl_learnrules.rules.LearningRule.mean_field_kernel`).
+    :meth:`~ibl_learnrules.rules.LearningRule.mean_field_kernel`); ``free_weights`` (a (K,)
+    0/1 mask) lets only some weights run free, through the torch loop.
     """
 
     def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto", *,
-                 free_running: bool = False):
+                 free_running: bool = False, free_weights: torch.Tensor | None = None):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
         self.rule, self.batch, self.free_running = rule, batch, free_running
+        self.free_weights = free_weights
         kernel = None
-        if batch.x.device.type == "cpu":
+        if batch.x.device.type == "cpu" and free_weights is None:
             kernel = rule.mean_field_kernel() if free_running else rule.chunk_kernel()
         if engine == "fused" and kernel is None:
             raise ValueError(f"engine='fused' needs a rule with a compiled kernel on the CPU; "
@@ -424,7 +427,7 @@ class ChunkRunner:
         self.fused = self.kernel is not None
         if free_running:  # imported here: closed_loop builds on this module
             from .closed_loop import mean_field_rollout
-            self._rollout = mean_field_rollout
+            self._rollout = functools.partial(mean_field_rollout, free=free_weights)
         else:
             self._rollout = rollout
         if self.fused:
@@ -463,7 +466,8 @@ class ChunkRunner:
     def only(self, animal: int) -> ChunkRunner:
         """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
         return ChunkRunner(self.rule, self.batch.animal(animal),
-                           "fused" if self.fused else "torch", free_running=self.free_running)
+                           "fused" if self.fused else "torch", free_running=self.free_running,
+                           free_weights=self.free_weights)
 
     def policy_weights(self, w):
         """Return the GLM's weights: the carried ones (tensor or array) plus the rule's offset."""

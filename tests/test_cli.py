@@ -84,6 +84,18 @@ def test_fit_auto_options_take_auto_or_a_number(trials_file, tmp_path, capsys, o
     assert message in capsys.readouterr().err
 
 
+def test_fit_free_weights_option(trials_file, tmp_path, capsys):
+    from ibl_learnrules import load_model
+
+    out = tmp_path / "model.pt"
+    base = ["fit", "--trials", str(trials_file), "--rule", "reinforce_baseline", "--epochs", "1",
+            "--out", str(out)]
+    assert main(base + ["--free-running", "1", "--free-weights", "stimulus"]) == 0
+    assert load_model(out).free_weights == ("stimulus",)
+    assert main(base + ["--free-weights", "stimulus"]) == 2
+    assert "needs free_running > 0" in capsys.readouterr().err
+
+
 def test_fit_drift_guard_option(trials_file, tmp_path, capsys):
     from ibl_learnrules import load_model
 

@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from ibl_learnrules import LearningRuleGLM, featurize, filtering, simulate_cohort
+from ibl_learnrules import (
+    LearningRuleGLM,
+    featurize,
+    filtering,
+    load_model,
+    save_model,
+    simulate_cohort,
+)
 from ibl_learnrules.closed_loop import ClosedLoopRunner, mean_field_rollout
 from ibl_learnrules.engine import ChunkRunner, Replay, TensorBatch, rollout
 from ibl_learnrules.rules import RewardMax, make_rule
@@ -223,3 +230,39 @@ def test_auto_free_running_is_off_with_weight_noise():
     est = LearningRuleGLM(rule="dnn", max_epochs=1, weight_noise=0.1, random_state=0).fit(trials)
     assert est.noisy_
     assert np.isfinite(est.score(trials))
+
+
+def test_free_weights_mix_the_mean_field_and_teacher_forcing(small_batch):
+    # all weights free is the mean field; none free is teacher forcing; the stimulus alone
+    # free is neither
+    rule = _rule("reinforce_baseline", alpha=[0.2, 0.3], beta=[-1.0, 0.4])
+    w0 = torch.full((3, 2), 0.3, dtype=torch.float64)
+    full = mean_field_rollout(rule, small_batch, w0)
+    every = mean_field_rollout(rule, small_batch, w0, free=torch.ones(2))
+    torch.testing.assert_close(every.loglik, full.loglik)
+    taught = rollout(rule, small_batch, w0)
+    none = mean_field_rollout(rule, small_batch, w0, free=torch.zeros(2))
+    torch.testing.assert_close(none.loglik, taught.loglik)
+    torch.testing.assert_close(none.w, taught.w)
+    stimulus = mean_field_rollout(rule, small_batch, w0, free=torch.tensor([1.0, 0.0]))
+    for other in (full, taught):
+        assert not torch.allclose(stimulus.w, other.w)
+    with pytest.raises(ValueError, match="has a state"):
+        mean_field_rollout(_rule("q_learning"), small_batch, w0, free=torch.tensor([1.0, 0.0]))
+
+
+def test_estimator_lets_only_the_named_weights_run_free(tmp_path):
+    trials = simulate_cohort(2, n_trials=200, random_state=0)
+    settings = dict(rule="reinforce_baseline", max_epochs=2, random_state=0, free_running=1.0)
+    partial = LearningRuleGLM(**settings, free_weights=("stimulus",)).fit(trials)
+    full = LearningRuleGLM(**settings).fit(trials)
+    named_all = LearningRuleGLM(**settings, free_weights=["bias", "stimulus"]).fit(trials)
+    assert _same_fit(full, named_all)
+    assert not _same_fit(full, partial)
+    save_model(partial, tmp_path / "partial.pt")
+    assert load_model(tmp_path / "partial.pt").get_params()["free_weights"] == ("stimulus",)
+    for bad in (("speed",), (), ("bias", "bias")):
+        with pytest.raises(ValueError, match="free_weights must name distinct covariates"):
+            LearningRuleGLM(**settings, free_weights=bad).fit(trials)
+    with pytest.raises(ValueError, match="needs free_running > 0"):
+        LearningRuleGLM(rule="reinforce_baseline", free_weights=("stimulus",)).fit(trials)

@@ -39,6 +39,8 @@ def _estimator_from_json(params: dict, device: str) -> LearningRuleGLM:
     """Undo :func:`_json_params`: the (unfitted) estimator, on ``device``."""
     params = dict(params, device=device)
     params["covariates"] = tuple(params["covariates"])
+    if isinstance(params.get("free_weights"), list):
+        params["free_weights"] = tuple(params["free_weights"])
     if isinstance(params.get("correction_prior"), list):  # candidates: JSON wrote a list
         params["correction_prior"] = tuple(params["correction_prior"])
     return LearningRuleGLM(**params)
