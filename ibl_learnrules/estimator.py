@@ -196,8 +196,9 @@ class LearningRuleGLM(BaseEstimator):
         to KS014 with ``free_running=0.3, free_weights=("stimulus",)`` keeps its
         teacher-forced likelihood (-0.4828) with a third of the reward-driven stimulus gain
         (0.0028 against 0.0065), and its free twins reach ``trained_1a`` after a median of
-        15-15.5 sessions (KS014: 14; 25 sessions, twin seeds 0 and 1; teacher forced alone:
-        7), easy-trial RMS 0.12-0.15. Needs a rule without memory; runs a torch loop.
+        14-17 sessions (KS014: 14; 25 sessions, twin seeds 0-4; teacher forced alone: 7-8),
+        easy-trial RMS 0.10-0.15 (the weight 0.3 was tried on KS014 itself, after 1.0).
+        Needs a rule without memory; runs a torch loop.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     engine : {"auto", "torch", "fused"}
