@@ -315,8 +315,7 @@ class LearningRuleGLM(BaseEstimator):
         if value != "auto" and not (isinstance(value, (int, float)) and value >= 0):
             raise ValueError(f'free_running must be "auto" or a number >= 0, got {value!r}')
         if self.free_weights is not None:
-            names = [self.free_weights] if isinstance(self.free_weights, str) else list(
-                self.free_weights)
+            names = self._free_weight_names()
             if not names or set(names) - set(self.covariates) or len(set(names)) < len(names):
                 raise ValueError(f"free_weights must name distinct covariates of "
                                  f"{tuple(self.covariates)}, got {self.free_weights!r}")
@@ -352,14 +351,18 @@ class LearningRuleGLM(BaseEstimator):
             return 0.0
         return float(self._setting("free_running"))
 
+    def _free_weight_names(self) -> list[str]:
+        """``free_weights`` as a list (one name may be given as a string)."""
+        value = self.free_weights
+        return [value] if isinstance(value, str) else list(value)
+
     def _runner_class(self):
         """How training runs a chunk: plus free running, through the filter, or plain."""
         weight = self._free_running_weight()
         if weight:
             mask = None
             if self.free_weights is not None:
-                names = {self.free_weights} if isinstance(self.free_weights, str) else set(
-                    self.free_weights)
+                names = set(self._free_weight_names())
                 mask = torch.tensor([float(c in names) for c in self.covariates])
                 mask = None if bool((mask == 1).all()) else mask
             return ClosedLoopRunner.factory(weight, mask)
