@@ -34,6 +34,7 @@ loss) run compiled kernels (``dnn``, ``rnn`` and the REINFORCE-with-baseline fam
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import time
 import warnings
@@ -151,7 +152,7 @@ def ks014_line(est, ks014, n_twins: int, twin_seed: int = 0,
             f"{row.loc[('easy_correct', 'replay'), 'rms']:7.3f}")
 
 
-def switch_line(est, mice, n_twins: int, twin_seed: int = 0, free_sessions=None) -> str:
+def switch_line(est, mice, n_twins: int, twin_seed: int = 0) -> str:
     """A variant fitted on the 27 mice's biased sessions: trials to half a block switch."""
     check = check_twins(est, mice, n_twins=n_twins, random_state=twin_seed, modes=("replay",),
                         psychometrics=False)
@@ -186,7 +187,8 @@ def main() -> None:
         print(f"{'variant':<36s} {'loglik':>8s} {'mice':>8s} {'twins':>8s}  (block switches: "
               "trials to half; target: twins within 30 % of the mice)")
     else:
-        data, line = load_ks014(), ks014_line
+        data = load_ks014()
+        line = functools.partial(ks014_line, free_sessions=args.free_sessions)
         print(f"{'variant':<36s} {'loglik':>8s} {'beta (stim, bias)':>18s} {'to 1a':>6s} "
               f"{'never':>6s} {'pct':>5s} {'RMS':>6s} {'repeats':>7s} {'replay':>7s}  "
               "(KS014: 14 sessions, repeats 0.27)")
@@ -200,9 +202,10 @@ def main() -> None:
             label += f" x{args.ensemble}"
         for twin_seed in twin_seeds:
             shown = label if len(twin_seeds) == 1 else f"{label} twins {twin_seed}"
-            print(f"{shown:<36s} {line(est, data, args.twins, twin_seed, args.free_sessions)}  "
+            print(f"{shown:<36s} {line(est, data, args.twins, twin_seed)}  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
             start = time.perf_counter()
+
 
 if __name__ == "__main__":
     main()

@@ -78,6 +78,11 @@ def _leaks(rule):
             or rule == MEAN_FIELD_LEAK or rule == MEAN_FIELD_LEAK_SIDE)
 
 
+@numba.njit(inline="always")
+def _sides(rule):
+    return rule == REINFORCE_BASELINE_LEAK_SIDE or rule == MEAN_FIELD_LEAK_SIDE
+
+
 @numba.njit(cache=True)
 def _natural(rule, theta, K):
     """Parameters as the rules use them: the rates (q-learning's beta, the leaks) exponentiated."""
@@ -90,7 +95,7 @@ def _natural(rule, theta, K):
     if _leaks(rule):
         for k in range(2 * K, 3 * K):
             par[k] = np.exp(theta[k])
-    if rule == REINFORCE_BASELINE_LEAK_SIDE or rule == MEAN_FIELD_LEAK_SIDE:
+    if _sides(rule):
         for k in range(4 * K, 5 * K):
             par[k] = np.exp(theta[k])
     return par
@@ -253,7 +258,7 @@ def _step(rule, par, K, max_run, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, Js, g, 
         s[0] = run + 1.0 if rt > 0 else 0.0
     _rate_update(par, K, xt, v, p * (1.0 - p), g, gp, gb, gg, has_beta, has_gamma, dz, w, Jw,
                  need_grad)
-    if rule == REINFORCE_BASELINE_LEAK_SIDE or rule == MEAN_FIELD_LEAK_SIDE:
+    if _sides(rule):
         _side_step(par, K, xt, 2.0 * ct - 1.0, v, w, Jw, need_grad)
 
 
