@@ -407,7 +407,7 @@ class ChunkRunner:
     in the parameters' ``.grad``. With ``free_running=True`` it runs the free-running
     likelihood instead (:func:`~ibl_learnrules.closed_loop.mean_field_rollout`, or the rule's
     :meth:`~ibl_learnrules.rules.LearningRule.mean_field_kernel`); ``free_weights`` (a (K,)
-    0/1 mask) lets only some weights run free, through the torch loop.
+    0/1 mask) lets only some weights run free.
     """
 
     def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto", *,
@@ -417,8 +417,11 @@ class ChunkRunner:
         self.rule, self.batch, self.free_running = rule, batch, free_running
         self.free_weights = free_weights
         kernel = None
-        if batch.x.device.type == "cpu" and free_weights is None:
-            kernel = rule.mean_field_kernel() if free_running else rule.chunk_kernel()
+        if batch.x.device.type == "cpu" and free_running:
+            kernel = rule.mean_field_kernel(None if free_weights is None
+                                            else free_weights.cpu().numpy())
+        elif batch.x.device.type == "cpu":
+            kernel = rule.chunk_kernel()
         if engine == "fused" and kernel is None:
             raise ValueError(f"engine='fused' needs a rule with a compiled kernel on the CPU; "
                              f"rule {rule.name!r} on {batch.x.device} has none"

@@ -126,20 +126,28 @@ MEAN_FIELD_KERNELS = {
 }
 
 
+#: Rules whose compiled free-running kernel also lets only some weights run free.
+PARTIAL_KERNELS = [case for case in MEAN_FIELD_KERNELS if not case.startswith("rnn")]
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
-@pytest.mark.parametrize("case", MEAN_FIELD_KERNELS)
-def test_kernel_is_the_mean_field_loop(small_trials, small_batch, case, dtype, tol):
+@pytest.mark.parametrize("case, free", [(case, None) for case in MEAN_FIELD_KERNELS]
+                         + [(case, (0.0, 1.0)) for case in PARTIAL_KERNELS]
+                         + [(case, (1.0, 0.0)) for case in ("dnn:nested", "reinforce_baseline:")])
+def test_kernel_is_the_mean_field_loop(small_trials, small_batch, case, free, dtype, tol):
     # the compiled free-running chunk against the torch loop: likelihood, carried weights and
     # state, and every gradient, over two chunks (the second starts from the carried weights
-    # and, for rnn, from a nonzero mixed state), with no-go trials
+    # and, for rnn, from a nonzero mixed state), with no-go trials; with a mask, only those
+    # weights run free and the others follow the animals' choices
     batch = small_batch if dtype == torch.float64 else TensorBatch.from_arrays(
         featurize(small_trials), CPU)
     torch.manual_seed(0)
     name = case.partition(":")[0]
     rule = make_rule(name, 2, **MEAN_FIELD_KERNELS[case]).to(dtype)
+    mask = None if free is None else torch.tensor(free, dtype=dtype)
     results = {}
     for engine in ("torch", "fused"):
-        runner = ChunkRunner(rule, batch, engine, free_running=True)
+        runner = ChunkRunner(rule, batch, engine, free_running=True, free_weights=mask)
         assert runner.fused == (engine == "fused")
         w, state = runner.start(torch.full((3, 2), 0.5, dtype=dtype))
         lls = []
@@ -259,6 +267,11 @@ def test_estimator_lets_only_the_named_weights_run_free(tmp_path):
     named_all = LearningRuleGLM(**settings, free_weights=["bias", "stimulus"]).fit(trials)
     assert _same_fit(full, named_all)
     assert not _same_fit(full, partial)
+    # "fused" takes the mask (compiled) and fits what the torch loop fits
+    looped = LearningRuleGLM(**settings, free_weights=("stimulus",), engine="torch").fit(trials)
+    fused = LearningRuleGLM(**settings, free_weights=("stimulus",), engine="fused").fit(trials)
+    for p, q in zip(fused.rule_.parameters(), looped.rule_.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
     save_model(partial, tmp_path / "partial.pt")
     assert load_model(tmp_path / "partial.pt").get_params()["free_weights"] == ("stimulus",)
     for bad in (("speed",), (), ("bias", "bias")):

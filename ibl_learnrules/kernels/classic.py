@@ -19,7 +19,9 @@ stores logs); the state is flattened per animal to (B, M): nothing for the Marko
 scales their tangents by ``1 - leak`` and adds its own partials by ``log_leak`` and ``rest``.
 ``reinforce_baseline_leak_side`` adds ``eta (2c - 1) x`` last (``eta`` stored as its log).
 The ``MEAN_FIELD_*`` codes run these three rules free (their expected update, for
-:func:`ibl_learnrules.closed_loop.mean_field_rollout`) through the same driver.
+:func:`ibl_learnrules.closed_loop.mean_field_rollout`) through the same driver; a 0/1 mask
+``free`` (K,) keeps the weights marked 0 on the teacher-forced update, the animal's own choice
+and reward (``mean_field_rollout(free=...)``).
 
 Precision: the kernel works in the dtype of its inputs (the rule's parameters: float32 by
 default, float64 in the equality tests). Weights, state and tangents are held in that dtype,
@@ -200,8 +202,8 @@ def _q_step(par, K, xt, yt, rt, v, w, Jw, s, Js, dvr, dvl, need_grad):
 
 
 @numba.njit(inline="always")
-def _step(rule, par, K, max_run, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, Js, g, gp, gb, gg,
-          dvr, dvl, need_grad):
+def _step(rule, par, K, max_run, free, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, Js, g, gp, gb,
+          gg, dvr, dvl, need_grad):
     """Apply the rule's update after one valid trial (in place), with its tangents."""
     if rule == NONE:
         return
@@ -228,10 +230,17 @@ def _step(rule, par, K, max_run, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, Js, g, 
     elif rule == MEAN_FIELD_BASELINE or rule == MEAN_FIELD_LEAK or rule == MEAN_FIELD_LEAK_SIDE:
         if _leaks(rule):
             _leak_step(par, K, v, w, Jw, need_grad)
+        has_beta = True  # a weight held to teacher forcing keeps its baseline
         sign = 2.0 * ct - 1.0
         for k in range(K):
-            g[k] = sign * p * (1.0 - p)
-            gp[k] = sign * (1.0 - 2.0 * p)
+            if free[k] > 0:
+                g[k] = sign * p * (1.0 - p)
+                gp[k] = sign * (1.0 - 2.0 * p)
+                gb[k] = 0.0
+            else:
+                g[k] = (rt - par[K + k]) * (yt - p)
+                gp[k] = -(rt - par[K + k])
+                gb[k] = -(yt - p)
     elif (rule == REINFORCE_BASELINE or rule == REINFORCE_BASELINE_LEAK
           or rule == REINFORCE_BASELINE_LEAK_SIDE):
         if _leaks(rule):
@@ -263,7 +272,7 @@ def _step(rule, par, K, max_run, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, Js, g, 
 
 
 @numba.njit(**_JIT)
-def _chunk(rule, x, y, reward, correct_side, new_session, valid, w0, s0, theta, max_run,
+def _chunk(rule, x, y, reward, correct_side, new_session, valid, w0, s0, theta, max_run, free,
            need_grad, loss_norm):
     B, T, K = x.shape
     P = theta.shape[0]
@@ -310,7 +319,7 @@ def _chunk(rule, x, y, reward, correct_side, new_session, valid, w0, s0, theta, 
                 e = v * (yt - p)
                 for j in range(P):
                     grad[a, j] += e * dz[j]
-            _step(rule, par, K, max_run, xt, yt, reward[a, t], correct_side[a, t],
+            _step(rule, par, K, max_run, free, xt, yt, reward[a, t], correct_side[a, t],
                   new_session[a, t], v, p, dz, w, Jw, s, Js, g, gp, gb, gg, dvr, dvl, need_grad)
         w_end[a] = w
         s_end[a] = s
@@ -336,6 +345,7 @@ def classic_chunk(
     need_grad: bool = True,
     loss_norm: float = 1.0,
     max_run: int = 0,
+    free: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[np.ndarray] | None]:
     """Run a classic rule over a chunk of trials; see the module docstring.
 
@@ -357,6 +367,9 @@ def classic_chunk(
         The loss is ``-loglik.sum() / loss_norm``; gradients are of that loss.
     max_run : int
         ``reward_history``'s cap on the run of rewards.
+    free : ndarray (K,) of 0/1, optional
+        The ``MEAN_FIELD_*`` codes' weights that run free; those marked 0 follow the animal's
+        choices. ``None``: all free. Other codes ignore it.
 
     Returns
     -------
@@ -376,12 +389,13 @@ def classic_chunk(
     flat_state = (np.zeros((n_animals, 0), dtype) if state is None
                   else arr(state).reshape(n_animals, -1))
     theta = np.concatenate([np.ravel(arr(p)) for p in params]).astype(dtype)
+    free = np.ones(x.shape[2]) if free is None else np.asarray(free, dtype=np.float64)
     # a serial twin rather than numba.set_num_threads: under numba's OpenMP layer that call
     # also resets torch's thread count, which slows every small torch op that follows
     run = _chunk if x.shape[0] * x.shape[1] >= 2 * _WORK_PER_THREAD else _chunk_serial
     loglik, w_end, s_end, grad = run(
         int(rule), arr(x), arr(y), arr(reward), arr(correct_side), arr(new_session),
-        arr(valid), arr(w0), flat_state, theta, float(max_run), bool(need_grad),
+        arr(valid), arr(w0), flat_state, theta, float(max_run), free, bool(need_grad),
         float(loss_norm))
     state_end = None if state is None else s_end.reshape(np.shape(state))
     grads = None

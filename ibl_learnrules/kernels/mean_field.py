@@ -23,10 +23,14 @@ import numpy as np
 from .neural import (
     _JIT,
     _affine,
+    _back_base,
+    _back_base_policy,
     _back_gru_step,
     _back_leak,
+    _back_output,
     _back_policy,
     _back_tanh,
+    _base_gain,
     _cast,
     _dots,
     _gru_step,
@@ -57,17 +61,20 @@ def _branch_inputs(inp, t, side):
 
 
 @numba.njit(inline="always")
-def _mixed_update(w, v, scale, alpha, out_t, p_t, side, x_t):
-    """Add trial t's expected update to ``w``: the branches' outputs ``out_t`` (2, K) mixed."""
+def _mixed_update(w, v, scale, alpha, out_t, p_t, side, x_t, free):
+    """Add trial t's expected update to ``w``: the branches' outputs ``out_t`` (2, K) mixed.
+
+    Only to the weights that run free (``free[k]`` 1; 0 leaves the weight to the taught update).
+    """
     one = _cast(p_t, 1.0)
     base = p_t * (one - p_t) * side
     for k in range(w.shape[0]):
         mixed = p_t * out_t[0, k] + (one - p_t) * out_t[1, k]
-        w[k] += v * (scale[k] * mixed + alpha[k] * base * x_t[k])
+        w[k] += free[k] * v * (scale[k] * mixed + alpha[k] * base * x_t[k])
 
 
 @numba.njit(inline="always")
-def _back_mixed_update(gw, scale, alpha, out_t, p_t, side, x_t, go_t, gls_a, gla_a):
+def _back_mixed_update(gw, scale, alpha, out_t, p_t, side, x_t, go_t, gls_a, gla_a, free):
     """Back through :func:`_mixed_update` from ``gw`` = d loss / d w_{t+1}.
 
     Sets the branches' output gradients ``go_t`` (2, K) and accumulates those of log-scale
@@ -76,14 +83,25 @@ def _back_mixed_update(gw, scale, alpha, out_t, p_t, side, x_t, go_t, gls_a, gla
     one = _cast(p_t, 1.0)
     gp = _cast(p_t, 0.0)
     for k in range(gw.shape[0]):
-        gs = gw[k] * scale[k]
+        gs = free[k] * gw[k] * scale[k]
         go_t[0, k] = gs * p_t
         go_t[1, k] = gs * (one - p_t)
         gls_a[k] += np.float64(gs * (p_t * out_t[0, k] + (one - p_t) * out_t[1, k]))
-        gla_a[k] += np.float64(gw[k] * alpha[k] * p_t * (one - p_t) * side * x_t[k])
+        gla_a[k] += np.float64(free[k] * gw[k] * alpha[k] * p_t * (one - p_t) * side * x_t[k])
         gp += gs * (out_t[0, k] - out_t[1, k])
-        gp += gw[k] * alpha[k] * (one - (p_t + p_t)) * side * x_t[k]
+        gp += free[k] * gw[k] * alpha[k] * (one - (p_t + p_t)) * side * x_t[k]
     return gp
+
+
+@numba.njit(inline="always")
+def _taught_update(w, v, scale, alpha, beta, out_t, u_t, y_t, p_t, x_t, free):
+    """Add the teacher-forced update to the weights that do not run free.
+
+    ``out_t`` (K,) is the network's output for the animal's own choice and reward.
+    """
+    for k in range(w.shape[0]):
+        base = _base_gain(alpha, beta, k, u_t, y_t, p_t) * x_t[k]
+        w[k] += (1 - free[k]) * v * (scale[k] * out_t[k] + base)
 
 
 @numba.njit(inline="always")
@@ -96,8 +114,11 @@ def _back_mixing_weight(gw, gp, p_t, x_t):
 
 @numba.njit(**_JIT)
 def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta,
-                          leak, rest, need_grad, loss_norm):
+                          leak, rest, free, need_grad, loss_norm):
     B, T, K = x.shape
+    # a third branch, the animal's own choice and reward, for the weights that do not run free
+    taught = free.min() < 1
+    nb = 3 if taught else 2
     H = W1.shape[0]
     D = W1.shape[1]
     dt = x.dtype
@@ -111,7 +132,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
     gb3 = np.zeros((B, K))
     gls = np.zeros((B, K))
     gla = np.zeros((B, K))
-    gbeta = np.zeros((B, K))  # the baseline cancels in the expected update
+    gbeta = np.zeros((B, K))  # the baseline cancels in the expected update, not in the taught
     gll = np.zeros((B, K))
     grest = np.zeros((B, K))
     W1T, W2T = W1.T.copy(), W2.T.copy()
@@ -119,11 +140,11 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
     zero = _cast(scale[0], 0.0)
     inv_norm = _cast(scale[0], 1.0 / loss_norm)
     for a in numba.prange(B):
-        # branch 0: the choice right, branch 1: left
-        inp = np.empty((2, T, D), dt)
-        h1 = np.empty((2, T, H), dt)
-        h2 = np.empty((2, T, H), dt)
-        out = np.empty((2, T, K), dt)
+        # branch 0: the choice right, branch 1: left, [branch 2: the animal's]
+        inp = np.empty((nb, T, D), dt)
+        h1 = np.empty((nb, T, H), dt)
+        h2 = np.empty((nb, T, H), dt)
+        out = np.empty((nb, T, K), dt)
         p = np.empty(T, dt)
         pre = np.empty(H, dt)
         w = w0[a].copy()
@@ -131,28 +152,41 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
             loglik[a] += ll
+            if taught:
+                inp[2, t] = inp[0, t]
             _branch_inputs(inp, t, u[a, t, K + 2])
-            for b in range(2):
+            for b in range(nb):
                 _affine(W1T, b1, inp[b, t], pre)
                 _tanh_layer(pre, h1[b, t])
                 _affine(W2T, b2, h1[b, t], pre)
                 _tanh_layer(pre, h2[b, t])
                 _dots(W3, b3, h2[b, t], out[b, t])
-            _mixed_update(w, v, scale, alpha, out[:, t], p[t], u[a, t, K + 2], x[a, t])
+            if taught:  # from the weights before the trial, as the mixed update
+                _taught_update(w, v, scale, alpha, beta, out[2, t], u[a, t], y[a, t], p[t],
+                               x[a, t], free)
+            _mixed_update(w, v, scale, alpha, out[:2, t], p[t], u[a, t, K + 2], x[a, t], free)
             _leak(w, v, leak, rest, inp[0, t])
         w_end[a] = w
         if not need_grad:
             continue
-        go = np.zeros((2, T, K), dt)
-        g2 = np.zeros((2, T, H), dt)
-        g1 = np.zeros((2, T, H), dt)
+        go = np.zeros((nb, T, K), dt)
+        g2 = np.zeros((nb, T, H), dt)
+        g1 = np.zeros((nb, T, H), dt)
         gw = np.zeros(K, dt)  # d loss / d w_{t+1}
+        g_taught = np.zeros(K, dt)  # its part that reaches the taught update
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue
-            gp = _back_mixed_update(gw, scale, alpha, out[:, t], p[t], u[a, t, K + 2], x[a, t],
-                                    go[:, t], gls[a], gla[a])
-            for b in range(2):
+            gp = _back_mixed_update(gw, scale, alpha, out[:2, t], p[t], u[a, t, K + 2],
+                                    x[a, t], go[:2, t], gls[a], gla[a], free)
+            c = 0.0
+            if taught:
+                for k in range(K):
+                    g_taught[k] = (1 - free[k]) * gw[k]
+                _back_output(g_taught, scale, out[2, t], go[2, t], gls[a])
+                c = _back_base(g_taught, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a],
+                               gbeta[a])
+            for b in range(nb):
                 _affine(W3, no_bias, go[b, t], g2[b, t])
                 _back_tanh(g2[b, t], h2[b, t])
                 _affine(W2, no_bias, g2[b, t], g1[b, t])
@@ -160,9 +194,12 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             _back_leak(gw, leak, rest, inp[0, t], gll[a], grest[a])
             # the network inputs' paths to w_t; the likelihood's only once
             _back_policy(gw, W1T, g1[0, t], x[a, t], y[a, t], p[t], inv_norm)
-            _back_policy(gw, W1T, g1[1, t], x[a, t], y[a, t], p[t], zero)
+            for b in range(1, nb):
+                _back_policy(gw, W1T, g1[b, t], x[a, t], y[a, t], p[t], zero)
             _back_mixing_weight(gw, gp, p[t], x[a, t])
-        for b in range(2):
+            if taught:
+                _back_base_policy(gw, c, x[a, t], p[t])
+        for b in range(nb):
             _sum_outer(gW3[a], gb3[a], go[b], h2[b])
             _sum_outer(gW2[a], gb2[a], g2[b], h1[b])
             _sum_outer(gW1[a], gb1[a], g1[b], inp[b])
@@ -171,14 +208,23 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
     return loglik, w_end, grads
 
 
-def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
+def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0, free=None):
     """Run the ``dnn`` rule's mean-field rollout over a chunk.
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.dnn_chunk`; ``u``'s
     choice and reward signs are replaced by each branch's, ``y`` is only scored, and the
-    ``beta`` gradient is zero.
+    ``beta`` gradient is zero. ``free`` (K,) of 0/1 (``None``: all 1) marks the weights that
+    run free; those marked 0 take the teacher-forced update of the animal's own choice and
+    reward (and have a ``beta`` gradient).
     """
-    return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, need_grad, float(loss_norm))
+    return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, _free_mask(free, x), need_grad,
+                                 float(loss_norm))
+
+
+def _free_mask(free, x):
+    """Return the (K,) 0/1 mask in the inputs' dtype; all ones for ``None``."""
+    K = x.shape[2]
+    return np.ones(K, x.dtype) if free is None else np.asarray(free, dtype=x.dtype).reshape(K)
 
 
 @numba.njit(**_JIT)
@@ -205,6 +251,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
     gll = np.zeros((B, K))
     grest = np.zeros((B, K))
     WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
+    free = np.ones(K, dt)  # its mixed state leaves no room for taught weights
     no_bias = np.zeros(3 * H, dt)
     one = _cast(scale[0], 1.0)
     zero = _cast(scale[0], 0.0)
@@ -242,7 +289,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 _tanh_layer(pre, ro[b, t])
                 _dots(R2, c2, ro[b, t], out[b, t])
             pt = p[t]
-            _mixed_update(w, v, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t])
+            _mixed_update(w, v, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t], free)
             _leak(w, v, leak, rest, inp[0, t])
             if v > 0:
                 for i in range(H):
@@ -268,7 +315,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 continue  # weights and state pass through unchanged
             pt = p[t]
             gp = _back_mixed_update(gw, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t],
-                                    go[:, t], gls[a], gla[a])
+                                    go[:, t], gls[a], gla[a], free)
             for i in range(H):
                 gp += gh[i] * (hnew[0, t, i] - hnew[1, t, i])
                 carry[i] = zero

@@ -152,12 +152,13 @@ class LearningRule(nn.Module):
         """
         return None
 
-    def mean_field_kernel(self) -> ChunkKernel | None:
+    def mean_field_kernel(self, free: np.ndarray | None = None) -> ChunkKernel | None:
         """Return a fast CPU chunk of the rule's free-running (mean-field) rollout, or ``None``.
 
         Same contract as :meth:`chunk_kernel`, for
         :func:`ibl_learnrules.closed_loop.mean_field_rollout` instead of the teacher-forced
-        rollout; without one, that rollout runs as a per-trial torch loop.
+        rollout (with its ``free`` mask of the weights that run free, (K,) of 0/1; ``None``
+        for all); without one, that rollout runs as a per-trial torch loop.
         """
         return None
 

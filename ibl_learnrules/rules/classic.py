@@ -7,6 +7,7 @@ learning rates ``alpha`` are positive and stored as logs.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,10 +33,11 @@ __all__ = [
 ]
 
 
-def _classic_kernel(rule: LearningRule, cls: type, code: str, max_run: int = 0
-                    ) -> ChunkKernel | None:
+def _classic_kernel(rule: LearningRule, cls: type, code: str, max_run: int = 0,
+                    free: np.ndarray | None = None) -> ChunkKernel | None:
     """Wrap the chunk of :mod:`ibl_learnrules.kernels.classic` for rule ``code`` as a kernel.
 
+    ``free``: the mean-field codes' mask of the weights that run free (``None``: all).
     ``None`` for a subclass of ``cls``: it may change the update, which the kernel would
     not see.
     """
@@ -49,7 +51,7 @@ def _classic_kernel(rule: LearningRule, cls: type, code: str, max_run: int = 0
         params = [p.detach().cpu().numpy() for p in rule.parameters()]
         loglik, w_end, state_end, grads = classic.classic_chunk(
             rule_code, inputs.x, inputs.y, inputs.reward, inputs.correct_side,
-            inputs.new_session, inputs.valid, w, state, params, need_grad, loss_norm, max_run)
+            inputs.new_session, inputs.valid, w, state, params, need_grad, loss_norm, max_run, free)
         return KernelResult(loglik, w_end, state_end, grads)
 
     return kernel
@@ -145,9 +147,9 @@ class ReinforceBaseline(_RateRule):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
         return _classic_kernel(self, ReinforceBaseline, "REINFORCE_BASELINE")
 
-    def mean_field_kernel(self) -> ChunkKernel | None:
+    def mean_field_kernel(self, free: np.ndarray | None = None) -> ChunkKernel | None:
         """Compiled free-running chunk of :mod:`ibl_learnrules.kernels.classic`."""
-        return _classic_kernel(self, ReinforceBaseline, "MEAN_FIELD_BASELINE")
+        return _classic_kernel(self, ReinforceBaseline, "MEAN_FIELD_BASELINE", free=free)
 
 
 class ReinforceBaselineLeak(ReinforceBaseline):
@@ -194,9 +196,9 @@ class ReinforceBaselineLeak(ReinforceBaseline):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
         return _classic_kernel(self, ReinforceBaselineLeak, "REINFORCE_BASELINE_LEAK")
 
-    def mean_field_kernel(self) -> ChunkKernel | None:
+    def mean_field_kernel(self, free: np.ndarray | None = None) -> ChunkKernel | None:
         """Compiled free-running chunk of :mod:`ibl_learnrules.kernels.classic`."""
-        return _classic_kernel(self, ReinforceBaselineLeak, "MEAN_FIELD_LEAK")
+        return _classic_kernel(self, ReinforceBaselineLeak, "MEAN_FIELD_LEAK", free=free)
 
 
 class ReinforceBaselineLeakSide(ReinforceBaselineLeak):
@@ -254,9 +256,9 @@ class ReinforceBaselineLeakSide(ReinforceBaselineLeak):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.classic`."""
         return _classic_kernel(self, ReinforceBaselineLeakSide, "REINFORCE_BASELINE_LEAK_SIDE")
 
-    def mean_field_kernel(self) -> ChunkKernel | None:
+    def mean_field_kernel(self, free: np.ndarray | None = None) -> ChunkKernel | None:
         """Compiled free-running chunk of :mod:`ibl_learnrules.kernels.classic`."""
-        return _classic_kernel(self, ReinforceBaselineLeakSide, "MEAN_FIELD_LEAK_SIDE")
+        return _classic_kernel(self, ReinforceBaselineLeakSide, "MEAN_FIELD_LEAK_SIDE", free=free)
 
 
 class RewardMax(_RateRule):

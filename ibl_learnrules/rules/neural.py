@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -32,6 +33,11 @@ def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
         modules += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.Tanh()]
     modules.append(nn.Linear(hidden, n_out))
     return nn.Sequential(*modules)
+
+
+def _partial(free) -> bool:
+    """Whether a free-running mask leaves some weights teacher forced."""
+    return free is not None and not bool((np.asarray(free) == 1).all())
 
 
 #: Classic rules a network rule can be nested around (its update is added to the network's).
@@ -171,15 +177,16 @@ class DNNRule(_ScaledOutput):
 
         return kernel
 
-    def mean_field_kernel(self):
+    def mean_field_kernel(self, free=None):
         """Compiled mean-field chunk of :mod:`ibl_learnrules.kernels.mean_field`."""
         if len(self.mlp) != 5:
             return None
         from ..kernels.mean_field import dnn_mean_field_chunk
 
+        chunk = functools.partial(dnn_mean_field_chunk, free=free)
+
         def kernel(inputs, w, state, need_grad, loss_norm):
-            return self._kernel_call(dnn_mean_field_chunk, self.mlp, inputs, w, None,
-                                     need_grad, loss_norm)
+            return self._kernel_call(chunk, self.mlp, inputs, w, None, need_grad, loss_norm)
 
         return kernel
 
@@ -237,8 +244,10 @@ class RNNRule(_ScaledOutput):
 
         return self._rnn_kernel(rnn_chunk)
 
-    def mean_field_kernel(self):
-        """Compiled mean-field chunk of :mod:`ibl_learnrules.kernels.mean_field`."""
+    def mean_field_kernel(self, free=None):
+        """Compiled mean-field chunk of :mod:`ibl_learnrules.kernels.mean_field` (all free)."""
+        if _partial(free):
+            return None
         from ..kernels.mean_field import rnn_mean_field_chunk
 
         return self._rnn_kernel(rnn_mean_field_chunk)
