@@ -5,6 +5,7 @@ Usage::
     NUMBA_NUM_THREADS=1 python benchmarks/bench_identification.py            # every variant
     python benchmarks/bench_identification.py --variants teacher_forced,reinforce_noise
     python benchmarks/bench_identification.py --thirds                       # KS014's data only
+    python benchmarks/bench_identification.py --drift                        # where biases go
 
 Fitted teacher-forced, REINFORCE with baseline ``dw = alpha (r - beta) (y - p) x`` has two
 parts: a reward-driven one, ``alpha r (y - p) x``, and one that follows the animal's
@@ -52,6 +53,16 @@ learning, the best (-0.647, 0.046 above) for gains of 3e-4 to 1e-3 that end with
 stimulus weight of 0.7-1.8, far below chance (-0.821) for the gain that reaches KS014's
 final weight (~3): KS014's early sessions are ruled by a bias the mean field cannot follow
 (every twin's bias averages to ~0), so the term pays for learning slowly.
+
+``--drift`` prints where a free twin's bias goes: the expected update of the bias weight
+under the policy's own choice, ``p dw(right) + (1 - p) dw(left)``, averaged over the 12
+signed contrasts, on a grid of bias weights, for the package's ``dnn`` (teacher forced,
+defaults), the same with its correction gated (``rule_params={"gate": True}``) and
+``reinforce_baseline``, fitted to KS014; the correct side either follows the contrast
+(zero contrast: both sides) or, as in a twin caught in debiasing repeats, is always the side
+its bias avoids. Measured (stimulus weight 0.5, debiasing): ``dnn`` -0.0024 per trial at
+a bias of -8 and of +8 alike, the drift that carries a twin's bias away where REINFORCE's
+restoring step has vanished (p near 0 or 1); ``reinforce_baseline`` ~0 there.
 
 ``--thirds`` prints KS014's easy-trial correct in each third of every session instead:
 within a session and from one session to the next. ``--trajectories`` prints, for each
@@ -275,6 +286,44 @@ def mean_field_scan(ks014) -> None:
                   f"{end[0]:12.2f}, {end[1]:.2f}")
 
 
+def drift(ks014) -> None:
+    """Print the expected bias update of fitted rules on a grid of bias weights."""
+    from ibl_learnrules.rules.base import TrialStep
+
+    contrasts = np.array([-1, -0.5, -0.25, -0.125, -0.0625, 0, 0, 0.0625, 0.125, 0.25, 0.5, 1])
+    n = len(contrasts)
+    x = torch.tensor(np.c_[contrasts, np.ones(n)], dtype=torch.float32)
+    biases = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
+    models = {"dnn": dict(rule="dnn"), "dnn gated": dict(rule="dnn", rule_params={"gate": True}),
+              "reinforce_baseline": dict(rule="reinforce_baseline")}
+    print(f"{'rule':<20s} {'stim':>4s} {'debias':>6s}  E[d bias] per trial at bias "
+          + " ".join(f"{b:+d}" for b in biases))
+    for label, params in models.items():
+        est = LearningRuleGLM(random_state=0, **params).fit(ks014)
+        assert est.covariates == ("stimulus", "bias")
+        for stimulus in (0.5, 2.0):
+            for debias in (False, True):
+                row = []
+                for bias in biases:
+                    if debias:  # the correct side is always the one the bias avoids
+                        side = torch.full((n,), 0.0 if bias > 0 else 1.0)
+                    else:  # zero contrast: one trial each side
+                        side = torch.tensor((contrasts > 0) + (contrasts == 0) * (np.arange(n) % 2),
+                                            dtype=torch.float32)
+                    w = torch.tensor([[stimulus, float(bias)]] * n)
+                    p = torch.sigmoid((w * x).sum(-1))
+                    expected = 0
+                    with torch.no_grad():
+                        for choice, weight in ((1.0, p), (0.0, 1 - p)):
+                            y = torch.full((n,), choice)
+                            dw, _ = est.rule_(w, TrialStep(x, y, (y == side).float(), side,
+                                                           torch.zeros(n), p))
+                            expected = expected + weight * dw[:, 1]
+                    row.append(f"{float(expected.mean()):+.4f}")
+                print(f"{label:<20s} {stimulus:4.1f} {int(debias):6d}  " + " ".join(row),
+                      flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join([*VARIANTS, *EDITED]))
@@ -284,6 +333,8 @@ def main() -> None:
     parser.add_argument("--mean-field", action="store_true",
                         help="print the mean-field log-likelihood of KS014 against the "
                              "reward-driven stimulus gain")
+    parser.add_argument("--drift", action="store_true",
+                        help="print fitted rules' expected bias update on a grid of biases")
     parser.add_argument("--trajectories", action="store_true",
                         help="print each variant's free twins session by session")
     args = parser.parse_args()
@@ -295,6 +346,9 @@ def main() -> None:
         return
     if args.mean_field:
         mean_field_scan(ks014)
+        return
+    if args.drift:
+        drift(ks014)
         return
     names = args.variants.split(",")
     unknown = sorted(set(names) - set(VARIANTS) - set(EDITED))

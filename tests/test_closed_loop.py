@@ -119,6 +119,9 @@ MEAN_FIELD_KERNELS = {
        for net in ("dnn", "rnn")
        for label, base in (("nested", {}), ("nested_leak", dict(base="reinforce_baseline_leak",
                                                                 **_LEAK)))},
+    "dnn:centred": dict(scale=0.3, alpha=0.2, beta=-1.0, centre="policy"),
+    "dnn:even": dict(scale=0.3, alpha=0.2, beta=-1.0, centre="even"),
+    "dnn:gate": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=True),
     "reinforce_baseline:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4]),
     "reinforce_baseline_leak:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4], **_LEAK),
     "reinforce_baseline_leak_side:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4], eta=[0.05, 0.1],
@@ -257,6 +260,21 @@ def test_free_weights_mix_the_mean_field_and_teacher_forcing(small_batch):
         assert not torch.allclose(stimulus.w, other.w)
     with pytest.raises(ValueError, match="has a state"):
         mean_field_rollout(_rule("q_learning"), small_batch, w0, free=torch.tensor([1.0, 0.0]))
+
+
+def test_a_centred_correction_runs_free_as_its_base_rule(small_batch):
+    # the centred dnn's correction has zero expectation under its own policy: run free it is
+    # REINFORCE with baseline with the same alpha, beta; teacher forced it is not
+    params = dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4])
+    torch.manual_seed(0)
+    dnn = _rule("dnn", scale=0.3, centre="policy", **params)
+    base = _rule("reinforce_baseline", **params)
+    w0 = torch.full((3, 2), 0.3, dtype=torch.float64)
+    free_dnn, free_base = (mean_field_rollout(r, small_batch, w0) for r in (dnn, base))
+    torch.testing.assert_close(free_dnn.w, free_base.w)
+    torch.testing.assert_close(free_dnn.loglik, free_base.loglik)
+    taught_dnn, taught_base = (rollout(r, small_batch, w0) for r in (dnn, base))
+    assert (taught_dnn.w - taught_base.w).abs().max() > 0.05
 
 
 def test_estimator_lets_only_the_named_weights_run_free(tmp_path):

@@ -4,6 +4,7 @@ import torch
 
 from ibl_learnrules import available_rules
 from ibl_learnrules.rules import RULES, LearningRule, TrialStep, get_rule_class
+from ibl_learnrules.rules.neural import rule_inputs
 
 
 def step(x, y, r, c, p=None, new=0.0):
@@ -178,6 +179,41 @@ def test_nested_rule_is_its_classic_rule_when_the_correction_is_zero(name, base,
     with torch.no_grad():
         last.bias.fill_(1.0)
     assert not torch.allclose(nested(w, trial, state)[0], expected)
+
+
+@pytest.mark.parametrize("centre", ["policy", "even"])
+def test_a_centred_correction_follows_the_choice_made(centre):
+    # rewards that follow the choices (r = [y == c]): the centred correction is (y - p) times
+    # the network's difference between the choices, plus, for "even", their average
+    torch.manual_seed(0)
+    dnn = get_rule_class("dnn")(2, hidden_size=8, scale=1.0, centre=centre)
+    rng = np.random.default_rng(2)
+    y, c = rng.integers(0, 2, 20), rng.integers(0, 2, 20)
+    x, p = np.c_[rng.uniform(-1, 1, 20), np.ones(20)], rng.uniform(0.1, 0.9, 20)
+    w = torch.as_tensor(rng.normal(size=(20, 2)), dtype=torch.float32)
+    trial = step(x, y, (y == c).astype(float), c, p)
+    out = {side: dnn.mlp(rule_inputs(w, step(x, side, (side == c).astype(float), c, p)))
+           for side in (0, 1)}
+    expected = dnn.base_update(w, trial) + (trial.y - trial.p).unsqueeze(-1) * (out[1] - out[0])
+    if centre == "even":
+        expected = expected + 0.5 * (out[1] + out[0])
+    got, _ = dnn(w, trial)
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="centre must be one of"):
+        get_rule_class("dnn")(2, centre="mean")
+
+
+def test_a_gated_correction_fades_as_the_policy_grows_sure():
+    torch.manual_seed(0)
+    gated = get_rule_class("dnn")(2, hidden_size=8, scale=1.0, gate=True)
+    rng = np.random.default_rng(3)
+    p = np.array([0.5, 0.9, 0.999, 0.02])
+    trial = step(np.c_[rng.uniform(-1, 1, 4), np.ones(4)], [1, 0, 1, 0], [1, 0, 0, 1],
+                 [1, 1, 0, 0], p)
+    w = torch.as_tensor(rng.normal(size=(4, 2)), dtype=torch.float32)
+    raw = gated.mlp(rule_inputs(w, trial))
+    got = gated(w, trial)[0] - gated.base_update(w, trial)
+    torch.testing.assert_close(got, torch.as_tensor(4 * p * (1 - p)).float()[:, None] * raw)
 
 
 def test_unknown_base_is_refused():

@@ -40,7 +40,7 @@ from .neural import (
     _tanh_layer,
 )
 
-__all__ = ["dnn_mean_field_chunk", "rnn_mean_field_chunk"]
+__all__ = ["dnn_centred_chunk", "dnn_mean_field_chunk", "rnn_mean_field_chunk"]
 
 
 @numba.njit(inline="always")
@@ -61,32 +61,39 @@ def _branch_inputs(inp, t, side):
 
 
 @numba.njit(inline="always")
-def _mixed_update(w, v, scale, alpha, out_t, p_t, side, x_t, free):
+def _mixed_update(w, v, scale, alpha, out_t, p_t, side, x_t, free, mix, even):
     """Add trial t's expected update to ``w``: the branches' outputs ``out_t`` (2, K) mixed.
 
-    Only to the weights that run free (``free[k]`` 1; 0 leaves the weight to the taught update).
+    The classic part only to the weights that run free (``free[k]`` 1; 0 leaves the weight to
+    the taught update); the network's outputs mixed by p times ``mix[k]``, and their plain
+    average times ``even[k]`` (see :func:`dnn_mean_field_chunk`).
     """
     one = _cast(p_t, 1.0)
+    half = _cast(p_t, 0.5)
     base = p_t * (one - p_t) * side
     for k in range(w.shape[0]):
-        mixed = p_t * out_t[0, k] + (one - p_t) * out_t[1, k]
-        w[k] += free[k] * v * (scale[k] * mixed + alpha[k] * base * x_t[k])
+        net = ((mix[k] * p_t + even[k] * half) * out_t[0, k]
+               + (mix[k] * (one - p_t) + even[k] * half) * out_t[1, k])
+        w[k] += v * (scale[k] * net + free[k] * alpha[k] * base * x_t[k])
 
 
 @numba.njit(inline="always")
-def _back_mixed_update(gw, scale, alpha, out_t, p_t, side, x_t, go_t, gls_a, gla_a, free):
+def _back_mixed_update(gw, scale, alpha, out_t, p_t, side, x_t, go_t, gls_a, gla_a, free, mix,
+                       even):
     """Back through :func:`_mixed_update` from ``gw`` = d loss / d w_{t+1}.
 
     Sets the branches' output gradients ``go_t`` (2, K) and accumulates those of log-scale
     and log-alpha; returns d loss / d p_t through the mixing and the classic part.
     """
     one = _cast(p_t, 1.0)
+    half = _cast(p_t, 0.5)
     gp = _cast(p_t, 0.0)
     for k in range(gw.shape[0]):
-        gs = free[k] * gw[k] * scale[k]
-        go_t[0, k] = gs * p_t
-        go_t[1, k] = gs * (one - p_t)
-        gls_a[k] += np.float64(gs * (p_t * out_t[0, k] + (one - p_t) * out_t[1, k]))
+        g = gw[k] * scale[k]
+        gs = mix[k] * g
+        go_t[0, k] = g * (mix[k] * p_t + even[k] * half)
+        go_t[1, k] = g * (mix[k] * (one - p_t) + even[k] * half)
+        gls_a[k] += np.float64(go_t[0, k] * out_t[0, k] + go_t[1, k] * out_t[1, k])
         gla_a[k] += np.float64(free[k] * gw[k] * alpha[k] * p_t * (one - p_t) * side * x_t[k])
         gp += gs * (out_t[0, k] - out_t[1, k])
         gp += free[k] * gw[k] * alpha[k] * (one - (p_t + p_t)) * side * x_t[k]
@@ -105,6 +112,32 @@ def _taught_update(w, v, scale, alpha, beta, out_t, u_t, y_t, p_t, x_t, free):
 
 
 @numba.njit(inline="always")
+def _gated_scale(scale, p_t, gated, sc):
+    """Set ``sc`` to the output scale times the gate, ``4 p (1 - p)`` when ``gated``, else 1."""
+    gate = 4 * p_t * (1 - p_t) if gated else _cast(p_t, 1.0)
+    for k in range(scale.shape[0]):
+        sc[k] = scale[k] * gate
+
+
+@numba.njit(inline="always")
+def _gated_sum(gw, scale, out_t, p_t, free, mix, even):
+    """``sum_k gw_k scale_k net_k``: the network's whole share of the update, before the gate.
+
+    ``out_t`` holds the branches' outputs (right, left[, the animal's]).
+    """
+    one = _cast(p_t, 1.0)
+    half = _cast(p_t, 0.5)
+    s = _cast(p_t, 0.0)
+    for k in range(gw.shape[0]):
+        net = ((mix[k] * p_t + even[k] * half) * out_t[0, k]
+               + (mix[k] * (one - p_t) + even[k] * half) * out_t[1, k])
+        if out_t.shape[0] > 2:
+            net += (1 - free[k]) * out_t[2, k]
+        s += gw[k] * scale[k] * net
+    return s
+
+
+@numba.njit(inline="always")
 def _back_mixing_weight(gw, gp, p_t, x_t):
     """Add to ``gw`` the path of d loss / d p_t, ``gp``, to w_t: dp / dw = p (1 - p) x."""
     s = gp * p_t * (_cast(p_t, 1.0) - p_t)
@@ -114,7 +147,7 @@ def _back_mixing_weight(gw, gp, p_t, x_t):
 
 @numba.njit(**_JIT)
 def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta,
-                          leak, rest, free, need_grad, loss_norm):
+                          leak, rest, free, mix, even, gated, need_grad, loss_norm):
     B, T, K = x.shape
     # a third branch, the animal's own choice and reward, for the weights that do not run free
     taught = free.min() < 1
@@ -147,11 +180,13 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
         out = np.empty((nb, T, K), dt)
         p = np.empty(T, dt)
         pre = np.empty(H, dt)
+        sc = np.empty(K, dt)  # the output scale, times the gate
         w = w0[a].copy()
         for t in range(T):
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
             loglik[a] += ll
+            _gated_scale(scale, p[t], gated, sc)
             if taught:
                 inp[2, t] = inp[0, t]
             _branch_inputs(inp, t, u[a, t, K + 2])
@@ -162,9 +197,10 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
                 _tanh_layer(pre, h2[b, t])
                 _dots(W3, b3, h2[b, t], out[b, t])
             if taught:  # from the weights before the trial, as the mixed update
-                _taught_update(w, v, scale, alpha, beta, out[2, t], u[a, t], y[a, t], p[t],
+                _taught_update(w, v, sc, alpha, beta, out[2, t], u[a, t], y[a, t], p[t],
                                x[a, t], free)
-            _mixed_update(w, v, scale, alpha, out[:2, t], p[t], u[a, t, K + 2], x[a, t], free)
+            _mixed_update(w, v, sc, alpha, out[:2, t], p[t], u[a, t, K + 2], x[a, t], free,
+                          mix, even)
             _leak(w, v, leak, rest, inp[0, t])
         w_end[a] = w
         if not need_grad:
@@ -177,13 +213,20 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue
-            gp = _back_mixed_update(gw, scale, alpha, out[:2, t], p[t], u[a, t, K + 2],
-                                    x[a, t], go[:2, t], gls[a], gla[a], free)
+            _gated_scale(scale, p[t], gated, sc)
+            if gated:  # the gate's path: d gate / d p = 4 (1 - 2p)
+                gate_slope = 4 * (1 - (p[t] + p[t]))
+                gp_gate = gate_slope * _gated_sum(gw, scale, out[:, t], p[t], free, mix, even)
+            else:
+                gp_gate = zero
+            gp = _back_mixed_update(gw, sc, alpha, out[:2, t], p[t], u[a, t, K + 2],
+                                    x[a, t], go[:2, t], gls[a], gla[a], free, mix, even)
+            gp += gp_gate
             c = 0.0
             if taught:
                 for k in range(K):
                     g_taught[k] = (1 - free[k]) * gw[k]
-                _back_output(g_taught, scale, out[2, t], go[2, t], gls[a])
+                _back_output(g_taught, sc, out[2, t], go[2, t], gls[a])
                 c = _back_base(g_taught, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a],
                                gbeta[a])
             for b in range(nb):
@@ -208,17 +251,38 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
     return loglik, w_end, grads
 
 
-def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0, free=None):
+def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0, free=None,
+                         centre=None, gate=False):
     """Run the ``dnn`` rule's mean-field rollout over a chunk.
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.dnn_chunk`; ``u``'s
     choice and reward signs are replaced by each branch's, ``y`` is only scored, and the
     ``beta`` gradient is zero. ``free`` (K,) of 0/1 (``None``: all 1) marks the weights that
     run free; those marked 0 take the teacher-forced update of the animal's own choice and
-    reward (and have a ``beta`` gradient).
+    reward (and have a ``beta`` gradient). ``centre`` is the rule's (see
+    :class:`~ibl_learnrules.rules.DNNRule`): ``"policy"`` subtracts from the correction its
+    outputs mixed over both choices by p, ``"even"`` subtracts that mix and adds back their
+    plain average. ``gate``: the network's share of the update is multiplied by ``4 p (1 -
+    p)``.
     """
-    return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, _free_mask(free, x), need_grad,
-                                 float(loss_norm))
+    free = _free_mask(free, x)
+    centred = centre is not None
+    mix = free - 1 if centred else free
+    even = np.full_like(free, 1.0 if centre == "even" else 0.0)
+    return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, free, mix, even, bool(gate),
+                                 need_grad, float(loss_norm))
+
+
+def dnn_centred_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0,
+                      centre="policy", gate=False):
+    """Run a centred or gated ``dnn`` rule teacher forced over a chunk (no weight free).
+
+    Arguments and results as :func:`~ibl_learnrules.kernels.neural.dnn_chunk`, for the
+    correction of :func:`dnn_mean_field_chunk` with ``centre`` (``None``, ``"policy"`` or
+    ``"even"``) and ``gate``.
+    """
+    return dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad, loss_norm,
+                                free=np.zeros(x.shape[2]), centre=centre, gate=gate)
 
 
 def _free_mask(free, x):
@@ -252,6 +316,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
     grest = np.zeros((B, K))
     WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
     free = np.ones(K, dt)  # its mixed state leaves no room for taught weights
+    no_even = np.zeros(K, dt)
     no_bias = np.zeros(3 * H, dt)
     one = _cast(scale[0], 1.0)
     zero = _cast(scale[0], 0.0)
@@ -289,7 +354,8 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 _tanh_layer(pre, ro[b, t])
                 _dots(R2, c2, ro[b, t], out[b, t])
             pt = p[t]
-            _mixed_update(w, v, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t], free)
+            _mixed_update(w, v, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t], free,
+                          free, no_even)
             _leak(w, v, leak, rest, inp[0, t])
             if v > 0:
                 for i in range(H):
@@ -315,7 +381,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 continue  # weights and state pass through unchanged
             pt = p[t]
             gp = _back_mixed_update(gw, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t],
-                                    go[:, t], gls[a], gla[a], free)
+                                    go[:, t], gls[a], gla[a], free, free, no_even)
             for i in range(H):
                 gp += gh[i] * (hnew[0, t, i] - hnew[1, t, i])
                 carry[i] = zero

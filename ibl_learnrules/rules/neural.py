@@ -42,6 +42,8 @@ def _partial(free) -> bool:
 
 #: Classic rules a network rule can be nested around (its update is added to the network's).
 BASES = (None, "reinforce_baseline", "reinforce_baseline_leak")
+#: How a ``dnn``'s correction may be centred on the policy's own choice (see :class:`DNNRule`).
+CENTRES = (None, "policy", "even")
 #: The base whose weights also leak toward a resting point.
 _LEAK_BASE = "reinforce_baseline_leak"
 
@@ -143,6 +145,22 @@ class DNNRule(_ScaledOutput):
     alpha, beta, leak, rest : float or sequence of float
         Initial parameters of the base rule (``leak``, ``rest``: of
         ``"reinforce_baseline_leak"`` only).
+    centre : {None, "policy", "even"}
+        Centre the correction on the policy's own choice. ``"policy"``: ``c * (MLP(choice
+        made) - p MLP(right) - (1 - p) MLP(left))`` (each choice with the reward it would
+        earn), which is ``c (y - p) (MLP(right) - MLP(left))``; its expectation under the
+        policy is zero, so a free-running twin moves by the base rule's expected update and
+        the network shapes only how updates follow the choices made. ``"even"``: ``c *
+        (MLP(choice made) - (p - 1/2) (MLP(right) - MLP(left)))``, whose expectation is the
+        plain average ``c (MLP(right) + MLP(left)) / 2``: it keeps drifts that do not depend
+        on the choice (such as toward the side a trial revealed) and drops the part of the
+        mean that the policy's own preference would add, which feeds a free twin's bias back
+        on itself.
+    gate : bool
+        Multiply the network's share of the update by ``4 p (1 - p)`` (p: the policy's
+        p(right) on the trial): 1 at p = 1/2, vanishing as the policy grows sure, as
+        REINFORCE's own expected step does, so that a drift the network learned cannot go
+        on alone in a twin whose bias has run away.
     """
 
     name = "dnn"
@@ -157,23 +175,43 @@ class DNNRule(_ScaledOutput):
 
     def __init__(self, n_weights: int, hidden_size: int = 32, n_layers: int = 2,
                  scale: float = 1e-3, base: str | None = "reinforce_baseline", alpha=0.01,
-                 beta=0.5, leak=1e-3, rest=0.0):
+                 beta=0.5, leak=1e-3, rest=0.0, centre: str | None = None, gate: bool = False):
         super().__init__(n_weights, scale, base, alpha, beta, leak, rest)
+        if centre not in CENTRES:
+            raise ValueError(f"centre must be one of {list(CENTRES)}, got {centre!r}")
         self.mlp = _mlp(2 * n_weights + 4, hidden_size, n_weights, n_layers)
+        self.centre = centre
+        self.gate = bool(gate)
 
     def forward(self, w, trial: TrialStep, state=None):
         """One update from the trial's inputs."""
-        return self.base_update(w, trial) + self.scale * self.mlp(rule_inputs(w, trial)), state
+        correction = self.mlp(rule_inputs(w, trial))
+        if self.centre is not None:
+            right = self.mlp(rule_inputs(w, trial._replace(y=torch.ones_like(trial.y),
+                                                           reward=trial.correct_side)))
+            left = self.mlp(rule_inputs(w, trial._replace(y=torch.zeros_like(trial.y),
+                                                          reward=1 - trial.correct_side)))
+            p = trial.p.unsqueeze(-1)
+            correction = correction - (p * right + (1 - p) * left)
+            if self.centre == "even":
+                correction = correction + 0.5 * (right + left)
+        if self.gate:
+            correction = correction * (4 * trial.p * (1 - trial.p)).unsqueeze(-1)
+        return self.base_update(w, trial) + self.scale * correction, state
 
     def chunk_kernel(self):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.neural` (two hidden layers only)."""
         if len(self.mlp) != 5:
             return None
-        from ..kernels.neural import dnn_chunk
+        if self.centre is not None or self.gate:
+            from ..kernels.mean_field import dnn_centred_chunk
+
+            chunk = functools.partial(dnn_centred_chunk, centre=self.centre, gate=self.gate)
+        else:
+            from ..kernels.neural import dnn_chunk as chunk
 
         def kernel(inputs, w, state, need_grad, loss_norm):
-            return self._kernel_call(dnn_chunk, self.mlp, inputs, w, None, need_grad,
-                                     loss_norm)
+            return self._kernel_call(chunk, self.mlp, inputs, w, None, need_grad, loss_norm)
 
         return kernel
 
@@ -183,7 +221,8 @@ class DNNRule(_ScaledOutput):
             return None
         from ..kernels.mean_field import dnn_mean_field_chunk
 
-        chunk = functools.partial(dnn_mean_field_chunk, free=free)
+        chunk = functools.partial(dnn_mean_field_chunk, free=free, centre=self.centre,
+                                  gate=self.gate)
 
         def kernel(inputs, w, state, need_grad, loss_norm):
             return self._kernel_call(chunk, self.mlp, inputs, w, None, need_grad, loss_norm)
