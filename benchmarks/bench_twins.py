@@ -69,7 +69,7 @@ VARIANTS = {
     "dnn_leak": dict(rule="dnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     # the defaults with the stimulus weight free as above, and with the correction centred
     # on the policy's own choice ("policy": run free it is its base rule) or gated by
-    # 4 p (1 - p)
+    # 1 - (1 - 2p)^(2m) (m = 1: 4 p (1 - p))
     "dnn_free_stimulus": dict(rule="dnn", **{**AUTO, "free_running": 0.3},
                               free_weights=("stimulus",)),
     "dnn_centred": dict(rule="dnn", rule_params={"centre": "policy"}, **AUTO),
@@ -77,9 +77,12 @@ VARIANTS = {
                                       **{**AUTO, "free_running": 0.3},
                                       free_weights=("stimulus",)),
     "dnn_even": dict(rule="dnn", rule_params={"centre": "even"}, **AUTO),
-    "dnn_gate": dict(rule="dnn", rule_params={"gate": True}, **AUTO),
-    "dnn_gate_free_stimulus": dict(rule="dnn", rule_params={"gate": True},
+    "dnn_gate": dict(rule="dnn", rule_params={"gate": 1}, **AUTO),
+    "dnn_gate_free_stimulus": dict(rule="dnn", rule_params={"gate": 1},
                                    **{**AUTO, "free_running": 0.3}, free_weights=("stimulus",)),
+    "dnn_gate4_free_stimulus": dict(rule="dnn", rule_params={"gate": 4},
+                                    **{**AUTO, "free_running": 0.3},
+                                    free_weights=("stimulus",)),
     "rnn_leak": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
     # noise that falls back to the learned weights (noise_reversion), fitted longer

@@ -75,6 +75,10 @@ CANDIDATES = {
     # the default dnn with its correction shrunk toward the nested classic rule
     "dnn_default_wd1": dict(rule="dnn", **STOP20, weight_decay=1.0),
     "dnn_default_wd10": dict(rule="dnn", **STOP20, weight_decay=10.0),
+    # the default dnn with its correction gated by 1 - (1 - 2p)^(2m) (twins that cannot drift
+    # on alone where the policy is sure)
+    "dnn_gate1": dict(rule="dnn", rule_params={"gate": 1}, **AUTO),
+    "dnn_gate4": dict(rule="dnn", rule_params={"gate": 4}, **AUTO),
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials

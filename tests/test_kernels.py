@@ -36,7 +36,7 @@ VARIANTS.update({"dnn:centred": dict(base="reinforce_baseline", centre="policy")
                  "dnn:even": dict(base="reinforce_baseline", centre="even"),
                  "dnn:gate": dict(base="reinforce_baseline", gate=True),
                  "dnn:even_gate": dict(base="reinforce_baseline_leak", leak=0.05, rest=0.3,
-                                       centre="even", gate=True)})
+                                       centre="even", gate=3)})
 # (B, T, K) and TBPTT chunks; animal 1 ends inside the second chunk, so the last is padding
 SHAPES = {
     "K1": (3, 160, 1, [(0, 37), (37, 100), (100, 160)]),

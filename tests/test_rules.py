@@ -214,6 +214,13 @@ def test_a_gated_correction_fades_as_the_policy_grows_sure():
     raw = gated.mlp(rule_inputs(w, trial))
     got = gated(w, trial)[0] - gated.base_update(w, trial)
     torch.testing.assert_close(got, torch.as_tensor(4 * p * (1 - p)).float()[:, None] * raw)
+    order3 = get_rule_class("dnn")(2, hidden_size=8, scale=1.0, gate=3)
+    order3.load_state_dict(gated.state_dict())
+    got = order3(w, trial)[0] - order3.base_update(w, trial)
+    torch.testing.assert_close(got, torch.as_tensor(1 - (1 - 2 * p) ** 6).float()[:, None] * raw)
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="gate must be an order"):
+            get_rule_class("dnn")(2, gate=bad)
 
 
 def test_unknown_base_is_refused():

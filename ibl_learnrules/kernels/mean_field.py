@@ -112,9 +112,11 @@ def _taught_update(w, v, scale, alpha, beta, out_t, u_t, y_t, p_t, x_t, free):
 
 
 @numba.njit(inline="always")
-def _gated_scale(scale, p_t, gated, sc):
-    """Set ``sc`` to the output scale times the gate, ``4 p (1 - p)`` when ``gated``, else 1."""
-    gate = 4 * p_t * (1 - p_t) if gated else _cast(p_t, 1.0)
+def _gated_scale(scale, p_t, order, sc):
+    """Set ``sc`` to the output scale times the gate ``1 - (1 - 2p)^(2 order)`` (1 for 0)."""
+    gate = _cast(p_t, 1.0)
+    if order > 0:
+        gate -= (1 - (p_t + p_t)) ** (2 * order)
     for k in range(scale.shape[0]):
         sc[k] = scale[k] * gate
 
@@ -147,7 +149,7 @@ def _back_mixing_weight(gw, gp, p_t, x_t):
 
 @numba.njit(**_JIT)
 def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta,
-                          leak, rest, free, mix, even, gated, need_grad, loss_norm):
+                          leak, rest, free, mix, even, order, need_grad, loss_norm):
     B, T, K = x.shape
     # a third branch, the animal's own choice and reward, for the weights that do not run free
     taught = free.min() < 1
@@ -186,7 +188,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
             loglik[a] += ll
-            _gated_scale(scale, p[t], gated, sc)
+            _gated_scale(scale, p[t], order, sc)
             if taught:
                 inp[2, t] = inp[0, t]
             _branch_inputs(inp, t, u[a, t, K + 2])
@@ -213,9 +215,9 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue
-            _gated_scale(scale, p[t], gated, sc)
-            if gated:  # the gate's path: d gate / d p = 4 (1 - 2p)
-                gate_slope = 4 * (1 - (p[t] + p[t]))
+            _gated_scale(scale, p[t], order, sc)
+            if order > 0:  # the gate's path: d gate / d p = 4 order (1 - 2p)^(2 order - 1)
+                gate_slope = 4 * order * (1 - (p[t] + p[t])) ** (2 * order - 1)
                 gp_gate = gate_slope * _gated_sum(gw, scale, out[:, t], p[t], free, mix, even)
             else:
                 gp_gate = zero
@@ -252,7 +254,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
 
 
 def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0, free=None,
-                         centre=None, gate=False):
+                         centre=None, gate=0):
     """Run the ``dnn`` rule's mean-field rollout over a chunk.
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.dnn_chunk`; ``u``'s
@@ -262,19 +264,19 @@ def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1
     reward (and have a ``beta`` gradient). ``centre`` is the rule's (see
     :class:`~ibl_learnrules.rules.DNNRule`): ``"policy"`` subtracts from the correction its
     outputs mixed over both choices by p, ``"even"`` subtracts that mix and adds back their
-    plain average. ``gate``: the network's share of the update is multiplied by ``4 p (1 -
-    p)``.
+    plain average. ``gate`` (an order m, 0 for none): the network's share of the update is
+    multiplied by ``1 - (1 - 2p)^(2m)`` (``4 p (1 - p)`` for m = 1).
     """
     free = _free_mask(free, x)
     centred = centre is not None
     mix = free - 1 if centred else free
     even = np.full_like(free, 1.0 if centre == "even" else 0.0)
-    return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, free, mix, even, bool(gate),
+    return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, free, mix, even, int(gate),
                                  need_grad, float(loss_norm))
 
 
 def dnn_centred_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0,
-                      centre="policy", gate=False):
+                      centre="policy", gate=0):
     """Run a centred or gated ``dnn`` rule teacher forced over a chunk (no weight free).
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.dnn_chunk`, for the

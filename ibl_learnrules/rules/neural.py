@@ -156,11 +156,13 @@ class DNNRule(_ScaledOutput):
         on the choice (such as toward the side a trial revealed) and drops the part of the
         mean that the policy's own preference would add, which feeds a free twin's bias back
         on itself.
-    gate : bool
-        Multiply the network's share of the update by ``4 p (1 - p)`` (p: the policy's
-        p(right) on the trial): 1 at p = 1/2, vanishing as the policy grows sure, as
-        REINFORCE's own expected step does, so that a drift the network learned cannot go
-        on alone in a twin whose bias has run away.
+    gate : int
+        Multiply the network's share of the update by ``1 - (1 - 2p)^(2 gate)`` (p: the
+        policy's p(right) on the trial; ``4 p (1 - p)`` for ``gate=1`` (or ``True``), none
+        for 0): 1 at p = 1/2, vanishing as the policy grows sure, as REINFORCE's own
+        expected step does, so that a drift the network learned cannot go on alone in a
+        twin whose bias has run away. A higher order keeps the gate near 1 over more of p's
+        range (order 4: above 0.83 for p in [0.1, 0.9]).
     """
 
     name = "dnn"
@@ -175,13 +177,15 @@ class DNNRule(_ScaledOutput):
 
     def __init__(self, n_weights: int, hidden_size: int = 32, n_layers: int = 2,
                  scale: float = 1e-3, base: str | None = "reinforce_baseline", alpha=0.01,
-                 beta=0.5, leak=1e-3, rest=0.0, centre: str | None = None, gate: bool = False):
+                 beta=0.5, leak=1e-3, rest=0.0, centre: str | None = None, gate: int = 0):
         super().__init__(n_weights, scale, base, alpha, beta, leak, rest)
         if centre not in CENTRES:
             raise ValueError(f"centre must be one of {list(CENTRES)}, got {centre!r}")
         self.mlp = _mlp(2 * n_weights + 4, hidden_size, n_weights, n_layers)
         self.centre = centre
-        self.gate = bool(gate)
+        if int(gate) != gate or gate < 0:
+            raise ValueError(f"gate must be an order >= 0 (0: none), got {gate!r}")
+        self.gate = int(gate)
 
     def forward(self, w, trial: TrialStep, state=None):
         """One update from the trial's inputs."""
@@ -196,7 +200,8 @@ class DNNRule(_ScaledOutput):
             if self.centre == "even":
                 correction = correction + 0.5 * (right + left)
         if self.gate:
-            correction = correction * (4 * trial.p * (1 - trial.p)).unsqueeze(-1)
+            gate = 1 - (1 - 2 * trial.p) ** (2 * self.gate)
+            correction = correction * gate.unsqueeze(-1)
         return self.base_update(w, trial) + self.scale * correction, state
 
     def chunk_kernel(self):
