@@ -57,7 +57,8 @@ final weight (~3): KS014's early sessions are ruled by a bias the mean field can
 ``--drift`` prints where a free twin's bias goes: the expected update of the bias weight
 under the policy's own choice, ``p dw(right) + (1 - p) dw(left)``, averaged over the 12
 signed contrasts, on a grid of bias weights, for the package's ``dnn`` (teacher forced,
-defaults), the same with its correction gated (``rule_params={"gate": 1}``) and
+defaults), the same with its correction gated (``rule_params={"gate": 1}``; and on the
+bias weight's own sigmoid, ``{"gate": 1, "gate_on": 1}``) and
 ``reinforce_baseline``, fitted to KS014; the correct side either follows the contrast
 (zero contrast: both sides) or, as in a twin caught in debiasing repeats, is always the side
 its bias avoids. Measured (stimulus weight 0.5, debiasing): ``dnn`` -0.0024 per trial at
@@ -295,6 +296,7 @@ def drift(ks014) -> None:
     x = torch.tensor(np.c_[contrasts, np.ones(n)], dtype=torch.float32)
     biases = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
     models = {"dnn": dict(rule="dnn"), "dnn gated": dict(rule="dnn", rule_params={"gate": 1}),
+              "dnn gated on bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1}),
               "reinforce_baseline": dict(rule="reinforce_baseline")}
     print(f"{'rule':<20s} {'stim':>4s} {'debias':>6s}  E[d bias] per trial at bias "
           + " ".join(f"{b:+d}" for b in biases))

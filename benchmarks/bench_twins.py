@@ -83,6 +83,11 @@ VARIANTS = {
     "dnn_gate4_free_stimulus": dict(rule="dnn", rule_params={"gate": 4},
                                     **{**AUTO, "free_running": 0.3},
                                     free_weights=("stimulus",)),
+    # gated on the bias weight's sigmoid (p at zero contrast; index 1 of stimulus, bias)
+    "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1}, **AUTO),
+    "dnn_gate_bias_free_stimulus": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1},
+                                        **{**AUTO, "free_running": 0.5},
+                                        free_weights=("stimulus",)),
     "rnn_leak": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
     # noise that falls back to the learned weights (noise_reversion), fitted longer

@@ -79,6 +79,8 @@ CANDIDATES = {
     # on alone where the policy is sure)
     "dnn_gate1": dict(rule="dnn", rule_params={"gate": 1}, **AUTO),
     "dnn_gate4": dict(rule="dnn", rule_params={"gate": 4}, **AUTO),
+    # gated on the bias weight's own sigmoid (p at zero contrast): open on sure easy trials
+    "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1}, **AUTO),
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials

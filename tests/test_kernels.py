@@ -35,6 +35,7 @@ VARIANTS.update({"dnn:centred": dict(base="reinforce_baseline", centre="policy")
                                           centre="policy"),
                  "dnn:even": dict(base="reinforce_baseline", centre="even"),
                  "dnn:gate": dict(base="reinforce_baseline", gate=True),
+                 "dnn:gate_on": dict(base="reinforce_baseline", gate=2, gate_on=0),
                  "dnn:even_gate": dict(base="reinforce_baseline_leak", leak=0.05, rest=0.3,
                                        centre="even", gate=3)})
 # (B, T, K) and TBPTT chunks; animal 1 ends inside the second chunk, so the last is padding

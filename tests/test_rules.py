@@ -221,6 +221,15 @@ def test_a_gated_correction_fades_as_the_policy_grows_sure():
     for bad in (-1, 1.5):
         with pytest.raises(ValueError, match="gate must be an order"):
             get_rule_class("dnn")(2, gate=bad)
+    # gated on the sigmoid of the bias weight instead of the trial's p
+    on_bias = get_rule_class("dnn")(2, hidden_size=8, scale=1.0, gate=1, gate_on=1)
+    on_bias.load_state_dict(gated.state_dict())
+    got = on_bias(w, trial)[0] - on_bias.base_update(w, trial)
+    q = torch.sigmoid(w[:, 1])
+    torch.testing.assert_close(got, (4 * q * (1 - q))[:, None] * raw)
+    for bad in (dict(gate=1, gate_on=2), dict(gate_on=1)):
+        with pytest.raises(ValueError, match="gate_on must index"):
+            get_rule_class("dnn")(2, **bad)
 
 
 def test_unknown_base_is_refused():

@@ -42,6 +42,7 @@ from .neural import (
     _gru_step,
     _leak,
     _policy,
+    _sigmoid_exact,
     _sum_outer,
     _tanh_layer,
 )
@@ -128,6 +129,18 @@ def _gated_scale(scale, p_t, order, sc):
 
 
 @numba.njit(inline="always")
+def _gate_input(p_t, w_t, gate_on):
+    """Return the probability the gate reads.
+
+    The trial's p(right) (``gate_on`` < 0) or the sigmoid of the weight ``gate_on``
+    (``w_t``'s first entries are the weights before the trial).
+    """
+    if gate_on < 0:
+        return p_t
+    return _sigmoid_exact(w_t[gate_on])
+
+
+@numba.njit(inline="always")
 def _gated_sum(gw, scale, out_t, p_t, free, mix, even):
     """``sum_k gw_k scale_k net_k``: the network's whole share of the update, before the gate.
 
@@ -155,7 +168,7 @@ def _back_mixing_weight(gw, gp, p_t, x_t):
 
 @numba.njit(**_JIT)
 def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta,
-                          leak, rest, free, mix, even, order, need_grad, loss_norm):
+                          leak, rest, free, mix, even, order, gate_on, need_grad, loss_norm):
     B, T, K = x.shape
     # a third branch, the animal's own choice and reward, for the weights that do not run free
     taught = free.min() < 1
@@ -194,7 +207,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
             loglik[a] += ll
-            _gated_scale(scale, p[t], order, sc)
+            _gated_scale(scale, _gate_input(p[t], inp[0, t], gate_on), order, sc)
             if taught:
                 inp[2, t] = inp[0, t]
             _branch_inputs(inp, t, u[a, t, K + 2])
@@ -221,12 +234,13 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue
-            _gated_scale(scale, p[t], order, sc)
-            if order > 0:  # the gate's path: d gate / d p = 4 order (1 - 2p)^(2 order - 1)
-                gate_slope = 4 * order * (1 - (p[t] + p[t])) ** (2 * order - 1)
-                gp_gate = gate_slope * _gated_sum(gw, scale, out[:, t], p[t], free, mix, even)
-            else:
-                gp_gate = zero
+            q = _gate_input(p[t], inp[0, t], gate_on)
+            _gated_scale(scale, q, order, sc)
+            gq = zero  # d loss / d q, q the gate's probability
+            if order > 0:  # d gate / d q = 4 order (1 - 2q)^(2 order - 1)
+                gate_slope = 4 * order * (1 - (q + q)) ** (2 * order - 1)
+                gq = gate_slope * _gated_sum(gw, scale, out[:, t], p[t], free, mix, even)
+            gp_gate = gq if gate_on < 0 else zero
             gp = _back_mixed_update(gw, sc, alpha, out[:2, t], p[t], u[a, t, K + 2],
                                     x[a, t], go[:2, t], gls[a], gla[a], free, mix, even)
             gp += gp_gate
@@ -250,6 +264,8 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             _back_mixing_weight(gw, gp, p[t], x[a, t])
             if taught:
                 _back_base_policy(gw, c, x[a, t], p[t])
+            if gate_on >= 0:  # q = sigmoid(w_j): dq / dw_j = q (1 - q)
+                gw[gate_on] += gq * q * (1 - q)
         for b in range(nb):
             _sum_outer(gW3[a], gb3[a], go[b], h2[b])
             _sum_outer(gW2[a], gb2[a], g2[b], h1[b])
@@ -260,7 +276,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
 
 
 def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0, free=None,
-                         centre=None, gate=0):
+                         centre=None, gate=0, gate_on=None):
     """Run the ``dnn`` rule's mean-field rollout over a chunk.
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.dnn_chunk`; ``u``'s
@@ -271,18 +287,20 @@ def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1
     :class:`~ibl_learnrules.rules.DNNRule`): ``"policy"`` subtracts from the correction its
     outputs mixed over both choices by p, ``"even"`` subtracts that mix and adds back their
     plain average. ``gate`` (an order m, 0 for none): the network's share of the update is
-    multiplied by ``1 - (1 - 2p)^(2m)`` (``4 p (1 - p)`` for m = 1).
+    multiplied by ``1 - (1 - 2p)^(2m)`` (``4 p (1 - p)`` for m = 1), with p the trial's
+    p(right), or, for ``gate_on=j``, the sigmoid of weight j (the bias: p at zero contrast).
     """
     free = _free_mask(free, x)
     centred = centre is not None
     mix = free - 1 if centred else free
     even = np.full_like(free, 1.0 if centre == "even" else 0.0)
     return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, free, mix, even, int(gate),
+                                 -1 if gate_on is None else int(gate_on),
                                  need_grad, float(loss_norm))
 
 
 def dnn_centred_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0,
-                      centre="policy", gate=0):
+                      centre="policy", gate=0, gate_on=None):
     """Run a centred or gated ``dnn`` rule teacher forced over a chunk (no weight free).
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.dnn_chunk`, for the
@@ -290,7 +308,8 @@ def dnn_centred_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0,
     ``"even"``) and ``gate``.
     """
     return dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad, loss_norm,
-                                free=np.zeros(x.shape[2]), centre=centre, gate=gate)
+                                free=np.zeros(x.shape[2]), centre=centre, gate=gate,
+                                gate_on=gate_on)
 
 
 def _free_mask(free, x):

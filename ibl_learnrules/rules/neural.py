@@ -163,6 +163,11 @@ class DNNRule(_ScaledOutput):
         expected step does, so that a drift the network learned cannot go on alone in a
         twin whose bias has run away. A higher order keeps the gate near 1 over more of p's
         range (order 4: above 0.83 for p in [0.1, 0.9]).
+    gate_on : int, optional
+        Gate on the sigmoid of this weight instead of the trial's p: for the bias weight
+        (index 1 with the default covariates ``("stimulus", "bias")``) the gate is that of p
+        at zero contrast, so it stays open on a sure easy trial and closes only as the bias
+        itself runs away.
     """
 
     name = "dnn"
@@ -177,7 +182,8 @@ class DNNRule(_ScaledOutput):
 
     def __init__(self, n_weights: int, hidden_size: int = 32, n_layers: int = 2,
                  scale: float = 1e-3, base: str | None = "reinforce_baseline", alpha=0.01,
-                 beta=0.5, leak=1e-3, rest=0.0, centre: str | None = None, gate: int = 0):
+                 beta=0.5, leak=1e-3, rest=0.0, centre: str | None = None, gate: int = 0,
+                 gate_on: int | None = None):
         super().__init__(n_weights, scale, base, alpha, beta, leak, rest)
         if centre not in CENTRES:
             raise ValueError(f"centre must be one of {list(CENTRES)}, got {centre!r}")
@@ -186,6 +192,10 @@ class DNNRule(_ScaledOutput):
         if int(gate) != gate or gate < 0:
             raise ValueError(f"gate must be an order >= 0 (0: none), got {gate!r}")
         self.gate = int(gate)
+        if gate_on is not None and not (self.gate and 0 <= gate_on < n_weights):
+            raise ValueError(f"gate_on must index one of the {n_weights} weights, with a gate; "
+                             f"got gate_on={gate_on!r}, gate={gate!r}")
+        self.gate_on = gate_on
 
     def forward(self, w, trial: TrialStep, state=None):
         """One update from the trial's inputs."""
@@ -200,7 +210,8 @@ class DNNRule(_ScaledOutput):
             if self.centre == "even":
                 correction = correction + 0.5 * (right + left)
         if self.gate:
-            gate = 1 - (1 - 2 * trial.p) ** (2 * self.gate)
+            q = trial.p if self.gate_on is None else torch.sigmoid(w[:, self.gate_on])
+            gate = 1 - (1 - 2 * q) ** (2 * self.gate)
             correction = correction * gate.unsqueeze(-1)
         return self.base_update(w, trial) + self.scale * correction, state
 
@@ -211,7 +222,8 @@ class DNNRule(_ScaledOutput):
         if self.centre is not None or self.gate:
             from ..kernels.mean_field import dnn_centred_chunk
 
-            chunk = functools.partial(dnn_centred_chunk, centre=self.centre, gate=self.gate)
+            chunk = functools.partial(dnn_centred_chunk, centre=self.centre, gate=self.gate,
+                                      gate_on=self.gate_on)
         else:
             from ..kernels.neural import dnn_chunk as chunk
 
@@ -227,7 +239,7 @@ class DNNRule(_ScaledOutput):
         from ..kernels.mean_field import dnn_mean_field_chunk
 
         chunk = functools.partial(dnn_mean_field_chunk, free=free, centre=self.centre,
-                                  gate=self.gate)
+                                  gate=self.gate, gate_on=self.gate_on)
 
         def kernel(inputs, w, state, need_grad, loss_norm):
             return self._kernel_call(chunk, self.mlp, inputs, w, None, need_grad, loss_norm)
