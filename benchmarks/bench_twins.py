@@ -86,7 +86,7 @@ VARIANTS = {
     # gated on the bias weight's sigmoid (p at zero contrast; index 1 of stimulus, bias)
     "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1}, **AUTO),
     "dnn_gate_bias_free_stimulus": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1},
-                                        **{**AUTO, "free_running": 0.5},
+                                        **{**AUTO, "free_running": 1.0},
                                         free_weights=("stimulus",)),
     "rnn_leak": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
