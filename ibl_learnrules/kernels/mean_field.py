@@ -68,6 +68,17 @@ def _branch_inputs(inp, t, side):
 
 
 @numba.njit(inline="always")
+def _branch_shares(p_t, mix_k, even_k):
+    """Weights of the right and left branches' outputs in weight k's update.
+
+    The outputs mixed by p times ``mix_k`` plus their plain average times ``even_k``.
+    """
+    half = _cast(p_t, 0.5)
+    return (mix_k * p_t + even_k * half,
+            mix_k * (_cast(p_t, 1.0) - p_t) + even_k * half)
+
+
+@numba.njit(inline="always")
 def _mixed_update(w, v, scale, alpha, out_t, p_t, side, x_t, free, mix, even):
     """Add trial t's expected update to ``w``: the branches' outputs ``out_t`` (2, K) mixed.
 
@@ -75,12 +86,10 @@ def _mixed_update(w, v, scale, alpha, out_t, p_t, side, x_t, free, mix, even):
     the taught update); the network's outputs mixed by p times ``mix[k]``, and their plain
     average times ``even[k]`` (see :func:`dnn_mean_field_chunk`).
     """
-    one = _cast(p_t, 1.0)
-    half = _cast(p_t, 0.5)
-    base = p_t * (one - p_t) * side
+    base = p_t * (_cast(p_t, 1.0) - p_t) * side
     for k in range(w.shape[0]):
-        net = ((mix[k] * p_t + even[k] * half) * out_t[0, k]
-               + (mix[k] * (one - p_t) + even[k] * half) * out_t[1, k])
+        right, left = _branch_shares(p_t, mix[k], even[k])
+        net = right * out_t[0, k] + left * out_t[1, k]
         w[k] += v * (scale[k] * net + free[k] * alpha[k] * base * x_t[k])
 
 
@@ -93,13 +102,13 @@ def _back_mixed_update(gw, scale, alpha, out_t, p_t, side, x_t, go_t, gls_a, gla
     and log-alpha; returns d loss / d p_t through the mixing and the classic part.
     """
     one = _cast(p_t, 1.0)
-    half = _cast(p_t, 0.5)
     gp = _cast(p_t, 0.0)
     for k in range(gw.shape[0]):
         g = gw[k] * scale[k]
         gs = mix[k] * g
-        go_t[0, k] = g * (mix[k] * p_t + even[k] * half)
-        go_t[1, k] = g * (mix[k] * (one - p_t) + even[k] * half)
+        right, left = _branch_shares(p_t, mix[k], even[k])
+        go_t[0, k] = g * right
+        go_t[1, k] = g * left
         gls_a[k] += np.float64(go_t[0, k] * out_t[0, k] + go_t[1, k] * out_t[1, k])
         gla_a[k] += np.float64(free[k] * gw[k] * alpha[k] * p_t * (one - p_t) * side * x_t[k])
         gp += gs * (out_t[0, k] - out_t[1, k])
@@ -146,12 +155,10 @@ def _gated_sum(gw, scale, out_t, p_t, free, mix, even):
 
     ``out_t`` holds the branches' outputs (right, left[, the animal's]).
     """
-    one = _cast(p_t, 1.0)
-    half = _cast(p_t, 0.5)
     s = _cast(p_t, 0.0)
     for k in range(gw.shape[0]):
-        net = ((mix[k] * p_t + even[k] * half) * out_t[0, k]
-               + (mix[k] * (one - p_t) + even[k] * half) * out_t[1, k])
+        right, left = _branch_shares(p_t, mix[k], even[k])
+        net = right * out_t[0, k] + left * out_t[1, k]
         if out_t.shape[0] > 2:
             net += (1 - free[k]) * out_t[2, k]
         s += gw[k] * scale[k] * net
@@ -173,6 +180,8 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
     # a third branch, the animal's own choice and reward, for the weights that do not run free
     taught = free.min() < 1
     nb = 3 if taught else 2
+    # the two choices' branches, unless no weight uses them (a gated dnn taught throughout)
+    first = 0 if np.abs(mix).max() > 0 or np.abs(even).max() > 0 else 2
     H = W1.shape[0]
     D = W1.shape[1]
     dt = x.dtype
@@ -198,7 +207,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
         inp = np.empty((nb, T, D), dt)
         h1 = np.empty((nb, T, H), dt)
         h2 = np.empty((nb, T, H), dt)
-        out = np.empty((nb, T, K), dt)
+        out = np.zeros((nb, T, K), dt)  # zeros in skipped branches: they weigh 0 * 0
         p = np.empty(T, dt)
         pre = np.empty(H, dt)
         sc = np.empty(K, dt)  # the output scale, times the gate
@@ -211,7 +220,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             if taught:
                 inp[2, t] = inp[0, t]
             _branch_inputs(inp, t, u[a, t, K + 2])
-            for b in range(nb):
+            for b in range(first, nb):
                 _affine(W1T, b1, inp[b, t], pre)
                 _tanh_layer(pre, h1[b, t])
                 _affine(W2T, b2, h1[b, t], pre)
@@ -251,7 +260,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
                 _back_output(g_taught, sc, out[2, t], go[2, t], gls[a])
                 c = _back_base(g_taught, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a],
                                gbeta[a])
-            for b in range(nb):
+            for b in range(first, nb):
                 _affine(W3, no_bias, go[b, t], g2[b, t])
                 _back_tanh(g2[b, t], h2[b, t])
                 _affine(W2, no_bias, g2[b, t], g1[b, t])
@@ -266,7 +275,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
                 _back_base_policy(gw, c, x[a, t], p[t])
             if gate_on >= 0:  # q = sigmoid(w_j): dq / dw_j = q (1 - q)
                 gw[gate_on] += gq * q * (1 - q)
-        for b in range(nb):
+        for b in range(first, nb):
             _sum_outer(gW3[a], gb3[a], go[b], h2[b])
             _sum_outer(gW2[a], gb2[a], g2[b], h1[b])
             _sum_outer(gW1[a], gb1[a], g1[b], inp[b])
