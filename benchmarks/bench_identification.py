@@ -82,6 +82,7 @@ import torch
 from torch import nn
 
 from ibl_learnrules import LearningRuleGLM, load_ks014
+from ibl_learnrules.closed_loop import expected_update
 from ibl_learnrules.rules.base import per_weight_log_parameter, per_weight_parameter
 from ibl_learnrules.rules.classic import ReinforceBaseline, baseline_gain
 from ibl_learnrules.twins import BLOCK_PRIORS, EASY_CONTRAST, check_twins, session_metrics
@@ -289,8 +290,6 @@ def mean_field_scan(ks014) -> None:
 
 def drift(ks014) -> None:
     """Print the expected bias update of fitted rules on a grid of bias weights."""
-    from ibl_learnrules.rules.base import TrialStep
-
     contrasts = np.array([-1, -0.5, -0.25, -0.125, -0.0625, 0, 0, 0.0625, 0.125, 0.25, 0.5, 1])
     n = len(contrasts)
     x = torch.tensor(np.c_[contrasts, np.ones(n)], dtype=torch.float32)
@@ -313,15 +312,10 @@ def drift(ks014) -> None:
                         side = torch.tensor((contrasts > 0) + (contrasts == 0) * (np.arange(n) % 2),
                                             dtype=torch.float32)
                     w = torch.tensor([[stimulus, float(bias)]] * n)
-                    p = torch.sigmoid((w * x).sum(-1))
-                    expected = 0
                     with torch.no_grad():
-                        for choice, weight in ((1.0, p), (0.0, 1 - p)):
-                            y = torch.full((n,), choice)
-                            dw, _ = est.rule_(w, TrialStep(x, y, (y == side).float(), side,
-                                                           torch.zeros(n), p))
-                            expected = expected + weight * dw[:, 1]
-                    row.append(f"{float(expected.mean()):+.4f}")
+                        expected, _ = expected_update(est.rule_, w, x, side, torch.zeros(n),
+                                                      torch.sigmoid((w * x).sum(-1)))
+                    row.append(f"{float(expected[:, 1].mean()):+.4f}")
                 print(f"{label:<20s} {stimulus:4.1f} {int(debias):6d}  " + " ".join(row),
                       flush=True)
 

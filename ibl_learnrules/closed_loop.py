@@ -35,7 +35,7 @@ from .engine import ChunkRunner, RolloutResult, TensorBatch, _keep_where
 from .filtering import FilterRunner, NoisyRule
 from .rules.base import LearningRule, TrialStep
 
-__all__ = ["mean_field_rollout", "ClosedLoopRunner"]
+__all__ = ["expected_update", "mean_field_rollout", "ClosedLoopRunner"]
 
 
 def _mix(p: torch.Tensor, right, left):
@@ -65,6 +65,34 @@ def _halves(value, n: int):
         return value[:n], value[n:]
     pairs = [_halves(v, n) for v in value]
     return type(value)(a for a, _ in pairs), type(value)(b for _, b in pairs)
+
+
+def expected_update(rule: LearningRule, w: torch.Tensor, x: torch.Tensor,
+                    correct_side: torch.Tensor, new_session: torch.Tensor, p: torch.Tensor,
+                    state=None):
+    """Return the rule's update expected under the policy's own choice, and the mixed state.
+
+    ``p dw(right) + (1 - p) dw(left)``, each choice with the reward it earns on a trial whose
+    correct side is ``correct_side``; both choices run in one call to the rule.
+
+    Examples
+    --------
+    >>> from ibl_learnrules.rules import ReinforceBaseline
+    >>> rule = ReinforceBaseline(2, alpha=0.1, beta=0.5)
+    >>> x, half = torch.tensor([[1.0, 1.0]]), torch.tensor([0.5])
+    >>> dw, _ = expected_update(rule, torch.zeros(1, 2), x, torch.ones(1), torch.zeros(1), half)
+    >>> dw  # alpha p (1 - p) (2c - 1) x: the baseline cancels
+    tensor([[0.0250, 0.0250]], grad_fn=<AddBackward0>)
+    """
+    n = w.shape[0]
+    choices = torch.cat([torch.ones(n, dtype=w.dtype, device=w.device),
+                         torch.zeros(n, dtype=w.dtype, device=w.device)])
+    # the first n rows chose right, the last n left
+    reward = torch.cat([correct_side, 1 - correct_side])
+    step = TrialStep(_twice(x), choices, reward, _twice(correct_side), _twice(new_session),
+                     _twice(p))
+    dw, new_state = rule(_twice(w), step, _twice(state))
+    return _mix(p, *_halves(dw, n)), _mix(p, *_halves(new_state, n))
 
 
 def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, state=None, *,
@@ -119,8 +147,6 @@ def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, 
         free = free.to(w)
     offset = rule.policy_offset()
     loglik = torch.zeros(n, dtype=w.dtype, device=w.device)
-    choices = torch.cat([torch.ones(n, dtype=w.dtype, device=w.device),
-                         torch.zeros(n, dtype=w.dtype, device=w.device)])
     weights, p_right, trial_ll = [], [], []
     for t in range(start, stop):
         x, correct_side, new_session, valid = batch.trial(t)
@@ -132,18 +158,13 @@ def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, 
             weights.append(w if offset is None else w + offset)
             p_right.append(p)
             trial_ll.append(ll)
-        # both choices in one call: the first n rows chose right, the last n left
-        side = _twice(correct_side)
-        reward = torch.cat([correct_side, 1 - correct_side])
-        step = TrialStep(_twice(x), choices, reward, side, _twice(new_session), _twice(p))
-        dw, new_state = rule(_twice(w), step, _twice(state))
-        expected = _mix(p, *_halves(dw, n))
+        expected, new_state = expected_update(rule, w, x, correct_side, new_session, p, state)
         if partial:
             taught, _ = rule(w, TrialStep(x, batch.y[:, t], batch.reward[:, t], correct_side,
                                           new_session, p), None)
             expected = free * expected + (1 - free) * taught
         w = w + valid.unsqueeze(-1) * expected
-        state = _keep_where(valid, _mix(p, *_halves(new_state, n)), state)
+        state = _keep_where(valid, new_state, state)
     result = RolloutResult(loglik=loglik, w=w, state=state)
     if record:
         result.weights = torch.stack(weights, 1)
