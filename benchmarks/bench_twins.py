@@ -88,6 +88,10 @@ VARIANTS = {
     "dnn_gate_bias_free_stimulus": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1},
                                         **{**AUTO, "free_running": 1.0},
                                         free_weights=("stimulus",)),
+    # the same without the correction prior (the prior slows block switches; the gate is
+    # meant to stop the lock-ins that the prior held back)
+    "dnn_gate_bias_prior0": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1},
+                                 **{**AUTO, "correction_prior": 0.0}),
     "rnn_leak": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
     # noise that falls back to the learned weights (noise_reversion), fitted longer

@@ -145,7 +145,8 @@ class LearningRuleGLM(BaseEstimator):
         prediction (KS014's sessions 7-9: -0.5007 against -0.4926 nats/trial) and does not
         give twins the mouse's pace (``benchmarks/bench_twins.py``).
     rule_params : dict, optional
-        Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``).
+        Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``). A network
+        rule's ``gate_on`` may name a covariate (``{"gate": 1, "gate_on": "bias"}``).
     weight_noise : None, "learn", float or sequence of float
         Gaussian noise on the weights after every trial, on top of the rule's update
         (:mod:`ibl_learnrules.filtering`): ``None`` (default) none, the deterministic model;
@@ -377,11 +378,16 @@ class LearningRuleGLM(BaseEstimator):
         """Whether the fitted rule carries weight noise (scored through the filter)."""
         return isinstance(getattr(self, "rule_", None), filtering.NoisyRule)
 
-    def _build_rule(self, n_weights: int):
+    def _build_rule(self, covariates: tuple[str, ...]):
         kwargs = dict(self.rule_params or {})
         if self.rule in ("dnn", "rnn"):
             kwargs.setdefault("hidden_size", self.hidden_size)
-        rule = make_rule(self.rule, n_weights, **kwargs)
+        if isinstance(kwargs.get("gate_on"), str):  # a covariate's name: its weight's index
+            if kwargs["gate_on"] not in covariates:
+                raise ValueError(f"rule_params gate_on={kwargs['gate_on']!r} names no covariate "
+                                 f"of {list(covariates)}")
+            kwargs["gate_on"] = list(covariates).index(kwargs["gate_on"])
+        rule = make_rule(self.rule, len(covariates), **kwargs)
         return filtering.with_noise(rule, self._noise_settings())
 
     def _check_fitted(self) -> None:
@@ -508,7 +514,7 @@ class LearningRuleGLM(BaseEstimator):
         rng = check_random_state(self.random_state)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.randint(2**31 - 1)))
-            rule = self._build_rule(len(covariates)).to(device)
+            rule = self._build_rule(covariates).to(device)
         val_batch = val_w0 = val_names = None
         train = np.arange(arrays.n_animals)
         if self.early_stopping:

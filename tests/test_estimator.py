@@ -7,7 +7,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from ibl_learnrules import LearningRuleGLM, simulate_cohort
+from ibl_learnrules import LearningRuleGLM, load_model, save_model, simulate_cohort
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +144,20 @@ def test_bad_parameters(cohort, params, pattern):
 def test_bad_rule_params(cohort):
     with pytest.raises(TypeError, match="bad parameters for rule 'reinforce'"):
         LearningRuleGLM(rule="reinforce", rule_params={"gamma": 1}, **FAST).fit(cohort)
+
+
+def test_a_gate_may_name_its_covariate(cohort, tmp_path):
+    est = LearningRuleGLM(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"},
+                          **FAST).fit(cohort)
+    assert est.rule_.gate_on == list(est.covariates_).index("bias") == 1
+    by_index = LearningRuleGLM(rule="dnn", rule_params={"gate": 1, "gate_on": 1},
+                               **FAST).fit(cohort)
+    assert est.score(cohort) == pytest.approx(by_index.score(cohort), abs=1e-12)
+    loaded = load_model(save_model(est, tmp_path / "gated.pt"))
+    assert loaded.rule_.gate_on == 1 and loaded.score(cohort) == est.score(cohort)
+    with pytest.raises(ValueError, match="gate_on='prev_choice' names no covariate"):
+        LearningRuleGLM(rule="dnn", rule_params={"gate": 1, "gate_on": "prev_choice"},
+                        **FAST).fit(cohort)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")

@@ -37,7 +37,10 @@ VARIANTS.update({"dnn:centred": dict(base="reinforce_baseline", centre="policy")
                  "dnn:gate": dict(base="reinforce_baseline", gate=True),
                  "dnn:gate_on": dict(base="reinforce_baseline", gate=2, gate_on=0),
                  "dnn:even_gate": dict(base="reinforce_baseline_leak", leak=0.05, rest=0.3,
-                                       centre="even", gate=3)})
+                                       centre="even", gate=3),
+                 # the rnn's read-out gated on the trial's p and on a weight's sigmoid
+                 "rnn:gate": dict(base="reinforce_baseline_leak", leak=0.05, rest=0.3, gate=2),
+                 "rnn:gate_on": dict(base="reinforce_baseline", gate=1, gate_on=0)})
 # (B, T, K) and TBPTT chunks; animal 1 ends inside the second chunk, so the last is padding
 SHAPES = {
     "K1": (3, 160, 1, [(0, 37), (37, 100), (100, 160)]),

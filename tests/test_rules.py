@@ -232,6 +232,30 @@ def test_a_gated_correction_fades_as_the_policy_grows_sure():
             get_rule_class("dnn")(2, **bad)
 
 
+def test_the_rnn_gates_its_read_out_as_the_dnn_does():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(4)
+    p = np.array([0.5, 0.9, 0.999, 0.02])
+    trial = step(np.c_[rng.uniform(-1, 1, 4), np.ones(4)], [1, 0, 1, 0], [1, 0, 0, 1],
+                 [1, 1, 0, 0], p)
+    w = torch.as_tensor(rng.normal(size=(4, 2)), dtype=torch.float32)
+    plain = get_rule_class("rnn")(2, hidden_size=8, scale=1.0)
+    h0 = 0.3 * torch.randn(4, 8)
+    raw = plain(w, trial, h0)[0] - plain.base_update(w, trial)
+    for gate, gate_on, q in ((2, None, torch.as_tensor(p).float()),
+                             (1, 1, torch.sigmoid(w[:, 1]))):
+        gated = get_rule_class("rnn")(2, hidden_size=8, scale=1.0, gate=gate, gate_on=gate_on)
+        gated.load_state_dict(plain.state_dict())
+        got, h = gated(w, trial, h0)
+        torch.testing.assert_close(got - gated.base_update(w, trial),
+                                   (1 - (1 - 2 * q) ** (2 * gate))[:, None] * raw)
+        torch.testing.assert_close(h, plain(w, trial, h0)[1])  # the state is not gated
+    with pytest.raises(ValueError, match="gate_on must index"):
+        get_rule_class("rnn")(2, gate=1, gate_on=2)
+    # a gated rnn runs free through the torch loop: its mean-field kernel has no gate
+    assert gated.mean_field_kernel() is None and plain.mean_field_kernel() is not None
+
+
 def test_unknown_base_is_refused():
     with pytest.raises(ValueError, match="base must be one of"):
         get_rule_class("dnn")(2, base="hebbian")

@@ -94,7 +94,7 @@ def estimator_from_config(config: dict, state_dict: Mapping, device: str = "cpu"
         est.correction_prior_ = fitted.get("correction_prior")
         scores = fitted.get("prior_scores")
         est.prior_scores_ = None if scores is None else as_scores(scores)
-        rule = est._build_rule(len(est.covariates_))
+        rule = est._build_rule(est.covariates_)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{source} is not a model saved by save_model: its configuration "
                          f"is incomplete or inconsistent ({type(err).__name__}: {err})") from None

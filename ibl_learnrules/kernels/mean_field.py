@@ -39,10 +39,11 @@ from .neural import (
     _base_gain,
     _cast,
     _dots,
+    _gate_input,
+    _gated_scale,
     _gru_step,
     _leak,
     _policy,
-    _sigmoid_exact,
     _sum_outer,
     _tanh_layer,
 )
@@ -125,28 +126,6 @@ def _taught_update(w, v, scale, alpha, beta, out_t, u_t, y_t, p_t, x_t, free):
     for k in range(w.shape[0]):
         base = _base_gain(alpha, beta, k, u_t, y_t, p_t) * x_t[k]
         w[k] += (1 - free[k]) * v * (scale[k] * out_t[k] + base)
-
-
-@numba.njit(inline="always")
-def _gated_scale(scale, p_t, order, sc):
-    """Set ``sc`` to the output scale times the gate ``1 - (1 - 2p)^(2 order)`` (1 for 0)."""
-    gate = _cast(p_t, 1.0)
-    if order > 0:
-        gate -= (1 - (p_t + p_t)) ** (2 * order)
-    for k in range(scale.shape[0]):
-        sc[k] = scale[k] * gate
-
-
-@numba.njit(inline="always")
-def _gate_input(p_t, w_t, gate_on):
-    """Return the probability the gate reads.
-
-    The trial's p(right) (``gate_on`` < 0) or the sigmoid of the weight ``gate_on``
-    (``w_t``'s first entries are the weights before the trial).
-    """
-    if gate_on < 0:
-        return p_t
-    return _sigmoid_exact(w_t[gate_on])
 
 
 @numba.njit(inline="always")

@@ -305,6 +305,28 @@ def _back_base_policy(gw, c, x_t, p_t):
 
 
 @numba.njit(inline="always")
+def _gated_scale(scale, p_t, order, sc):
+    """Set ``sc`` to the output scale times the gate ``1 - (1 - 2p)^(2 order)`` (1 for 0)."""
+    gate = _cast(p_t, 1.0)
+    if order > 0:
+        gate -= (1 - (p_t + p_t)) ** (2 * order)
+    for k in range(scale.shape[0]):
+        sc[k] = scale[k] * gate
+
+
+@numba.njit(inline="always")
+def _gate_input(p_t, w_t, gate_on):
+    """Return the probability the gate reads.
+
+    The trial's p(right) (``gate_on`` < 0) or the sigmoid of the weight ``gate_on``
+    (``w_t``'s first entries are the weights before the trial).
+    """
+    if gate_on < 0:
+        return p_t
+    return _sigmoid_exact(w_t[gate_on])
+
+
+@numba.njit(inline="always")
 def _leak(w, v, leak, rest, w_t):
     """``w -= v leak (w_t - rest)``: the classic part's leak, from the weights before the trial."""
     for k in range(w.shape[0]):
@@ -458,7 +480,7 @@ def _back_gru_step(g_new, h, r, z, n, hn, g_in):
 
 @numba.njit(**_JIT)
 def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2, alpha, beta,
-               leak, rest, need_grad, loss_norm):
+               leak, rest, order, gate_on, need_grad, loss_norm):
     B, T, K = x.shape
     H = Whh.shape[1]
     D = Wih.shape[1]
@@ -485,6 +507,7 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
     inv_norm = _cast(scale[0], 1.0 / loss_norm)
     for a in numba.prange(B):
         inp = np.empty((T, D), dt)
+        sc = np.empty(K, dt)  # the output scale, times the gate
         hs = np.empty((T + 1, H), dt)  # state before each trial
         r = np.empty((T, H), dt)
         zg = np.empty((T, H), dt)
@@ -510,9 +533,10 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             _affine(R1T, c1, hnew[t], pre)
             _tanh_layer(pre, ro[t])
             _dots(R2, c2, ro[t], out[t])
+            _gated_scale(scale, _gate_input(p[t], inp[t], gate_on), order, sc)
             for k in range(K):
                 base = _base_gain(alpha, beta, k, u[a, t], y[a, t], p[t]) * x[a, t, k]
-                w[k] += v * (scale[k] * out[t, k] + base)
+                w[k] += v * (sc[k] * out[t, k] + base)
             _leak(w, v, leak, rest, inp[t])
             if v > 0:
                 hs[t + 1] = hnew[t]
@@ -534,7 +558,14 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue  # weights and state pass through unchanged
-            _back_output(gw, scale, out[t], go[t], gls[a])
+            q = _gate_input(p[t], inp[t], gate_on)
+            _gated_scale(scale, q, order, sc)
+            gq = 0.0  # d loss / d q, q the gate's probability: from d loss / d w_{t+1}
+            if order > 0:  # d gate / d q = 4 order (1 - 2q)^(2 order - 1)
+                for k in range(K):
+                    gq += gw[k] * scale[k] * out[t, k]
+                gq *= 4 * order * (1 - (q + q)) ** (2 * order - 1)
+            _back_output(gw, sc, out[t], go[t], gls[a])
             c = _back_base(gw, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a], gbeta[a])
             _affine(R2, no_bias, go[t], gro[t])
             _back_tanh(gro[t], ro[t])
@@ -549,6 +580,10 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             _back_leak(gw, leak, rest, inp[t], gll[a], grest[a])
             _back_policy(gw, WihT, g_ih[t], x[a, t], y[a, t], p[t], inv_norm)
             _back_base_policy(gw, c, x[a, t], p[t])
+            if gate_on < 0:  # q = p: dp / dw = p (1 - p) x
+                _back_base_policy(gw, -gq, x[a, t], p[t])
+            else:  # q = sigmoid(w_j): dq / dw_j = q (1 - q)
+                gw[gate_on] += gq * q * (1 - q)
         _sum_outer(gWih[a], gbih[a], g_ih, inp)
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
         _sum_outer(gR1[a], gc1[a], gro, hnew)
@@ -559,13 +594,16 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
     return loglik, w_end, h_end, grads
 
 
-def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0):
+def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gate=0,
+              gate_on=None):
     """Run the ``rnn`` rule (GRU, then a 1-hidden-layer tanh read-out) over a chunk.
 
     Parameters are as in :func:`dnn_chunk`, plus ``h0`` (B, H), the GRU state before the
     chunk; ``params`` is ``scale, W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, alpha, beta, leak,
-    rest`` in torch's GRUCell layout (gates r, z, n). Returns ``loglik, w_end, h_end, grads``
-    with gradients for ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale, log_alpha, beta,
-    log_leak, rest`` (float64).
+    rest`` in torch's GRUCell layout (gates r, z, n). ``gate``, ``gate_on``: the read-out's
+    gate as ``RNNRule``'s. Returns ``loglik, w_end, h_end, grads`` with gradients for
+    ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale, log_alpha, beta, log_leak, rest``
+    (float64).
     """
-    return _rnn_chunk(x, u, y, valid, w0, h0, *params, need_grad, float(loss_norm))
+    return _rnn_chunk(x, u, y, valid, w0, h0, *params, int(gate),
+                      -1 if gate_on is None else int(gate_on), need_grad, float(loss_norm))

@@ -58,11 +58,19 @@ class _ScaledOutput(LearningRule):
     """
 
     def __init__(self, n_weights: int, scale: float, base: str | None = None,
-                 alpha=0.01, beta=0.5, leak=1e-3, rest=0.0):
+                 alpha=0.01, beta=0.5, leak=1e-3, rest=0.0, gate: int = 0,
+                 gate_on: int | None = None):
         super().__init__(n_weights)
         if base not in BASES:
             raise ValueError(f"base must be one of {list(BASES)}, got {base!r}")
         self.base = base
+        if int(gate) != gate or gate < 0:
+            raise ValueError(f"gate must be an order >= 0 (0: none), got {gate!r}")
+        self.gate = int(gate)
+        if gate_on is not None and not (self.gate and 0 <= gate_on < n_weights):
+            raise ValueError(f"gate_on must index one of the {n_weights} weights, with a gate; "
+                             f"got gate_on={gate_on!r}, gate={gate!r}")
+        self.gate_on = gate_on
         self.log_scale = nn.Parameter(torch.full((n_weights,), math.log(scale)))
         if base is not None:
             self.log_alpha = per_weight_log_parameter(n_weights, alpha, "alpha")
@@ -89,6 +97,21 @@ class _ScaledOutput(LearningRule):
     def scale(self) -> torch.Tensor:
         """Per-weight output scale."""
         return self.log_scale.exp()
+
+    def gated(self, correction: torch.Tensor, w: torch.Tensor, trial: TrialStep):
+        """Multiply the network's correction by the gate ``1 - (1 - 2q)^(2 gate)`` (1 for 0).
+
+        ``q`` is the trial's p(right), or the sigmoid of weight ``gate_on``.
+        """
+        if not self.gate:
+            return correction
+        q = trial.p if self.gate_on is None else torch.sigmoid(w[:, self.gate_on])
+        return correction * (1 - (1 - 2 * q) ** (2 * self.gate)).unsqueeze(-1)
+
+    @property
+    def _gate_args(self) -> dict:
+        """The gate's keyword arguments for a compiled kernel."""
+        return {"gate": self.gate, "gate_on": self.gate_on}
 
     def _kernel_call(self, chunk, network: nn.Module, inputs, w, state, need_grad, loss_norm):
         """Run a network kernel: its parameters are the scale then ``network``'s, in order.
@@ -184,18 +207,11 @@ class DNNRule(_ScaledOutput):
                  scale: float = 1e-3, base: str | None = "reinforce_baseline", alpha=0.01,
                  beta=0.5, leak=1e-3, rest=0.0, centre: str | None = None, gate: int = 0,
                  gate_on: int | None = None):
-        super().__init__(n_weights, scale, base, alpha, beta, leak, rest)
+        super().__init__(n_weights, scale, base, alpha, beta, leak, rest, gate, gate_on)
         if centre not in CENTRES:
             raise ValueError(f"centre must be one of {list(CENTRES)}, got {centre!r}")
         self.mlp = _mlp(2 * n_weights + 4, hidden_size, n_weights, n_layers)
         self.centre = centre
-        if int(gate) != gate or gate < 0:
-            raise ValueError(f"gate must be an order >= 0 (0: none), got {gate!r}")
-        self.gate = int(gate)
-        if gate_on is not None and not (self.gate and 0 <= gate_on < n_weights):
-            raise ValueError(f"gate_on must index one of the {n_weights} weights, with a gate; "
-                             f"got gate_on={gate_on!r}, gate={gate!r}")
-        self.gate_on = gate_on
 
     def forward(self, w, trial: TrialStep, state=None):
         """One update from the trial's inputs."""
@@ -209,11 +225,7 @@ class DNNRule(_ScaledOutput):
             correction = correction - (p * right + (1 - p) * left)
             if self.centre == "even":
                 correction = correction + 0.5 * (right + left)
-        if self.gate:
-            q = trial.p if self.gate_on is None else torch.sigmoid(w[:, self.gate_on])
-            gate = 1 - (1 - 2 * q) ** (2 * self.gate)
-            correction = correction * gate.unsqueeze(-1)
-        return self.base_update(w, trial) + self.scale * correction, state
+        return self.base_update(w, trial) + self.scale * self.gated(correction, w, trial), state
 
     def chunk_kernel(self):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.neural` (two hidden layers only)."""
@@ -222,8 +234,7 @@ class DNNRule(_ScaledOutput):
         if self.centre is not None or self.gate:
             from ..kernels.mean_field import dnn_centred_chunk
 
-            chunk = functools.partial(dnn_centred_chunk, centre=self.centre, gate=self.gate,
-                                      gate_on=self.gate_on)
+            chunk = functools.partial(dnn_centred_chunk, centre=self.centre, **self._gate_args)
         else:
             from ..kernels.neural import dnn_chunk as chunk
 
@@ -239,7 +250,7 @@ class DNNRule(_ScaledOutput):
         from ..kernels.mean_field import dnn_mean_field_chunk
 
         chunk = functools.partial(dnn_mean_field_chunk, free=free, centre=self.centre,
-                                  gate=self.gate, gate_on=self.gate_on)
+                                  **self._gate_args)
 
         def kernel(inputs, w, state, need_grad, loss_norm):
             return self._kernel_call(chunk, self.mlp, inputs, w, None, need_grad, loss_norm)
@@ -267,6 +278,10 @@ class RNNRule(_ScaledOutput):
     alpha, beta, leak, rest : float or sequence of float
         Initial parameters of the base rule (``leak``, ``rest``: of
         ``"reinforce_baseline_leak"`` only).
+    gate, gate_on : int
+        Gate the network's share of the update as :class:`DNNRule`'s (``gate_on`` names a
+        weight by index; the estimator also takes a covariate's name). Run free, a gated
+        rnn has no mean-field kernel: its free-running term is the torch loop's.
     """
 
     name = "rnn"
@@ -278,8 +293,8 @@ class RNNRule(_ScaledOutput):
 
     def __init__(self, n_weights: int, hidden_size: int = 32, scale: float = 1e-3,
                  base: str | None = "reinforce_baseline", alpha=0.01, beta=0.5, leak=1e-3,
-                 rest=0.0):
-        super().__init__(n_weights, scale, base, alpha, beta, leak, rest)
+                 rest=0.0, gate: int = 0, gate_on: int | None = None):
+        super().__init__(n_weights, scale, base, alpha, beta, leak, rest, gate, gate_on)
         self.hidden_size = hidden_size
         self.gru = nn.GRUCell(2 * n_weights + 4, hidden_size)
         self.readout = _mlp(hidden_size, hidden_size, n_weights, 1)
@@ -292,17 +307,18 @@ class RNNRule(_ScaledOutput):
     def forward(self, w, trial: TrialStep, state=None):
         """Advance the GRU by one trial and read out the update."""
         h = self.gru(rule_inputs(w, trial), state)
-        return self.base_update(w, trial) + self.scale * self.readout(h), h
+        correction = self.gated(self.readout(h), w, trial)
+        return self.base_update(w, trial) + self.scale * correction, h
 
     def chunk_kernel(self):
         """Compiled chunk of :mod:`ibl_learnrules.kernels.neural`."""
         from ..kernels.neural import rnn_chunk
 
-        return self._rnn_kernel(rnn_chunk)
+        return self._rnn_kernel(functools.partial(rnn_chunk, **self._gate_args))
 
     def mean_field_kernel(self, free=None):
-        """Compiled mean-field chunk of :mod:`ibl_learnrules.kernels.mean_field` (all free)."""
-        if _partial(free):
+        """Compiled mean-field chunk (kernels.mean_field): ungated rules, all weights free."""
+        if _partial(free) or self.gate:
             return None
         from ..kernels.mean_field import rnn_mean_field_chunk
 
