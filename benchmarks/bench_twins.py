@@ -84,7 +84,8 @@ VARIANTS = {
                                     **{**AUTO, "free_running": 0.3},
                                     free_weights=("stimulus",)),
     # gated on the bias weight's sigmoid (p at zero contrast; index 1 of stimulus, bias)
-    "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1}, **AUTO),
+    "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
+    "rnn_gate_bias": dict(rule="rnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
     "dnn_gate_bias_free_stimulus": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1},
                                         **{**AUTO, "free_running": 1.0},
                                         free_weights=("stimulus",)),

@@ -80,7 +80,8 @@ CANDIDATES = {
     "dnn_gate1": dict(rule="dnn", rule_params={"gate": 1}, **AUTO),
     "dnn_gate4": dict(rule="dnn", rule_params={"gate": 4}, **AUTO),
     # gated on the bias weight's own sigmoid (p at zero contrast): open on sure easy trials
-    "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1}, **AUTO),
+    "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
+    "rnn_gate_bias": dict(rule="rnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials

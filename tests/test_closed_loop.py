@@ -123,6 +123,8 @@ MEAN_FIELD_KERNELS = {
     "dnn:even": dict(scale=0.3, alpha=0.2, beta=-1.0, centre="even"),
     "dnn:gate": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=2),
     "dnn:gate_on": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=1, gate_on=0),
+    "rnn:gate": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=2),
+    "rnn:gate_on": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=1, gate_on=1),
     "reinforce_baseline:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4]),
     "reinforce_baseline_leak:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4], **_LEAK),
     "reinforce_baseline_leak_side:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4], eta=[0.05, 0.1],

@@ -252,8 +252,6 @@ def test_the_rnn_gates_its_read_out_as_the_dnn_does():
         torch.testing.assert_close(h, plain(w, trial, h0)[1])  # the state is not gated
     with pytest.raises(ValueError, match="gate_on must index"):
         get_rule_class("rnn")(2, gate=1, gate_on=2)
-    # a gated rnn runs free through the torch loop: its mean-field kernel has no gate
-    assert gated.mean_field_kernel() is None and plain.mean_field_kernel() is not None
 
 
 def test_unknown_base_is_refused():

@@ -308,7 +308,7 @@ def _free_mask(free, x):
 
 @numba.njit(**_JIT)
 def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2,
-                          alpha, beta, leak, rest, need_grad, loss_norm):
+                          alpha, beta, leak, rest, order, gate_on, need_grad, loss_norm):
     B, T, K = x.shape
     H = Whh.shape[1]
     D = Wih.shape[1]
@@ -352,6 +352,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
         gi = np.empty(3 * H, dt)
         gh_ = np.empty(3 * H, dt)
         pre = np.empty(H, dt)
+        sc = np.empty(K, dt)  # the output scale, times the gate
         w = w0[a].copy()
         hs[0] = h0[a]
         for t in range(T):
@@ -369,7 +370,8 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 _tanh_layer(pre, ro[b, t])
                 _dots(R2, c2, ro[b, t], out[b, t])
             pt = p[t]
-            _mixed_update(w, v, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t], free,
+            _gated_scale(scale, _gate_input(pt, inp[0, t], gate_on), order, sc)
+            _mixed_update(w, v, sc, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t], free,
                           free, no_even)
             _leak(w, v, leak, rest, inp[0, t])
             if v > 0:
@@ -395,8 +397,16 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             if valid[a, t] == 0:
                 continue  # weights and state pass through unchanged
             pt = p[t]
-            gp = _back_mixed_update(gw, scale, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t],
+            q = _gate_input(pt, inp[0, t], gate_on)
+            _gated_scale(scale, q, order, sc)
+            gq = zero  # d loss / d q, q the gate's probability
+            if order > 0:  # d gate / d q = 4 order (1 - 2q)^(2 order - 1)
+                gq = (4 * order * (1 - (q + q)) ** (2 * order - 1)
+                      * _gated_sum(gw, scale, out[:, t], pt, free, free, no_even))
+            gp = _back_mixed_update(gw, sc, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t],
                                     go[:, t], gls[a], gla[a], free, free, no_even)
+            if gate_on < 0:
+                gp += gq
             for i in range(H):
                 gp += gh[i] * (hnew[0, t, i] - hnew[1, t, i])
                 carry[i] = zero
@@ -419,6 +429,8 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             _back_policy(gw, WihT, g_ih[0, t], x[a, t], y[a, t], pt, inv_norm)
             _back_policy(gw, WihT, g_ih[1, t], x[a, t], y[a, t], pt, zero)
             _back_mixing_weight(gw, gp, pt, x[a, t])
+            if gate_on >= 0:  # q = sigmoid(w_j): dq / dw_j = q (1 - q)
+                gw[gate_on] += gq * q * (1 - q)
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
         for b in range(2):
             _sum_outer(gWih[a], gbih[a], g_ih[b], inp[b])
@@ -430,11 +442,15 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
     return loglik, w_end, h_end, grads
 
 
-def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0):
+def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gate=0,
+                         gate_on=None):
     """Run the ``rnn`` rule's mean-field rollout over a chunk.
 
-    Arguments and results as :func:`~ibl_learnrules.kernels.neural.rnn_chunk`; ``u``'s
-    choice and reward signs are replaced by each branch's, ``y`` is only scored, the GRU
-    state is the branches' states mixed by p(right), and the ``beta`` gradient is zero.
+    Arguments and results as :func:`~ibl_learnrules.kernels.neural.rnn_chunk` (the gate
+    too); ``u``'s choice and reward signs are replaced by each branch's, ``y`` is only
+    scored, the GRU state is the branches' states mixed by p(right), and the ``beta``
+    gradient is zero.
     """
-    return _rnn_mean_field_chunk(x, u, y, valid, w0, h0, *params, need_grad, float(loss_norm))
+    return _rnn_mean_field_chunk(x, u, y, valid, w0, h0, *params, int(gate),
+                                 -1 if gate_on is None else int(gate_on), need_grad,
+                                 float(loss_norm))

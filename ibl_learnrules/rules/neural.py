@@ -280,8 +280,7 @@ class RNNRule(_ScaledOutput):
         ``"reinforce_baseline_leak"`` only).
     gate, gate_on : int
         Gate the network's share of the update as :class:`DNNRule`'s (``gate_on`` names a
-        weight by index; the estimator also takes a covariate's name). Run free, a gated
-        rnn has no mean-field kernel: its free-running term is the torch loop's.
+        weight by index; the estimator also takes a covariate's name).
     """
 
     name = "rnn"
@@ -317,12 +316,12 @@ class RNNRule(_ScaledOutput):
         return self._rnn_kernel(functools.partial(rnn_chunk, **self._gate_args))
 
     def mean_field_kernel(self, free=None):
-        """Compiled mean-field chunk (kernels.mean_field): ungated rules, all weights free."""
-        if _partial(free) or self.gate:
+        """Compiled mean-field chunk of :mod:`ibl_learnrules.kernels.mean_field` (all free)."""
+        if _partial(free):
             return None
         from ..kernels.mean_field import rnn_mean_field_chunk
 
-        return self._rnn_kernel(rnn_mean_field_chunk)
+        return self._rnn_kernel(functools.partial(rnn_mean_field_chunk, **self._gate_args))
 
     def _rnn_kernel(self, chunk):
         """Wrap a kernel with the parameters ``GRU, read-out`` (see :meth:`_kernel_call`)."""
