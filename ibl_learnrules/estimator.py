@@ -146,11 +146,7 @@ class LearningRuleGLM(BaseEstimator):
         give twins the mouse's pace (``benchmarks/bench_twins.py``).
     rule_params : dict, optional
         Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``). A network
-        rule's ``gate_on`` may name a covariate (``{"gate": 1, "gate_on": "bias"}``). Where
-        it sets no ``gate``, the rule's ``default_gate`` applies: ``dnn`` and ``rnn`` gate
-        their correction by ``4 q (1 - q)``, q the sigmoid of the bias weight, whenever
-        ``"bias"`` is a covariate (``{"gate": 0}`` turns it off; see
-        :class:`~ibl_learnrules.rules.DNNRule`).
+        rule's ``gate_on`` may name a covariate (``{"gate": 1, "gate_on": "bias"}``).
     weight_noise : None, "learn", float or sequence of float
         Gaussian noise on the weights after every trial, on top of the rule's update
         (:mod:`ibl_learnrules.filtering`): ``None`` (default) none, the deterministic model;
@@ -382,18 +378,10 @@ class LearningRuleGLM(BaseEstimator):
         """Whether the fitted rule carries weight noise (scored through the filter)."""
         return isinstance(getattr(self, "rule_", None), filtering.NoisyRule)
 
-    def _build_rule(self, covariates: tuple[str, ...], default_gate: bool = True):
-        """Build the rule to fit.
-
-        ``default_gate=False`` leaves out the class's default gate (model files saved
-        before it existed).
-        """
+    def _build_rule(self, covariates: tuple[str, ...]):
         kwargs = dict(self.rule_params or {})
         if self.rule in ("dnn", "rnn"):
             kwargs.setdefault("hidden_size", self.hidden_size)
-        gate = get_rule_class(self.rule).default_gate
-        if default_gate and gate and "gate" not in kwargs and gate["gate_on"] in covariates:
-            kwargs = {**gate, **kwargs}
         if isinstance(kwargs.get("gate_on"), str):  # a covariate's name: its weight's index
             if kwargs["gate_on"] not in covariates:
                 raise ValueError(f"rule_params gate_on={kwargs['gate_on']!r} names no covariate "

@@ -8,7 +8,6 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ibl_learnrules import LearningRuleGLM, load_model, save_model, simulate_cohort
-from ibl_learnrules.io.model_file import estimator_config, estimator_from_config
 
 
 @pytest.fixture(scope="module")
@@ -159,24 +158,6 @@ def test_a_gate_may_name_its_covariate(cohort, tmp_path):
     with pytest.raises(ValueError, match="gate_on='prev_choice' names no covariate"):
         LearningRuleGLM(rule="dnn", rule_params={"gate": 1, "gate_on": "prev_choice"},
                         **FAST).fit(cohort)
-
-
-@pytest.mark.parametrize("rule", ["dnn", "rnn"])
-def test_the_networks_are_gated_on_the_bias_by_default(cohort, rule):
-    est = LearningRuleGLM(rule=rule, **FAST).fit(cohort)
-    assert (est.rule_.gate, est.rule_.gate_on) == (1, list(est.covariates_).index("bias"))
-    assert LearningRuleGLM(rule=rule, rule_params={"gate": 0}, **FAST).fit(cohort).rule_.gate == 0
-    own = LearningRuleGLM(rule=rule, rule_params={"gate": 2}, **FAST).fit(cohort).rule_
-    assert (own.gate, own.gate_on) == (2, None)  # a gate of one's own: on p unless told
-    no_bias = LearningRuleGLM(rule=rule, covariates=("stimulus",), **FAST).fit(cohort)
-    assert no_bias.rule_.gate == 0
-    # saved and loaded it keeps its gate; a file saved before the default gate (version 0.2)
-    # loads ungated, as it was fitted
-    state = est.rule_.state_dict()
-    assert estimator_from_config(estimator_config(est), state).score(cohort) == est.score(cohort)
-    config = dict(estimator_config(est), package_version="0.1.0")
-    old = estimator_from_config(config, state, allow_version_mismatch=True)
-    assert old.rule_.gate == 0 and old.score(cohort) != est.score(cohort)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")

@@ -79,14 +79,6 @@ class _ScaledOutput(LearningRule):
             self.log_leak = per_weight_log_parameter(n_weights, leak, "leak")
             self.rest = per_weight_parameter(n_weights, rest, "rest")
 
-    # chosen on validation data (benchmarks/select_defaults.py) and KS014's twins: gated on
-    # the bias weight's sigmoid, the networks predict validation mice as well as ungated
-    # (dnn: training sessions +0.0006 nats/trial, biased -0.0003; rnn: +0.0002, -0.0011) and
-    # their free KS014 twins no longer lock into a runaway bias (of 20, 0-3 never reach
-    # trained_1a against 6-9 for dnn and 8-9 for rnn; the rnn's median 12-14 sessions,
-    # KS014 14)
-    default_gate = {"gate": 1, "gate_on": "bias"}
-
     def correction_parameters(self) -> list[nn.Parameter]:
         """Return the network's parameters: at zero, the update is the base rule's (or none)."""
         return [p for name, p in self.named_parameters()
