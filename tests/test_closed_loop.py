@@ -125,6 +125,8 @@ MEAN_FIELD_KERNELS = {
     "dnn:gate_on": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=1, gate_on=0),
     "rnn:gate": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=2),
     "rnn:gate_on": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=1, gate_on=1),
+    "dnn:gate_own": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=1, gate_on=1, gate_all=False),
+    "rnn:gate_own": dict(scale=0.3, alpha=0.2, beta=-1.0, gate=1, gate_on=1, gate_all=False),
     "reinforce_baseline:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4]),
     "reinforce_baseline_leak:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4], **_LEAK),
     "reinforce_baseline_leak_side:": dict(alpha=[0.2, 0.3], beta=[-1.0, 0.4], eta=[0.05, 0.1],

@@ -40,7 +40,12 @@ VARIANTS.update({"dnn:centred": dict(base="reinforce_baseline", centre="policy")
                                        centre="even", gate=3),
                  # the rnn's read-out gated on the trial's p and on a weight's sigmoid
                  "rnn:gate": dict(base="reinforce_baseline_leak", leak=0.05, rest=0.3, gate=2),
-                 "rnn:gate_on": dict(base="reinforce_baseline", gate=1, gate_on=0)})
+                 "rnn:gate_on": dict(base="reinforce_baseline", gate=1, gate_on=0),
+                 # the gate on weight 0's own correction alone
+                 "dnn:gate_own": dict(base="reinforce_baseline", gate=2, gate_on=0,
+                                      gate_all=False),
+                 "rnn:gate_own": dict(base="reinforce_baseline", gate=2, gate_on=0,
+                                      gate_all=False)})
 # (B, T, K) and TBPTT chunks; animal 1 ends inside the second chunk, so the last is padding
 SHAPES = {
     "K1": (3, 160, 1, [(0, 37), (37, 100), (100, 160)]),

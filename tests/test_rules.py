@@ -230,6 +230,13 @@ def test_a_gated_correction_fades_as_the_policy_grows_sure():
     for bad in (dict(gate=1, gate_on=2), dict(gate_on=1)):
         with pytest.raises(ValueError, match="gate_on must index"):
             get_rule_class("dnn")(2, **bad)
+    # the bias weight's own correction alone gated: the stimulus weight's passes as it is
+    own = get_rule_class("dnn")(2, hidden_size=8, scale=1.0, gate=1, gate_on=1, gate_all=False)
+    own.load_state_dict(gated.state_dict())
+    got = own(w, trial)[0] - own.base_update(w, trial)
+    torch.testing.assert_close(got, torch.stack([raw[:, 0], 4 * q * (1 - q) * raw[:, 1]], -1))
+    with pytest.raises(ValueError, match="gate_all=False .* needs gate_on"):
+        get_rule_class("dnn")(2, gate=1, gate_all=False)
 
 
 def test_the_rnn_gates_its_read_out_as_the_dnn_does():

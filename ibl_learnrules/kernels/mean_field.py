@@ -46,6 +46,7 @@ from .neural import (
     _policy,
     _sum_outer,
     _tanh_layer,
+    gate_codes,
 )
 
 __all__ = ["dnn_centred_chunk", "dnn_mean_field_chunk", "rnn_mean_field_chunk"]
@@ -129,13 +130,16 @@ def _taught_update(w, v, scale, alpha, beta, out_t, u_t, y_t, p_t, x_t, free):
 
 
 @numba.njit(inline="always")
-def _gated_sum(gw, scale, out_t, p_t, free, mix, even):
-    """``sum_k gw_k scale_k net_k``: the network's whole share of the update, before the gate.
+def _gated_sum(gw, scale, out_t, p_t, free, mix, even, only):
+    """``sum_k gw_k scale_k net_k``: the network's gated share of the update, before the gate.
 
-    ``out_t`` holds the branches' outputs (right, left[, the animal's]).
+    ``out_t`` holds the branches' outputs (right, left[, the animal's]); ``only`` >= 0: the
+    share of that weight alone.
     """
     s = _cast(p_t, 0.0)
     for k in range(gw.shape[0]):
+        if only >= 0 and k != only:
+            continue
         right, left = _branch_shares(p_t, mix[k], even[k])
         net = right * out_t[0, k] + left * out_t[1, k]
         if out_t.shape[0] > 2:
@@ -154,7 +158,8 @@ def _back_mixing_weight(gw, gp, p_t, x_t):
 
 @numba.njit(**_JIT)
 def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta,
-                          leak, rest, free, mix, even, order, gate_on, need_grad, loss_norm):
+                          leak, rest, free, mix, even, order, gate_on, only, need_grad,
+                          loss_norm):
     B, T, K = x.shape
     # a third branch, the animal's own choice and reward, for the weights that do not run free
     taught = free.min() < 1
@@ -195,7 +200,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
             loglik[a] += ll
-            _gated_scale(scale, _gate_input(p[t], inp[0, t], gate_on), order, sc)
+            _gated_scale(scale, _gate_input(p[t], inp[0, t], gate_on), order, only, sc)
             if taught:
                 inp[2, t] = inp[0, t]
             _branch_inputs(inp, t, u[a, t, K + 2])
@@ -223,11 +228,11 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             if valid[a, t] == 0:
                 continue
             q = _gate_input(p[t], inp[0, t], gate_on)
-            _gated_scale(scale, q, order, sc)
+            _gated_scale(scale, q, order, only, sc)
             gq = zero  # d loss / d q, q the gate's probability
             if order > 0:  # d gate / d q = 4 order (1 - 2q)^(2 order - 1)
                 gate_slope = 4 * order * (1 - (q + q)) ** (2 * order - 1)
-                gq = gate_slope * _gated_sum(gw, scale, out[:, t], p[t], free, mix, even)
+                gq = gate_slope * _gated_sum(gw, scale, out[:, t], p[t], free, mix, even, only)
             gp_gate = gq if gate_on < 0 else zero
             gp = _back_mixed_update(gw, sc, alpha, out[:2, t], p[t], u[a, t, K + 2],
                                     x[a, t], go[:2, t], gls[a], gla[a], free, mix, even)
@@ -264,7 +269,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
 
 
 def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0, free=None,
-                         centre=None, gate=0, gate_on=None):
+                         centre=None, gate=0, gate_on=None, gate_all=True):
     """Run the ``dnn`` rule's mean-field rollout over a chunk.
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.dnn_chunk`; ``u``'s
@@ -276,28 +281,29 @@ def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1
     outputs mixed over both choices by p, ``"even"`` subtracts that mix and adds back their
     plain average. ``gate`` (an order m, 0 for none): the network's share of the update is
     multiplied by ``1 - (1 - 2p)^(2m)`` (``4 p (1 - p)`` for m = 1), with p the trial's
-    p(right), or, for ``gate_on=j``, the sigmoid of weight j (the bias: p at zero contrast).
+    p(right), or, for ``gate_on=j``, the sigmoid of weight j (the bias: p at zero contrast);
+    ``gate_all=False`` gates weight j's share alone.
     """
     free = _free_mask(free, x)
     centred = centre is not None
     mix = free - 1 if centred else free
     even = np.full_like(free, 1.0 if centre == "even" else 0.0)
-    return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, free, mix, even, int(gate),
-                                 -1 if gate_on is None else int(gate_on),
-                                 need_grad, float(loss_norm))
+    return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, free, mix, even,
+                                 *gate_codes(gate, gate_on, gate_all), need_grad,
+                                 float(loss_norm))
 
 
 def dnn_centred_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0,
-                      centre="policy", gate=0, gate_on=None):
+                      centre="policy", gate=0, gate_on=None, gate_all=True):
     """Run a centred or gated ``dnn`` rule teacher forced over a chunk (no weight free).
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.dnn_chunk`, for the
     correction of :func:`dnn_mean_field_chunk` with ``centre`` (``None``, ``"policy"`` or
-    ``"even"``) and ``gate``.
+    ``"even"``) and the gate.
     """
     return dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad, loss_norm,
                                 free=np.zeros(x.shape[2]), centre=centre, gate=gate,
-                                gate_on=gate_on)
+                                gate_on=gate_on, gate_all=gate_all)
 
 
 def _free_mask(free, x):
@@ -308,7 +314,7 @@ def _free_mask(free, x):
 
 @numba.njit(**_JIT)
 def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2,
-                          alpha, beta, leak, rest, order, gate_on, need_grad, loss_norm):
+                          alpha, beta, leak, rest, order, gate_on, only, need_grad, loss_norm):
     B, T, K = x.shape
     H = Whh.shape[1]
     D = Wih.shape[1]
@@ -370,7 +376,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 _tanh_layer(pre, ro[b, t])
                 _dots(R2, c2, ro[b, t], out[b, t])
             pt = p[t]
-            _gated_scale(scale, _gate_input(pt, inp[0, t], gate_on), order, sc)
+            _gated_scale(scale, _gate_input(pt, inp[0, t], gate_on), order, only, sc)
             _mixed_update(w, v, sc, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t], free,
                           free, no_even)
             _leak(w, v, leak, rest, inp[0, t])
@@ -398,11 +404,11 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 continue  # weights and state pass through unchanged
             pt = p[t]
             q = _gate_input(pt, inp[0, t], gate_on)
-            _gated_scale(scale, q, order, sc)
+            _gated_scale(scale, q, order, only, sc)
             gq = zero  # d loss / d q, q the gate's probability
             if order > 0:  # d gate / d q = 4 order (1 - 2q)^(2 order - 1)
                 gq = (4 * order * (1 - (q + q)) ** (2 * order - 1)
-                      * _gated_sum(gw, scale, out[:, t], pt, free, free, no_even))
+                      * _gated_sum(gw, scale, out[:, t], pt, free, free, no_even, only))
             gp = _back_mixed_update(gw, sc, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t],
                                     go[:, t], gls[a], gla[a], free, free, no_even)
             if gate_on < 0:
@@ -443,7 +449,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
 
 
 def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gate=0,
-                         gate_on=None):
+                         gate_on=None, gate_all=True):
     """Run the ``rnn`` rule's mean-field rollout over a chunk.
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.rnn_chunk` (the gate
@@ -451,6 +457,6 @@ def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_no
     scored, the GRU state is the branches' states mixed by p(right), and the ``beta``
     gradient is zero.
     """
-    return _rnn_mean_field_chunk(x, u, y, valid, w0, h0, *params, int(gate),
-                                 -1 if gate_on is None else int(gate_on), need_grad,
+    return _rnn_mean_field_chunk(x, u, y, valid, w0, h0, *params,
+                                 *gate_codes(gate, gate_on, gate_all), need_grad,
                                  float(loss_norm))

@@ -305,13 +305,16 @@ def _back_base_policy(gw, c, x_t, p_t):
 
 
 @numba.njit(inline="always")
-def _gated_scale(scale, p_t, order, sc):
-    """Set ``sc`` to the output scale times the gate ``1 - (1 - 2p)^(2 order)`` (1 for 0)."""
+def _gated_scale(scale, p_t, order, only, sc):
+    """Set ``sc`` to the output scale times the gate ``1 - (1 - 2p)^(2 order)`` (1 for 0).
+
+    Every weight's scale is gated, or, for ``only`` >= 0, that weight's alone.
+    """
     gate = _cast(p_t, 1.0)
     if order > 0:
         gate -= (1 - (p_t + p_t)) ** (2 * order)
     for k in range(scale.shape[0]):
-        sc[k] = scale[k] * gate
+        sc[k] = scale[k] * gate if only < 0 or k == only else scale[k]
 
 
 @numba.njit(inline="always")
@@ -480,7 +483,7 @@ def _back_gru_step(g_new, h, r, z, n, hn, g_in):
 
 @numba.njit(**_JIT)
 def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2, alpha, beta,
-               leak, rest, order, gate_on, need_grad, loss_norm):
+               leak, rest, order, gate_on, only, need_grad, loss_norm):
     B, T, K = x.shape
     H = Whh.shape[1]
     D = Wih.shape[1]
@@ -533,7 +536,7 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             _affine(R1T, c1, hnew[t], pre)
             _tanh_layer(pre, ro[t])
             _dots(R2, c2, ro[t], out[t])
-            _gated_scale(scale, _gate_input(p[t], inp[t], gate_on), order, sc)
+            _gated_scale(scale, _gate_input(p[t], inp[t], gate_on), order, only, sc)
             for k in range(K):
                 base = _base_gain(alpha, beta, k, u[a, t], y[a, t], p[t]) * x[a, t, k]
                 w[k] += v * (sc[k] * out[t, k] + base)
@@ -559,11 +562,12 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             if valid[a, t] == 0:
                 continue  # weights and state pass through unchanged
             q = _gate_input(p[t], inp[t], gate_on)
-            _gated_scale(scale, q, order, sc)
+            _gated_scale(scale, q, order, only, sc)
             gq = 0.0  # d loss / d q, q the gate's probability: from d loss / d w_{t+1}
             if order > 0:  # d gate / d q = 4 order (1 - 2q)^(2 order - 1)
                 for k in range(K):
-                    gq += gw[k] * scale[k] * out[t, k]
+                    if only < 0 or k == only:
+                        gq += gw[k] * scale[k] * out[t, k]
                 gq *= 4 * order * (1 - (q + q)) ** (2 * order - 1)
             _back_output(gw, sc, out[t], go[t], gls[a])
             c = _back_base(gw, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a], gbeta[a])
@@ -595,15 +599,25 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
 
 
 def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gate=0,
-              gate_on=None):
+              gate_on=None, gate_all=True):
     """Run the ``rnn`` rule (GRU, then a 1-hidden-layer tanh read-out) over a chunk.
 
     Parameters are as in :func:`dnn_chunk`, plus ``h0`` (B, H), the GRU state before the
     chunk; ``params`` is ``scale, W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, alpha, beta, leak,
-    rest`` in torch's GRUCell layout (gates r, z, n). ``gate``, ``gate_on``: the read-out's
-    gate as ``RNNRule``'s. Returns ``loglik, w_end, h_end, grads`` with gradients for
+    rest`` in torch's GRUCell layout (gates r, z, n). ``gate``, ``gate_on``, ``gate_all``:
+    the read-out's gate as ``RNNRule``'s. Returns ``loglik, w_end, h_end, grads`` with gradients for
     ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale, log_alpha, beta, log_leak, rest``
     (float64).
     """
-    return _rnn_chunk(x, u, y, valid, w0, h0, *params, int(gate),
-                      -1 if gate_on is None else int(gate_on), need_grad, float(loss_norm))
+    return _rnn_chunk(x, u, y, valid, w0, h0, *params, *gate_codes(gate, gate_on, gate_all),
+                      need_grad, float(loss_norm))
+
+
+def gate_codes(gate, gate_on, gate_all) -> tuple[int, int, int]:
+    """Return the kernels' gate arguments.
+
+    The order, the weight whose sigmoid the gate reads (-1: the trial's p) and the weight
+    it gates (-1: all).
+    """
+    on = -1 if gate_on is None else int(gate_on)
+    return int(gate), on, -1 if gate_all else on

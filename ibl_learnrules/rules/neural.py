@@ -59,7 +59,7 @@ class _ScaledOutput(LearningRule):
 
     def __init__(self, n_weights: int, scale: float, base: str | None = None,
                  alpha=0.01, beta=0.5, leak=1e-3, rest=0.0, gate: int = 0,
-                 gate_on: int | None = None):
+                 gate_on: int | None = None, gate_all: bool = True):
         super().__init__(n_weights)
         if base not in BASES:
             raise ValueError(f"base must be one of {list(BASES)}, got {base!r}")
@@ -71,6 +71,9 @@ class _ScaledOutput(LearningRule):
             raise ValueError(f"gate_on must index one of the {n_weights} weights, with a gate; "
                              f"got gate_on={gate_on!r}, gate={gate!r}")
         self.gate_on = gate_on
+        if not gate_all and gate_on is None:
+            raise ValueError("gate_all=False gates weight gate_on's own share: it needs gate_on")
+        self.gate_all = bool(gate_all)
         self.log_scale = nn.Parameter(torch.full((n_weights,), math.log(scale)))
         if base is not None:
             self.log_alpha = per_weight_log_parameter(n_weights, alpha, "alpha")
@@ -101,17 +104,23 @@ class _ScaledOutput(LearningRule):
     def gated(self, correction: torch.Tensor, w: torch.Tensor, trial: TrialStep):
         """Multiply the network's correction by the gate ``1 - (1 - 2q)^(2 gate)`` (1 for 0).
 
-        ``q`` is the trial's p(right), or the sigmoid of weight ``gate_on``.
+        ``q`` is the trial's p(right), or the sigmoid of weight ``gate_on``; with
+        ``gate_all=False`` only weight ``gate_on``'s correction is gated.
         """
         if not self.gate:
             return correction
         q = trial.p if self.gate_on is None else torch.sigmoid(w[:, self.gate_on])
-        return correction * (1 - (1 - 2 * q) ** (2 * self.gate)).unsqueeze(-1)
+        gate = (1 - (1 - 2 * q) ** (2 * self.gate)).unsqueeze(-1)
+        if not self.gate_all:
+            own = torch.zeros(self.n_weights, dtype=correction.dtype, device=correction.device)
+            own[self.gate_on] = 1.0
+            gate = 1 + (gate - 1) * own
+        return correction * gate
 
     @property
     def _gate_args(self) -> dict:
         """The gate's keyword arguments for a compiled kernel."""
-        return {"gate": self.gate, "gate_on": self.gate_on}
+        return {"gate": self.gate, "gate_on": self.gate_on, "gate_all": self.gate_all}
 
     def _kernel_call(self, chunk, network: nn.Module, inputs, w, state, need_grad, loss_norm):
         """Run a network kernel: its parameters are the scale then ``network``'s, in order.
@@ -191,6 +200,8 @@ class DNNRule(_ScaledOutput):
         (index 1 with the default covariates ``("stimulus", "bias")``) the gate is that of p
         at zero contrast, so it stays open on a sure easy trial and closes only as the bias
         itself runs away.
+    gate_all : bool
+        Gate every weight's correction (default) or, ``False``, weight ``gate_on``'s alone.
     """
 
     name = "dnn"
@@ -206,8 +217,9 @@ class DNNRule(_ScaledOutput):
     def __init__(self, n_weights: int, hidden_size: int = 32, n_layers: int = 2,
                  scale: float = 1e-3, base: str | None = "reinforce_baseline", alpha=0.01,
                  beta=0.5, leak=1e-3, rest=0.0, centre: str | None = None, gate: int = 0,
-                 gate_on: int | None = None):
-        super().__init__(n_weights, scale, base, alpha, beta, leak, rest, gate, gate_on)
+                 gate_on: int | None = None, gate_all: bool = True):
+        super().__init__(n_weights, scale, base, alpha, beta, leak, rest, gate, gate_on,
+                         gate_all)
         if centre not in CENTRES:
             raise ValueError(f"centre must be one of {list(CENTRES)}, got {centre!r}")
         self.mlp = _mlp(2 * n_weights + 4, hidden_size, n_weights, n_layers)
@@ -278,7 +290,7 @@ class RNNRule(_ScaledOutput):
     alpha, beta, leak, rest : float or sequence of float
         Initial parameters of the base rule (``leak``, ``rest``: of
         ``"reinforce_baseline_leak"`` only).
-    gate, gate_on : int
+    gate, gate_on, gate_all
         Gate the network's share of the update as :class:`DNNRule`'s (``gate_on`` names a
         weight by index; the estimator also takes a covariate's name).
     """
@@ -292,8 +304,9 @@ class RNNRule(_ScaledOutput):
 
     def __init__(self, n_weights: int, hidden_size: int = 32, scale: float = 1e-3,
                  base: str | None = "reinforce_baseline", alpha=0.01, beta=0.5, leak=1e-3,
-                 rest=0.0, gate: int = 0, gate_on: int | None = None):
-        super().__init__(n_weights, scale, base, alpha, beta, leak, rest, gate, gate_on)
+                 rest=0.0, gate: int = 0, gate_on: int | None = None, gate_all: bool = True):
+        super().__init__(n_weights, scale, base, alpha, beta, leak, rest, gate, gate_on,
+                         gate_all)
         self.hidden_size = hidden_size
         self.gru = nn.GRUCell(2 * n_weights + 4, hidden_size)
         self.readout = _mlp(hidden_size, hidden_size, n_weights, 1)
