@@ -295,7 +295,7 @@ def drift(ks014) -> None:
     x = torch.tensor(np.c_[contrasts, np.ones(n)], dtype=torch.float32)
     biases = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
     models = {"dnn": dict(rule="dnn"), "dnn gated": dict(rule="dnn", rule_params={"gate": 1}),
-              "dnn gated on bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1}),
+              "dnn gated on bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"}),
               "reinforce_baseline": dict(rule="reinforce_baseline")}
     print(f"{'rule':<20s} {'stim':>4s} {'debias':>6s}  E[d bias] per trial at bias "
           + " ".join(f"{b:+d}" for b in biases))

@@ -86,12 +86,16 @@ VARIANTS = {
     # gated on the bias weight's sigmoid (p at zero contrast; index 1 of stimulus, bias)
     "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
     "rnn_gate_bias": dict(rule="rnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
-    "dnn_gate_bias_free_stimulus": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1},
+    # the bias weight's own correction alone gated (the stimulus weight's drift kept)
+    **{f"{rule}_gate_bias_own": dict(rule=rule, rule_params={"gate": 1, "gate_on": "bias",
+                                                             "gate_all": False}, **AUTO)
+       for rule in ("dnn", "rnn")},
+    "dnn_gate_bias_free_stimulus": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"},
                                         **{**AUTO, "free_running": 1.0},
                                         free_weights=("stimulus",)),
     # the same without the correction prior (the prior slows block switches; the gate is
     # meant to stop the lock-ins that the prior held back)
-    "dnn_gate_bias_prior0": dict(rule="dnn", rule_params={"gate": 1, "gate_on": 1},
+    "dnn_gate_bias_prior0": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"},
                                  **{**AUTO, "correction_prior": 0.0}),
     "rnn_leak": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"}, **AUTO),
     "reinforce_baseline_noise": dict(rule="reinforce_baseline", **NOISE),
