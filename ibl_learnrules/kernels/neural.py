@@ -604,10 +604,10 @@ def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gat
 
     Parameters are as in :func:`dnn_chunk`, plus ``h0`` (B, H), the GRU state before the
     chunk; ``params`` is ``scale, W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, alpha, beta, leak,
-    rest`` in torch's GRUCell layout (gates r, z, n). ``gate``, ``gate_on``, ``gate_all``:
-    the read-out's gate as ``RNNRule``'s. Returns ``loglik, w_end, h_end, grads`` with gradients for
-    ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale, log_alpha, beta, log_leak, rest``
-    (float64).
+    rest`` in torch's GRUCell layout (gates r, z, n); ``gate``, ``gate_on``, ``gate_all``
+    gate the read-out as ``RNNRule``'s. Returns ``loglik, w_end, h_end, grads`` with
+    gradients for ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale, log_alpha, beta,
+    log_leak, rest`` (float64).
     """
     return _rnn_chunk(x, u, y, valid, w0, h0, *params, *gate_codes(gate, gate_on, gate_all),
                       need_grad, float(loss_norm))
