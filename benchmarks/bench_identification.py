@@ -58,7 +58,7 @@ final weight (~3): KS014's early sessions are ruled by a bias the mean field can
 under the policy's own choice, ``p dw(right) + (1 - p) dw(left)``, averaged over the 12
 signed contrasts, on a grid of bias weights, for the package's ``dnn`` (teacher forced,
 defaults), the same with its correction gated (``rule_params={"gate": 1}``; and on the
-bias weight's own sigmoid, ``{"gate": 1, "gate_on": 1}``) and
+bias weight's own sigmoid, ``{"gate": 1, "gate_on": "bias"}``) and
 ``reinforce_baseline``, fitted to KS014; the correct side either follows the contrast
 (zero contrast: both sides) or, as in a twin caught in debiasing repeats, is always the side
 its bias avoids. Measured (stimulus weight 0.5, debiasing): ``dnn`` -0.0024 per trial at

@@ -31,6 +31,7 @@ from .neural import (
     _affine,
     _back_base,
     _back_base_policy,
+    _back_gate_weight,
     _back_gru_step,
     _back_leak,
     _back_output,
@@ -40,6 +41,7 @@ from .neural import (
     _cast,
     _dots,
     _gate_input,
+    _gate_slope,
     _gated_scale,
     _gru_step,
     _leak,
@@ -230,9 +232,9 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             q = _gate_input(p[t], inp[0, t], gate_on)
             _gated_scale(scale, q, order, only, sc)
             gq = zero  # d loss / d q, q the gate's probability
-            if order > 0:  # d gate / d q = 4 order (1 - 2q)^(2 order - 1)
-                gate_slope = 4 * order * (1 - (q + q)) ** (2 * order - 1)
-                gq = gate_slope * _gated_sum(gw, scale, out[:, t], p[t], free, mix, even, only)
+            if order > 0:
+                gq = _gate_slope(q, order) * _gated_sum(gw, scale, out[:, t], p[t], free, mix,
+                                                        even, only)
             gp_gate = gq if gate_on < 0 else zero
             gp = _back_mixed_update(gw, sc, alpha, out[:2, t], p[t], u[a, t, K + 2],
                                     x[a, t], go[:2, t], gls[a], gla[a], free, mix, even)
@@ -257,8 +259,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             _back_mixing_weight(gw, gp, p[t], x[a, t])
             if taught:
                 _back_base_policy(gw, c, x[a, t], p[t])
-            if gate_on >= 0:  # q = sigmoid(w_j): dq / dw_j = q (1 - q)
-                gw[gate_on] += gq * q * (1 - q)
+            _back_gate_weight(gw, gq, q, gate_on)
         for b in range(first, nb):
             _sum_outer(gW3[a], gb3[a], go[b], h2[b])
             _sum_outer(gW2[a], gb2[a], g2[b], h1[b])
@@ -406,9 +407,9 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             q = _gate_input(pt, inp[0, t], gate_on)
             _gated_scale(scale, q, order, only, sc)
             gq = zero  # d loss / d q, q the gate's probability
-            if order > 0:  # d gate / d q = 4 order (1 - 2q)^(2 order - 1)
-                gq = (4 * order * (1 - (q + q)) ** (2 * order - 1)
-                      * _gated_sum(gw, scale, out[:, t], pt, free, free, no_even, only))
+            if order > 0:
+                gq = _gate_slope(q, order) * _gated_sum(gw, scale, out[:, t], pt, free, free,
+                                                        no_even, only)
             gp = _back_mixed_update(gw, sc, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t],
                                     go[:, t], gls[a], gla[a], free, free, no_even)
             if gate_on < 0:
@@ -435,8 +436,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             _back_policy(gw, WihT, g_ih[0, t], x[a, t], y[a, t], pt, inv_norm)
             _back_policy(gw, WihT, g_ih[1, t], x[a, t], y[a, t], pt, zero)
             _back_mixing_weight(gw, gp, pt, x[a, t])
-            if gate_on >= 0:  # q = sigmoid(w_j): dq / dw_j = q (1 - q)
-                gw[gate_on] += gq * q * (1 - q)
+            _back_gate_weight(gw, gq, q, gate_on)
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
         for b in range(2):
             _sum_outer(gWih[a], gbih[a], g_ih[b], inp[b])

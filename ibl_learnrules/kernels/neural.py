@@ -318,6 +318,23 @@ def _gated_scale(scale, p_t, order, only, sc):
 
 
 @numba.njit(inline="always")
+def _gate_slope(q, order):
+    """``d gate / d q = 4 order (1 - 2q)^(2 order - 1)`` for an order > 0."""
+    return 4 * order * (1 - (q + q)) ** (2 * order - 1)
+
+
+@numba.njit(inline="always")
+def _back_gate_weight(gw, gq, q, gate_on):
+    """Add the gate's path to w_t when it reads weight ``gate_on``: dq / dw_j = q (1 - q).
+
+    (A gate on the trial's p, ``gate_on`` < 0, reaches w_t through the kernel's own path
+    through p.)
+    """
+    if gate_on >= 0:
+        gw[gate_on] += gq * q * (1 - q)
+
+
+@numba.njit(inline="always")
 def _gate_input(p_t, w_t, gate_on):
     """Return the probability the gate reads.
 
@@ -568,7 +585,7 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
                 for k in range(K):
                     if only < 0 or k == only:
                         gq += gw[k] * scale[k] * out[t, k]
-                gq *= 4 * order * (1 - (q + q)) ** (2 * order - 1)
+                gq *= _gate_slope(q, order)
             _back_output(gw, sc, out[t], go[t], gls[a])
             c = _back_base(gw, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a], gbeta[a])
             _affine(R2, no_bias, go[t], gro[t])
@@ -586,8 +603,7 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             _back_base_policy(gw, c, x[a, t], p[t])
             if gate_on < 0:  # q = p: dp / dw = p (1 - p) x
                 _back_base_policy(gw, -gq, x[a, t], p[t])
-            else:  # q = sigmoid(w_j): dq / dw_j = q (1 - q)
-                gw[gate_on] += gq * q * (1 - q)
+            _back_gate_weight(gw, gq, q, gate_on)
         _sum_outer(gWih[a], gbih[a], g_ih, inp)
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
         _sum_outer(gR1[a], gc1[a], gro, hnew)
