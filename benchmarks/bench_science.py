@@ -24,7 +24,10 @@ Parts:
   interquartile range, and the number of mice whose ratio exceeds 1; and how much of each
   network's correction is a constant drift (:func:`~ibl_learnrules.interpret.correction_summary`).
 
-Every estimator is ``LearningRuleGLM(rule=name)`` with the package defaults, seed 0.
+Every estimator is ``LearningRuleGLM(rule=name)`` with the package defaults, seed 0;
+``--seeds 0,1,2`` repeats the cross-validated comparisons with each fitting seed (scores
+averaged over seeds per mouse, the mean per seed printed too), which measures how much of
+a difference between two settings is fitting noise.
 ``--network-params '{"free_running": 0.3}'`` measures a variant of ``dnn`` and ``rnn``
 (extra estimator parameters, JSON) against the same classic rules; ``--rules`` limits the
 rules fitted (``reinforce_baseline``, the reference, is always one); ``--ensemble 3`` fits
@@ -57,6 +60,10 @@ LEAK = "reinforce_baseline_leak"
 def report(title: str, table: pd.DataFrame, seconds: float, networks) -> None:
     print(f"\n## {title} ({seconds:.0f} s)")
     print(summarize(table).round(4).to_string())
+    if table["seed"].nunique() > 1:
+        per_seed = table.groupby(["rule", "seed"])["loglik"].mean().unstack("seed")
+        print("mean log-likelihood per fitting seed:")
+        print(per_seed.round(4).to_string())
     fitted = set(table["rule"])
     pairs = [(rule, REFERENCE) for rule in [*networks, LEAK] if rule in fitted]
     pairs += [(rule, LEAK) for rule in networks if LEAK in fitted]
@@ -77,6 +84,8 @@ def main() -> None:
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--ensemble", type=int, default=1,
                         help="fit dnn and rnn as seed ensembles of this many members")
+    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
+                        default=[0], help="fitting seeds of the cross-validated comparisons")
     args = parser.parse_args()
     parts = args.parts.split(",")
     names = list(dict.fromkeys(args.rules.split(",") + [REFERENCE]))
@@ -93,7 +102,7 @@ def main() -> None:
     if "training" in parts:
         trials = load_ibl_mice("training")
         start = time.perf_counter()
-        table = compare_rules(trials, rules, cv=GroupKFold(5))
+        table = compare_rules(trials, rules, cv=GroupKFold(5), seeds=args.seeds)
         report(f"27 mice, training sessions, {len(trials):,} trials, GroupKFold(5)", table,
                time.perf_counter() - start, networks)
     if "ks014" in parts:
@@ -110,7 +119,7 @@ def main() -> None:
     if "biased" in parts:
         trials = load_ibl_mice("biased", max_sessions=args.biased_sessions)
         start = time.perf_counter()
-        table = compare_rules(trials, rules, cv=GroupKFold(5))
+        table = compare_rules(trials, rules, cv=GroupKFold(5), seeds=args.seeds)
         report(f"27 mice, first {args.biased_sessions} biased sessions, {len(trials):,} "
                "trials, GroupKFold(5)", table, time.perf_counter() - start, networks)
 

@@ -90,6 +90,11 @@ VARIANTS = {
     **{f"{rule}_gate_bias_own": dict(rule=rule, rule_params={"gate": 1, "gate_on": "bias",
                                                              "gate_all": False}, **AUTO)
        for rule in ("dnn", "rnn")},
+    # gated on p(correct) at full contrast against the bias, sigmoid(|w_stim| - |w_bias|)
+    # capped at 1/2: shut only where the bias overrides the stimulus
+    **{f"{rule}_gate_against": dict(rule=rule, rule_params={"gate": 1,
+                                                            "gate_on": "against_bias"},
+                                    **AUTO) for rule in ("dnn", "rnn")},
     "dnn_gate_bias_free_stimulus": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"},
                                         **{**AUTO, "free_running": 1.0},
                                         free_weights=("stimulus",)),

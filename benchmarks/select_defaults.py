@@ -82,6 +82,12 @@ CANDIDATES = {
     # gated on the bias weight's own sigmoid (p at zero contrast): open on sure easy trials
     "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
     "rnn_gate_bias": dict(rule="rnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
+    # gated on p(correct) at full contrast against the bias: closes only when the bias
+    # overrides the stimulus
+    "dnn_gate_against": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "against_bias"},
+                             **AUTO),
+    "rnn_gate_against": dict(rule="rnn", rule_params={"gate": 1, "gate_on": "against_bias"},
+                             **AUTO),
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials

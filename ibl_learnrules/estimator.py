@@ -20,6 +20,7 @@ from sklearn.utils import check_random_state
 from . import engine, filtering, prior_selection, simulate
 from .closed_loop import ClosedLoopRunner
 from .rules import get_rule_class, make_rule
+from .rules.neural import AGAINST_BIAS
 from .trials import check_choices, check_covariates, featurize, validate_trials
 
 __all__ = ["LearningRuleGLM"]
@@ -146,7 +147,9 @@ class LearningRuleGLM(BaseEstimator):
         give twins the mouse's pace (``benchmarks/bench_twins.py``).
     rule_params : dict, optional
         Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``). A network
-        rule's ``gate_on`` may name a covariate (``{"gate": 1, "gate_on": "bias"}``).
+        rule's ``gate_on`` may name a covariate (``{"gate": 1, "gate_on": "bias"}``) or be
+        ``"against_bias"`` (with covariates that begin ``("stimulus", "bias")``; see
+        :class:`~ibl_learnrules.rules.DNNRule`).
     weight_noise : None, "learn", float or sequence of float
         Gaussian noise on the weights after every trial, on top of the rule's update
         (:mod:`ibl_learnrules.filtering`): ``None`` (default) none, the deterministic model;
@@ -382,7 +385,12 @@ class LearningRuleGLM(BaseEstimator):
         kwargs = dict(self.rule_params or {})
         if self.rule in ("dnn", "rnn"):
             kwargs.setdefault("hidden_size", self.hidden_size)
-        if isinstance(kwargs.get("gate_on"), str):  # a covariate's name: its weight's index
+        if kwargs.get("gate_on") == AGAINST_BIAS:
+            if tuple(covariates[:2]) != ("stimulus", "bias"):
+                raise ValueError(f"rule_params gate_on={AGAINST_BIAS!r} reads the stimulus and "
+                                 "bias weights as the first two: covariates must begin with "
+                                 f"('stimulus', 'bias'), got {list(covariates)}")
+        elif isinstance(kwargs.get("gate_on"), str):  # a covariate's name: its weight's index
             if kwargs["gate_on"] not in covariates:
                 raise ValueError(f"rule_params gate_on={kwargs['gate_on']!r} names no covariate "
                                  f"of {list(covariates)}")

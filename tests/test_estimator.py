@@ -160,6 +160,17 @@ def test_a_gate_may_name_its_covariate(cohort, tmp_path):
                         **FAST).fit(cohort)
 
 
+def test_a_gate_against_the_bias_needs_the_stimulus_and_bias_first(cohort, tmp_path):
+    against = {"gate": 1, "gate_on": "against_bias"}
+    est = LearningRuleGLM(rule="rnn", rule_params=against, **FAST).fit(cohort)
+    loaded = load_model(save_model(est, tmp_path / "against.pt"))
+    assert loaded.rule_.gate_on == "against_bias" and loaded.score(cohort) == est.score(cohort)
+    assert est.score(cohort) != LearningRuleGLM(rule="rnn", **FAST).fit(cohort).score(cohort)
+    with pytest.raises(ValueError, match=r"must begin with \('stimulus', 'bias'\)"):
+        LearningRuleGLM(rule="rnn", rule_params=against, covariates=("bias", "stimulus"),
+                        **FAST).fit(cohort)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")
 def test_cuda_without_gpu_is_a_clear_error(cohort):
     with pytest.raises(ValueError, match="no CUDA GPU"):

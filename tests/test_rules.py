@@ -239,6 +239,28 @@ def test_a_gated_correction_fades_as_the_policy_grows_sure():
         get_rule_class("dnn")(2, gate=1, gate_all=False)
 
 
+def test_a_gate_against_the_bias_closes_only_when_the_bias_overrides_the_stimulus():
+    torch.manual_seed(0)
+    # stimulus and bias weights: a naive policy, a trained one in a biased block (either
+    # sign), one locked into a side, one locked harder
+    w = torch.tensor([[0.2, 0.1], [3.0, -1.5], [-3.0, 1.5], [0.5, -3.7], [0.3, 6.0]])
+    trial = step(np.c_[[1.0, -0.25, 0.0, 1.0, -1.0], np.ones(5)], [1, 0, 1, 0, 1],
+                 [1, 0, 0, 1, 1], [1, 1, 0, 0, 0], [0.5, 0.2, 0.7, 0.1, 0.9])
+    plain = get_rule_class("dnn")(2, hidden_size=8, scale=1.0)
+    raw = plain(w, trial)[0] - plain.base_update(w, trial)
+    gated = get_rule_class("dnn")(2, hidden_size=8, scale=1.0, gate=2, gate_on="against_bias")
+    gated.load_state_dict(plain.state_dict())
+    gate = (gated(w, trial)[0] - gated.base_update(w, trial)) / raw
+    q = torch.sigmoid(w[:, 0].abs() - w[:, 1].abs()).clamp(max=0.5)
+    torch.testing.assert_close(gate, (1 - (1 - 2 * q) ** 4)[:, None].expand(5, 2))
+    assert gate[1:3].min() > 0.9 and gate[3:].max() < 0.35  # open when trained, shut when locked
+    for bad in (dict(n_weights=1, gate=1), dict(n_weights=2, gate=0),
+                dict(n_weights=2, gate=1, gate_all=False)):
+        n = bad.pop("n_weights")
+        with pytest.raises(ValueError, match="gate_on='against_bias' reads weights 0 and 1"):
+            get_rule_class("rnn")(n, gate_on="against_bias", **bad)
+
+
 def test_the_rnn_gates_its_read_out_as_the_dnn_does():
     torch.manual_seed(0)
     rng = np.random.default_rng(4)

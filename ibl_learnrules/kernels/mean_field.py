@@ -28,6 +28,7 @@ import numpy as np
 
 from .neural import (
     _JIT,
+    GATE_ON_P,
     _affine,
     _back_base,
     _back_base_policy,
@@ -235,7 +236,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             if order > 0:
                 gq = _gate_slope(q, order) * _gated_sum(gw, scale, out[:, t], p[t], free, mix,
                                                         even, only)
-            gp_gate = gq if gate_on < 0 else zero
+            gp_gate = gq if gate_on == GATE_ON_P else zero
             gp = _back_mixed_update(gw, sc, alpha, out[:2, t], p[t], u[a, t, K + 2],
                                     x[a, t], go[:2, t], gls[a], gla[a], free, mix, even)
             gp += gp_gate
@@ -259,7 +260,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             _back_mixing_weight(gw, gp, p[t], x[a, t])
             if taught:
                 _back_base_policy(gw, c, x[a, t], p[t])
-            _back_gate_weight(gw, gq, q, gate_on)
+            _back_gate_weight(gw, gq, q, gate_on, inp[0, t])
         for b in range(first, nb):
             _sum_outer(gW3[a], gb3[a], go[b], h2[b])
             _sum_outer(gW2[a], gb2[a], g2[b], h1[b])
@@ -412,7 +413,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                                                         no_even, only)
             gp = _back_mixed_update(gw, sc, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t],
                                     go[:, t], gls[a], gla[a], free, free, no_even)
-            if gate_on < 0:
+            if gate_on == GATE_ON_P:
                 gp += gq
             for i in range(H):
                 gp += gh[i] * (hnew[0, t, i] - hnew[1, t, i])
@@ -436,7 +437,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             _back_policy(gw, WihT, g_ih[0, t], x[a, t], y[a, t], pt, inv_norm)
             _back_policy(gw, WihT, g_ih[1, t], x[a, t], y[a, t], pt, zero)
             _back_mixing_weight(gw, gp, pt, x[a, t])
-            _back_gate_weight(gw, gq, q, gate_on)
+            _back_gate_weight(gw, gq, q, gate_on, inp[0, t])
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
         for b in range(2):
             _sum_outer(gWih[a], gbih[a], g_ih[b], inp[b])

@@ -304,6 +304,12 @@ def _back_base_policy(gw, c, x_t, p_t):
         gw[k] -= s * x_t[k]
 
 
+#: The kernels' ``gate_on`` codes besides a weight's index: the gate reads the trial's p, or
+#: ``sigmoid(|w_0| - |w_1|)`` capped at 1/2 (the rules' ``gate_on="against_bias"``).
+GATE_ON_P = -1
+GATE_AGAINST_BIAS = -2
+
+
 @numba.njit(inline="always")
 def _gated_scale(scale, p_t, order, only, sc):
     """Set ``sc`` to the output scale times the gate ``1 - (1 - 2p)^(2 order)`` (1 for 0).
@@ -324,14 +330,18 @@ def _gate_slope(q, order):
 
 
 @numba.njit(inline="always")
-def _back_gate_weight(gw, gq, q, gate_on):
-    """Add the gate's path to w_t when it reads weight ``gate_on``: dq / dw_j = q (1 - q).
+def _back_gate_weight(gw, gq, q, gate_on, w_t):
+    """Add the gate's path to w_t when it reads weights: dq / dw_j = q (1 - q) (times a sign).
 
-    (A gate on the trial's p, ``gate_on`` < 0, reaches w_t through the kernel's own path
-    through p.)
+    (A gate on the trial's p, ``gate_on`` ``GATE_ON_P``, reaches w_t through the kernel's
+    own path through p.)
     """
     if gate_on >= 0:
         gw[gate_on] += gq * q * (1 - q)
+    elif gate_on == GATE_AGAINST_BIAS and q < 0.5:  # q = sigmoid(|w_0| - |w_1|)
+        g = gq * q * (1 - q)
+        gw[0] += g if w_t[0] >= 0 else -g
+        gw[1] -= g if w_t[1] >= 0 else -g
 
 
 @numba.njit(inline="always")
@@ -341,8 +351,10 @@ def _gate_input(p_t, w_t, gate_on):
     The trial's p(right) (``gate_on`` < 0) or the sigmoid of the weight ``gate_on``
     (``w_t``'s first entries are the weights before the trial).
     """
-    if gate_on < 0:
+    if gate_on == GATE_ON_P:
         return p_t
+    if gate_on == GATE_AGAINST_BIAS:  # p(correct), full contrast, against the bias
+        return min(_sigmoid_exact(abs(w_t[0]) - abs(w_t[1])), _cast(p_t, 0.5))
     return _sigmoid_exact(w_t[gate_on])
 
 
@@ -601,9 +613,9 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             _back_leak(gw, leak, rest, inp[t], gll[a], grest[a])
             _back_policy(gw, WihT, g_ih[t], x[a, t], y[a, t], p[t], inv_norm)
             _back_base_policy(gw, c, x[a, t], p[t])
-            if gate_on < 0:  # q = p: dp / dw = p (1 - p) x
+            if gate_on == GATE_ON_P:  # q = p: dp / dw = p (1 - p) x
                 _back_base_policy(gw, -gq, x[a, t], p[t])
-            _back_gate_weight(gw, gq, q, gate_on)
+            _back_gate_weight(gw, gq, q, gate_on, inp[t])
         _sum_outer(gWih[a], gbih[a], g_ih, inp)
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
         _sum_outer(gR1[a], gc1[a], gro, hnew)
@@ -632,8 +644,14 @@ def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gat
 def gate_codes(gate, gate_on, gate_all) -> tuple[int, int, int]:
     """Return the kernels' gate arguments.
 
-    The order, the weight whose sigmoid the gate reads (-1: the trial's p) and the weight
-    it gates (-1: all).
+    The order, the weight whose sigmoid the gate reads (``GATE_ON_P``: the trial's p;
+    ``GATE_AGAINST_BIAS``: weights 0 and 1, for ``"against_bias"``) and the weight it gates
+    (-1: all).
     """
-    on = -1 if gate_on is None else int(gate_on)
+    if gate_on is None:
+        on = GATE_ON_P
+    elif gate_on == "against_bias":
+        on = GATE_AGAINST_BIAS
+    else:
+        on = int(gate_on)
     return int(gate), on, -1 if gate_all else on

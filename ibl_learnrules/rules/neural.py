@@ -46,6 +46,9 @@ BASES = (None, "reinforce_baseline", "reinforce_baseline_leak")
 CENTRES = (None, "policy", "even")
 #: The base whose weights also leak toward a resting point.
 _LEAK_BASE = "reinforce_baseline_leak"
+#: A ``gate_on`` that reads weights 0 (the stimulus's) and 1 (the bias's): the policy's
+#: p(correct) on a full-contrast trial on the side its bias works against.
+AGAINST_BIAS = "against_bias"
 
 
 class _ScaledOutput(LearningRule):
@@ -67,9 +70,16 @@ class _ScaledOutput(LearningRule):
         if int(gate) != gate or gate < 0:
             raise ValueError(f"gate must be an order >= 0 (0: none), got {gate!r}")
         self.gate = int(gate)
-        if gate_on is not None and not (self.gate and 0 <= gate_on < n_weights):
-            raise ValueError(f"gate_on must index one of the {n_weights} weights, with a gate; "
-                             f"got gate_on={gate_on!r}, gate={gate!r}")
+        if gate_on == AGAINST_BIAS:
+            if not (self.gate and n_weights >= 2 and gate_all):
+                raise ValueError(f"gate_on={AGAINST_BIAS!r} reads weights 0 and 1 (stimulus, "
+                                 f"bias) and gates every weight: it needs a gate, 2 weights "
+                                 f"or more and gate_all=True; got gate={gate!r}, "
+                                 f"{n_weights} weight(s), gate_all={gate_all!r}")
+        elif gate_on is not None and not (self.gate and 0 <= gate_on < n_weights):
+            raise ValueError(f"gate_on must index one of the {n_weights} weights or be "
+                             f"{AGAINST_BIAS!r}, with a gate; got gate_on={gate_on!r}, "
+                             f"gate={gate!r}")
         self.gate_on = gate_on
         if not gate_all and gate_on is None:
             raise ValueError("gate_all=False gates weight gate_on's own share: it needs gate_on")
@@ -104,12 +114,18 @@ class _ScaledOutput(LearningRule):
     def gated(self, correction: torch.Tensor, w: torch.Tensor, trial: TrialStep):
         """Multiply the network's correction by the gate ``1 - (1 - 2q)^(2 gate)`` (1 for 0).
 
-        ``q`` is the trial's p(right), or the sigmoid of weight ``gate_on``; with
-        ``gate_all=False`` only weight ``gate_on``'s correction is gated.
+        ``q`` is the trial's p(right), the sigmoid of weight ``gate_on``, or, for
+        ``"against_bias"``, ``sigmoid(|w_0| - |w_1|)`` capped at 1/2; with ``gate_all=False``
+        only weight ``gate_on``'s correction is gated.
         """
         if not self.gate:
             return correction
-        q = trial.p if self.gate_on is None else torch.sigmoid(w[:, self.gate_on])
+        if self.gate_on is None:
+            q = trial.p
+        elif self.gate_on == AGAINST_BIAS:
+            q = torch.sigmoid(w[:, 0].abs() - w[:, 1].abs()).clamp(max=0.5)
+        else:
+            q = torch.sigmoid(w[:, self.gate_on])
         gate = (1 - (1 - 2 * q) ** (2 * self.gate)).unsqueeze(-1)
         if not self.gate_all:
             own = torch.zeros(self.n_weights, dtype=correction.dtype, device=correction.device)
@@ -199,7 +215,12 @@ class DNNRule(_ScaledOutput):
         Gate on the sigmoid of this weight instead of the trial's p: for the bias weight
         (index 1 with the default covariates ``("stimulus", "bias")``) the gate is that of p
         at zero contrast, so it stays open on a sure easy trial and closes only as the bias
-        itself runs away.
+        itself runs away. ``"against_bias"`` (weights 0 and 1 the stimulus's and the bias's,
+        as with the default covariates) gates on ``q = sigmoid(|w_0| - |w_1|)``, capped at
+        1/2: the policy's p(correct) on a full-contrast trial on the side its bias works
+        against. The gate stays open while the stimulus outweighs the bias, however large
+        both are (a trained mouse in a biased block), and closes as the bias overrides even
+        the easiest trials (a twin locked into one side).
     gate_all : bool
         Gate every weight's correction (default) or, ``False``, weight ``gate_on``'s alone.
     """
