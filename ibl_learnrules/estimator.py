@@ -64,6 +64,13 @@ def _check_correction_prior(value) -> None:
                      f"of them (candidates, chosen on held-out data), got {value!r}")
 
 
+def _can_gate(gate: dict, covariates: Sequence[str]) -> bool:
+    """Whether a gate's ``gate_on`` reads weights that the covariates have."""
+    if gate.get("gate_on") == AGAINST_BIAS:
+        return tuple(covariates[:2]) == ("stimulus", "bias")
+    return gate.get("gate_on") in covariates
+
+
 class LearningRuleGLM(BaseEstimator):
     """Infer a learning rule from animals' choices: GLM policy + learned weight updates.
 
@@ -148,7 +155,10 @@ class LearningRuleGLM(BaseEstimator):
     rule_params : dict, optional
         Extra keyword arguments of the rule's class (e.g. ``{"alpha": 0.01}``). A network
         rule's ``gate_on`` may name a covariate (``{"gate": 1, "gate_on": "bias"}``) or be
-        ``"against_bias"`` (with covariates that begin ``("stimulus", "bias")``; see
+        ``"against_bias"`` (with covariates that begin ``("stimulus", "bias")``). Where it
+        sets no ``gate``, the rule's ``default_gate`` applies: ``dnn`` and ``rnn`` gate their
+        correction on ``"against_bias"`` whenever the covariates begin ``("stimulus",
+        "bias")`` (``{"gate": 0}`` turns it off; see
         :class:`~ibl_learnrules.rules.DNNRule`).
     weight_noise : None, "learn", float or sequence of float
         Gaussian noise on the weights after every trial, on top of the rule's update
@@ -381,12 +391,20 @@ class LearningRuleGLM(BaseEstimator):
         """Whether the fitted rule carries weight noise (scored through the filter)."""
         return isinstance(getattr(self, "rule_", None), filtering.NoisyRule)
 
-    def _build_rule(self, covariates: tuple[str, ...]):
+    def _build_rule(self, covariates: tuple[str, ...], default_gate: bool = True):
+        """Build the rule to fit.
+
+        ``default_gate=False`` leaves out the class's default gate (model files saved
+        before it existed).
+        """
         kwargs = dict(self.rule_params or {})
         if self.rule in ("dnn", "rnn"):
             kwargs.setdefault("hidden_size", self.hidden_size)
+        gate = get_rule_class(self.rule).default_gate
+        if default_gate and gate and "gate" not in kwargs and _can_gate(gate, covariates):
+            kwargs = {**gate, **kwargs}
         if kwargs.get("gate_on") == AGAINST_BIAS:
-            if tuple(covariates[:2]) != ("stimulus", "bias"):
+            if not _can_gate(kwargs, covariates):
                 raise ValueError(f"rule_params gate_on={AGAINST_BIAS!r} reads the stimulus and "
                                  "bias weights as the first two: covariates must begin with "
                                  f"('stimulus', 'bias'), got {list(covariates)}")

@@ -8,6 +8,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ibl_learnrules import LearningRuleGLM, load_model, save_model, simulate_cohort
+from ibl_learnrules.io.model_file import estimator_config, estimator_from_config
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +166,35 @@ def test_a_gate_against_the_bias_needs_the_stimulus_and_bias_first(cohort, tmp_p
     est = LearningRuleGLM(rule="rnn", rule_params=against, **FAST).fit(cohort)
     loaded = load_model(save_model(est, tmp_path / "against.pt"))
     assert loaded.rule_.gate_on == "against_bias" and loaded.score(cohort) == est.score(cohort)
-    assert est.score(cohort) != LearningRuleGLM(rule="rnn", **FAST).fit(cohort).score(cohort)
+    ungated = LearningRuleGLM(rule="rnn", rule_params={"gate": 0}, **FAST).fit(cohort)
+    assert est.score(cohort) != ungated.score(cohort)
     with pytest.raises(ValueError, match=r"must begin with \('stimulus', 'bias'\)"):
         LearningRuleGLM(rule="rnn", rule_params=against, covariates=("bias", "stimulus"),
                         **FAST).fit(cohort)
+
+
+@pytest.mark.parametrize("rule", ["dnn", "rnn"])
+def test_the_networks_are_gated_against_the_bias_by_default(cohort, rule):
+    est = LearningRuleGLM(rule=rule, **FAST).fit(cohort)
+    assert (est.rule_.gate, est.rule_.gate_on) == (1, "against_bias")
+    assert LearningRuleGLM(rule=rule, rule_params={"gate": 0}, **FAST).fit(cohort).rule_.gate == 0
+    own = LearningRuleGLM(rule=rule, rule_params={"gate": 2}, **FAST).fit(cohort).rule_
+    assert (own.gate, own.gate_on) == (2, None)  # a gate of one's own: on p unless told
+    for covariates in (("stimulus",), ("bias", "stimulus")):  # no gate where it cannot read
+        other = LearningRuleGLM(rule=rule, covariates=covariates, **FAST).fit(cohort)
+        assert other.rule_.gate == 0
+    # saved and loaded it keeps its gate; a file saved before the default gate (version
+    # 0.2) loads ungated, as it was fitted
+    state = est.rule_.state_dict()
+    assert estimator_from_config(estimator_config(est), state).score(cohort) == est.score(cohort)
+    config = dict(estimator_config(est), package_version="0.1.0")
+    old = estimator_from_config(config, state, allow_version_mismatch=True)
+    assert old.rule_.gate == 0
+    # (on this cohort the stimulus outweighs the bias throughout, so the gate stays open
+    # and the scores agree; where the bias overrides the stimulus it shuts)
+    w, correction = torch.tensor([[0.3, 4.0]]), torch.ones(1, 2)
+    assert torch.equal(old.rule_.gated(correction, w, None), correction)
+    assert est.rule_.gated(correction, w, None).max() < 0.1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")

@@ -70,6 +70,20 @@ def estimator_config(estimator: LearningRuleGLM) -> dict:
     }
 
 
+def _has_default_gate(version: str | None) -> bool:
+    """Whether a file saved by this package version was fitted with the rules' default gate.
+
+    The networks' default gate (``LearningRule.default_gate``) came with version 0.2; a model
+    saved before it (loaded with ``allow_version_mismatch=True``) is rebuilt without it.
+    """
+    release = []
+    for part in str(version).split("+")[0].split("."):
+        if not part.isdigit():
+            break
+        release.append(int(part))
+    return not release or tuple(release) >= (0, 2)  # "0+unknown": a source checkout
+
+
 def estimator_from_config(config: dict, state_dict: Mapping, device: str = "cpu",
                           allow_version_mismatch: bool = False,
                           source: str = "the model") -> LearningRuleGLM:
@@ -94,7 +108,7 @@ def estimator_from_config(config: dict, state_dict: Mapping, device: str = "cpu"
         est.correction_prior_ = fitted.get("correction_prior")
         scores = fitted.get("prior_scores")
         est.prior_scores_ = None if scores is None else as_scores(scores)
-        rule = est._build_rule(est.covariates_)
+        rule = est._build_rule(est.covariates_, _has_default_gate(saved))
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{source} is not a model saved by save_model: its configuration "
                          f"is incomplete or inconsistent ({type(err).__name__}: {err})") from None

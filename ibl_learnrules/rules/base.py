@@ -94,6 +94,9 @@ class LearningRule(nn.Module):
     default_free_running: ClassVar[float] = 0.0
     default_lr_schedule: ClassVar[str] = "constant"
     default_correction_prior: ClassVar[float] = 0.0
+    #: Constructor arguments the estimator adds when ``rule_params`` sets no ``gate``, if
+    #: the covariates have the weights that its ``gate_on`` reads.
+    default_gate: ClassVar[dict | None] = None
 
     def __init__(self, n_weights: int):
         super().__init__()

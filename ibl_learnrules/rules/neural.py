@@ -62,7 +62,7 @@ class _ScaledOutput(LearningRule):
 
     def __init__(self, n_weights: int, scale: float, base: str | None = None,
                  alpha=0.01, beta=0.5, leak=1e-3, rest=0.0, gate: int = 0,
-                 gate_on: int | None = None, gate_all: bool = True):
+                 gate_on: int | str | None = None, gate_all: bool = True):
         super().__init__(n_weights)
         if base not in BASES:
             raise ValueError(f"base must be one of {list(BASES)}, got {base!r}")
@@ -91,6 +91,11 @@ class _ScaledOutput(LearningRule):
         if base == _LEAK_BASE:
             self.log_leak = per_weight_log_parameter(n_weights, leak, "leak")
             self.rest = per_weight_parameter(n_weights, rest, "rest")
+
+    # chosen on validation data (benchmarks/select_defaults.py) and KS014's twins: gated
+    # against the bias, the networks predict validation mice as well as ungated (inner
+    # cross-validation) and their free KS014 twins lock into a runaway bias less often
+    default_gate = {"gate": 1, "gate_on": AGAINST_BIAS}
 
     def correction_parameters(self) -> list[nn.Parameter]:
         """Return the network's parameters: at zero, the update is the base rule's (or none)."""
@@ -211,7 +216,7 @@ class DNNRule(_ScaledOutput):
         expected step does, so that a drift the network learned cannot go on alone in a
         twin whose bias has run away. A higher order keeps the gate near 1 over more of p's
         range (order 4: above 0.83 for p in [0.1, 0.9]).
-    gate_on : int, optional
+    gate_on : int or "against_bias", optional
         Gate on the sigmoid of this weight instead of the trial's p: for the bias weight
         (index 1 with the default covariates ``("stimulus", "bias")``) the gate is that of p
         at zero contrast, so it stays open on a sure easy trial and closes only as the bias
@@ -221,6 +226,9 @@ class DNNRule(_ScaledOutput):
         against. The gate stays open while the stimulus outweighs the bias, however large
         both are (a trained mouse in a biased block), and closes as the bias overrides even
         the easiest trials (a twin locked into one side).
+        :class:`~ibl_learnrules.LearningRuleGLM` fits ``dnn`` and ``rnn`` with ``gate=1,
+        gate_on="against_bias"`` unless its ``rule_params`` set a gate (``default_gate``);
+        the class itself is ungated unless told.
     gate_all : bool
         Gate every weight's correction (default) or, ``False``, weight ``gate_on``'s alone.
     """
@@ -238,7 +246,7 @@ class DNNRule(_ScaledOutput):
     def __init__(self, n_weights: int, hidden_size: int = 32, n_layers: int = 2,
                  scale: float = 1e-3, base: str | None = "reinforce_baseline", alpha=0.01,
                  beta=0.5, leak=1e-3, rest=0.0, centre: str | None = None, gate: int = 0,
-                 gate_on: int | None = None, gate_all: bool = True):
+                 gate_on: int | str | None = None, gate_all: bool = True):
         super().__init__(n_weights, scale, base, alpha, beta, leak, rest, gate, gate_on,
                          gate_all)
         if centre not in CENTRES:
@@ -313,7 +321,8 @@ class RNNRule(_ScaledOutput):
         ``"reinforce_baseline_leak"`` only).
     gate, gate_on, gate_all
         Gate the network's share of the update as :class:`DNNRule`'s (``gate_on`` names a
-        weight by index; the estimator also takes a covariate's name).
+        weight by index or is ``"against_bias"``; the estimator also takes a covariate's
+        name, and gates against the bias by default).
     """
 
     name = "rnn"
@@ -325,7 +334,8 @@ class RNNRule(_ScaledOutput):
 
     def __init__(self, n_weights: int, hidden_size: int = 32, scale: float = 1e-3,
                  base: str | None = "reinforce_baseline", alpha=0.01, beta=0.5, leak=1e-3,
-                 rest=0.0, gate: int = 0, gate_on: int | None = None, gate_all: bool = True):
+                 rest=0.0, gate: int = 0, gate_on: int | str | None = None,
+                 gate_all: bool = True):
         super().__init__(n_weights, scale, base, alpha, beta, leak, rest, gate, gate_on,
                          gate_all)
         self.hidden_size = hidden_size
