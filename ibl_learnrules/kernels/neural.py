@@ -348,8 +348,9 @@ def _back_gate_weight(gw, gq, q, gate_on, w_t):
 def _gate_input(p_t, w_t, gate_on):
     """Return the probability the gate reads.
 
-    The trial's p(right) (``gate_on`` < 0) or the sigmoid of the weight ``gate_on``
-    (``w_t``'s first entries are the weights before the trial).
+    The trial's p(right) (``GATE_ON_P``), ``sigmoid(|w_0| - |w_1|)`` capped at 1/2
+    (``GATE_AGAINST_BIAS``) or the sigmoid of the weight ``gate_on`` (``w_t``'s first
+    entries are the weights before the trial).
     """
     if gate_on == GATE_ON_P:
         return p_t

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -76,7 +77,8 @@ class _ScaledOutput(LearningRule):
                                  f"bias) and gates every weight: it needs a gate, 2 weights "
                                  f"or more and gate_all=True; got gate={gate!r}, "
                                  f"{n_weights} weight(s), gate_all={gate_all!r}")
-        elif gate_on is not None and not (self.gate and 0 <= gate_on < n_weights):
+        elif gate_on is not None and not (self.gate and isinstance(gate_on, numbers.Integral)
+                                          and 0 <= gate_on < n_weights):
             raise ValueError(f"gate_on must index one of the {n_weights} weights or be "
                              f"{AGAINST_BIAS!r}, with a gate; got gate_on={gate_on!r}, "
                              f"gate={gate!r}")
@@ -94,7 +96,8 @@ class _ScaledOutput(LearningRule):
 
     # chosen on validation data (benchmarks/select_defaults.py) and KS014's twins: gated
     # against the bias, the networks predict validation mice as well as ungated (inner
-    # cross-validation) and their free KS014 twins lock into a runaway bias less often
+    # cross-validation, training and biased sessions) and their free KS014 twins lock into
+    # a runaway bias less often (README: "The gate against the bias")
     default_gate = {"gate": 1, "gate_on": AGAINST_BIAS}
 
     def correction_parameters(self) -> list[nn.Parameter]:
