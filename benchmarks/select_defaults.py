@@ -88,6 +88,10 @@ CANDIDATES = {
                              **AUTO),
     "rnn_gate_against": dict(rule="rnn", rule_params={"gate": 1, "gate_on": "against_bias"},
                              **AUTO),
+    # the default (gated against the bias since 0.2.0) with the stimulus weight's
+    # free-running term, which slows the KS014 twins that no longer lock in
+    "dnn_free_stimulus": dict(rule="dnn", **{**AUTO, "free_running": 0.3},
+                              free_weights=("stimulus",)),
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials
