@@ -161,7 +161,11 @@ def test_kernel_is_the_mean_field_loop(small_trials, small_batch, case, free, dt
     for engine in ("torch", "fused"):
         runner = ChunkRunner(rule, batch, engine, free_running=True, free_weights=mask)
         assert runner.fused == (engine == "fused")
-        w, state = runner.start(torch.full((3, 2), 0.5, dtype=dtype))
+        # against the bias, start where the bias outweighs the stimulus: the gate is shut
+        # there and its path to both weights is live
+        start = (0.5, 2.0) if MEAN_FIELD_KERNELS[case].get("gate_on") == "against_bias" else (
+            0.5, 0.5)
+        w, state = runner.start(torch.tensor(start, dtype=dtype).expand(3, 2).clone())
         lls = []
         for a, b in ((0, 130), (130, 300)):
             rule.zero_grad()

@@ -46,7 +46,8 @@ VARIANTS.update({"dnn:centred": dict(base="reinforce_baseline", centre="policy")
                                       gate_all=False),
                  "rnn:gate_own": dict(base="reinforce_baseline", gate=2, gate_on=0,
                                       gate_all=False),
-                 "dnn:gate_against": dict(base="reinforce_baseline", gate=1,
+                 # a large correction, so that the gate's path back to the weights counts
+                 "dnn:gate_against": dict(base="reinforce_baseline", gate=1, scale=0.3,
                                           gate_on="against_bias"),
                  "rnn:gate_against": dict(base="reinforce_baseline", gate=2,
                                           gate_on="against_bias")})
