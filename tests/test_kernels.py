@@ -46,8 +46,8 @@ VARIANTS.update({"dnn:centred": dict(base="reinforce_baseline", centre="policy")
                                       gate_all=False),
                  "rnn:gate_own": dict(base="reinforce_baseline", gate=2, gate_on=0,
                                       gate_all=False),
-                 # a large correction, so that the gate's path back to the weights counts
-                 "dnn:gate_against": dict(base="reinforce_baseline", gate=1, scale=0.3,
+                 # a larger correction, so that the gate's path back to the weights counts
+                 "dnn:gate_against": dict(base="reinforce_baseline", gate=1, scale=0.05,
                                           gate_on="against_bias"),
                  "rnn:gate_against": dict(base="reinforce_baseline", gate=2,
                                           gate_on="against_bias")})
