@@ -72,6 +72,10 @@ VARIANTS = {
     # 1 - (1 - 2p)^(2m) (m = 1: 4 p (1 - p))
     "dnn_free_stimulus": dict(rule="dnn", **{**AUTO, "free_running": 0.3},
                               free_weights=("stimulus",)),
+    "dnn_free_stimulus01": dict(rule="dnn", **{**AUTO, "free_running": 0.1},
+                                free_weights=("stimulus",)),
+    "rnn_free_stimulus": dict(rule="rnn", **{**AUTO, "free_running": 0.3},
+                              free_weights=("stimulus",)),
     "dnn_centred": dict(rule="dnn", rule_params={"centre": "policy"}, **AUTO),
     "dnn_centred_free_stimulus": dict(rule="dnn", rule_params={"centre": "policy"},
                                       **{**AUTO, "free_running": 0.3},

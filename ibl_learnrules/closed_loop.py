@@ -117,7 +117,8 @@ def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, 
     free : Tensor (K,) of 0/1, optional
         Which weights run free (1, by the expected update); the others (0) move by the update
         of the animal's own choice and reward, as under teacher forcing. ``None``: all free.
-        A partial choice needs a rule without memory (its state would mix both).
+        A rule's state runs free either way (mixed over both choices); the weights held to
+        the animal take the update of its choice from that state.
 
     Returns
     -------
@@ -141,9 +142,6 @@ def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, 
         state = rule.initial_state(n, w.device)
     partial = free is not None and not bool((free == 1).all())
     if partial:
-        if rule.initial_state(1, w.device) is not None:
-            raise ValueError(f"only some weights can run free for a rule without memory; "
-                             f"rule {rule.name!r} has a state")
         free = free.to(w)
     offset = rule.policy_offset()
     loglik = torch.zeros(n, dtype=w.dtype, device=w.device)
@@ -161,7 +159,7 @@ def mean_field_rollout(rule: LearningRule, batch: TensorBatch, w: torch.Tensor, 
         expected, new_state = expected_update(rule, w, x, correct_side, new_session, p, state)
         if partial:
             taught, _ = rule(w, TrialStep(x, batch.y[:, t], batch.reward[:, t], correct_side,
-                                          new_session, p), None)
+                                          new_session, p), state)
             expected = free * expected + (1 - free) * taught
         w = w + valid.unsqueeze(-1) * expected
         state = _keep_where(valid, new_state, state)

@@ -212,9 +212,10 @@ class LearningRuleGLM(BaseEstimator):
         (0.0028 against 0.0065), and its free twins reach ``trained_1a`` after a median of
         14-17 sessions (KS014: 14; 25 sessions, twin seeds 0-4; teacher forced alone: 7-8),
         easy-trial RMS 0.10-0.15 (the weight 0.3 was tried on KS014 itself, after 1.0).
-        Needs a rule without memory. Compiled for ``dnn`` and the REINFORCE-with-baseline
-        family (KS014, the fit above: 13 s against 338 s for the torch loop), a torch loop
-        for other rules.
+        A rule's state (``rnn``'s GRU) runs free either way, mixed over both choices; the
+        held weights take the update of the animal's choice from it. Compiled for ``dnn``,
+        ``rnn`` and the REINFORCE-with-baseline family (KS014, the fit above: 13 s against
+        338 s for the torch loop), a torch loop for other rules.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     engine : {"auto", "torch", "fused"}

@@ -13,9 +13,9 @@ from ibl_learnrules import (
     save_model,
     simulate_cohort,
 )
-from ibl_learnrules.closed_loop import ClosedLoopRunner, mean_field_rollout
+from ibl_learnrules.closed_loop import ClosedLoopRunner, expected_update, mean_field_rollout
 from ibl_learnrules.engine import ChunkRunner, Replay, TensorBatch, rollout
-from ibl_learnrules.rules import RewardMax, make_rule
+from ibl_learnrules.rules import RewardMax, TrialStep, make_rule
 
 CPU = torch.device("cpu")
 
@@ -138,14 +138,11 @@ MEAN_FIELD_KERNELS = {
 }
 
 
-#: Rules whose compiled free-running kernel also lets only some weights run free.
-PARTIAL_KERNELS = [case for case in MEAN_FIELD_KERNELS if not case.startswith("rnn")]
-
-
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
 @pytest.mark.parametrize("case, free", [(case, None) for case in MEAN_FIELD_KERNELS]
-                         + [(case, (0.0, 1.0)) for case in PARTIAL_KERNELS]
-                         + [(case, (1.0, 0.0)) for case in ("dnn:nested", "reinforce_baseline:")])
+                         + [(case, (0.0, 1.0)) for case in MEAN_FIELD_KERNELS]
+                         + [(case, (1.0, 0.0))
+                            for case in ("dnn:nested", "rnn:nested", "reinforce_baseline:")])
 def test_kernel_is_the_mean_field_loop(small_trials, small_batch, case, free, dtype, tol):
     # the compiled free-running chunk against the torch loop: likelihood, carried weights and
     # state, and every gradient, over two chunks (the second starts from the carried weights
@@ -271,8 +268,30 @@ def test_free_weights_mix_the_mean_field_and_teacher_forcing(small_batch):
     stimulus = mean_field_rollout(rule, small_batch, w0, free=torch.tensor([1.0, 0.0]))
     for other in (full, taught):
         assert not torch.allclose(stimulus.w, other.w)
-    with pytest.raises(ValueError, match="has a state"):
-        mean_field_rollout(_rule("q_learning"), small_batch, w0, free=torch.tensor([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("name", ["q_learning", "rnn"])
+def test_with_a_state_the_taught_weights_learn_from_the_mixed_state(small_batch, name):
+    # a rule's state runs free whatever the mask: the bias weight, held to the animals,
+    # takes the update of their own choice from the state mixed over both choices
+    rule = _rule(name)
+    w0 = torch.full((3, 2), 0.3, dtype=torch.float64)
+    mask = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    w, state = w0, rule.initial_state(3, w0.device)
+    with torch.no_grad():
+        for t in range(3):
+            x, correct_side, new_session, valid = small_batch.trial(t)
+            p = torch.sigmoid((w * x).sum(-1))
+            expected, mixed = expected_update(rule, w, x, correct_side, new_session, p, state)
+            own, _ = rule(w, TrialStep(x, small_batch.y[:, t], small_batch.reward[:, t],
+                                       correct_side, new_session, p), state)
+            w = w + valid.unsqueeze(-1) * (mask * expected + (1 - mask) * own)
+            keep = valid.reshape((-1,) + (1,) * (mixed.dim() - 1)) > 0
+            state = torch.where(keep, mixed, state)  # a no-go trial leaves it unchanged
+        partial = mean_field_rollout(rule, small_batch, w0, stop=3, free=mask)
+    torch.testing.assert_close(partial.w, w)
+    # the animals' own update from their own (teacher-forced) state would differ
+    assert not torch.allclose(partial.w, rollout(rule, small_batch, w0, stop=3).w)
 
 
 def test_a_centred_correction_runs_free_as_its_base_rule(small_batch):

@@ -316,8 +316,13 @@ def _free_mask(free, x):
 
 @numba.njit(**_JIT)
 def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2,
-                          alpha, beta, leak, rest, order, gate_on, only, need_grad, loss_norm):
+                          alpha, beta, leak, rest, free, order, gate_on, only, need_grad,
+                          loss_norm):
     B, T, K = x.shape
+    # a third branch, the animal's own choice and reward from the mixed state, for the
+    # weights that do not run free; its new state is not kept (the state runs free)
+    taught = free.min() < 1
+    nb = 3 if taught else 2
     H = Whh.shape[1]
     D = Wih.shape[1]
     dt = x.dtype
@@ -334,28 +339,27 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
     gc2 = np.zeros((B, K))
     gls = np.zeros((B, K))
     gla = np.zeros((B, K))
-    gbeta = np.zeros((B, K))  # the baseline cancels in the expected update
+    gbeta = np.zeros((B, K))  # the baseline cancels in the expected update, not in the taught
     gll = np.zeros((B, K))
     grest = np.zeros((B, K))
     WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
-    free = np.ones(K, dt)  # its mixed state leaves no room for taught weights
     no_even = np.zeros(K, dt)
     no_bias = np.zeros(3 * H, dt)
     one = _cast(scale[0], 1.0)
     zero = _cast(scale[0], 0.0)
     inv_norm = _cast(scale[0], 1.0 / loss_norm)
     for a in numba.prange(B):
-        # branch 0: the choice right, branch 1: left; both start from the mixed state hs[t],
-        # so the recurrent side of the gates (gh_, hn) is shared
-        inp = np.empty((2, T, D), dt)
+        # branch 0: the choice right, branch 1: left[, branch 2: the animal's]; all start from
+        # the mixed state hs[t], so the recurrent side of the gates (gh_, hn) is shared
+        inp = np.empty((nb, T, D), dt)
         hs = np.empty((T + 1, H), dt)  # mixed state before each trial
-        r = np.empty((2, T, H), dt)
-        zg = np.empty((2, T, H), dt)
-        n = np.empty((2, T, H), dt)
+        r = np.empty((nb, T, H), dt)
+        zg = np.empty((nb, T, H), dt)
+        n = np.empty((nb, T, H), dt)
         hn = np.empty((T, H), dt)  # W_hn h + b_hn
-        hnew = np.empty((2, T, H), dt)
-        ro = np.empty((2, T, H), dt)  # read-out hidden layer
-        out = np.empty((2, T, K), dt)
+        hnew = np.empty((nb, T, H), dt)
+        ro = np.empty((nb, T, H), dt)  # read-out hidden layer
+        out = np.empty((nb, T, K), dt)
         p = np.empty(T, dt)
         gi = np.empty(3 * H, dt)
         gh_ = np.empty(3 * H, dt)
@@ -367,11 +371,13 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
             loglik[a] += ll
+            if taught:
+                inp[2, t] = inp[0, t]
             _branch_inputs(inp, t, u[a, t, K + 2])
             _affine(WhhT, bhh, hs[t], gh_)
             for i in range(H):
                 hn[t, i] = gh_[2 * H + i]
-            for b in range(2):
+            for b in range(nb):
                 _affine(WihT, bih, inp[b, t], gi)
                 _gru_step(gi, gh_, hs[t], r[b, t], zg[b, t], n[b, t], hnew[b, t])
                 _affine(R1T, c1, hnew[b, t], pre)
@@ -379,7 +385,10 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 _dots(R2, c2, ro[b, t], out[b, t])
             pt = p[t]
             _gated_scale(scale, _gate_input(pt, inp[0, t], gate_on), order, only, sc)
-            _mixed_update(w, v, sc, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t], free,
+            if taught:  # from the weights before the trial, as the mixed update
+                _taught_update(w, v, sc, alpha, beta, out[2, t], u[a, t], y[a, t], pt, x[a, t],
+                               free)
+            _mixed_update(w, v, sc, alpha, out[:2, t], pt, u[a, t, K + 2], x[a, t], free,
                           free, no_even)
             _leak(w, v, leak, rest, inp[0, t])
             if v > 0:
@@ -391,12 +400,13 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
         h_end[a] = hs[T]
         if not need_grad:
             continue
-        g_ih = np.zeros((2, T, 3 * H), dt)  # r, z, n gates: input side, per branch
-        # recurrent side: both branches read the same hs[t], so their sum is all W_hh needs
+        g_ih = np.zeros((nb, T, 3 * H), dt)  # r, z, n gates: input side, per branch
+        # recurrent side: every branch reads the same hs[t], so their sum is all W_hh needs
         g_hh = np.zeros((T, 3 * H), dt)
-        gro = np.zeros((2, T, H), dt)
-        go = np.zeros((2, T, K), dt)
+        gro = np.zeros((nb, T, H), dt)
+        go = np.zeros((nb, T, K), dt)
         gw = np.zeros(K, dt)  # d loss / d w_{t+1}
+        g_taught = np.zeros(K, dt)  # its part that reaches the taught update
         gh = np.zeros(H, dt)  # d loss / d h_{t+1}
         gnew = np.empty(H, dt)
         carried = np.empty(H, dt)  # the share of d loss / d h_{t+1} in a branch's new state
@@ -411,15 +421,22 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             if order > 0:
                 gq = _gate_slope(q, order) * _gated_sum(gw, scale, out[:, t], pt, free, free,
                                                         no_even, only)
-            gp = _back_mixed_update(gw, sc, alpha, out[:, t], pt, u[a, t, K + 2], x[a, t],
-                                    go[:, t], gls[a], gla[a], free, free, no_even)
+            gp = _back_mixed_update(gw, sc, alpha, out[:2, t], pt, u[a, t, K + 2], x[a, t],
+                                    go[:2, t], gls[a], gla[a], free, free, no_even)
             if gate_on == GATE_ON_P:
                 gp += gq
+            c = 0.0
+            if taught:
+                for k in range(K):
+                    g_taught[k] = (1 - free[k]) * gw[k]
+                _back_output(g_taught, sc, out[2, t], go[2, t], gls[a])
+                c = _back_base(g_taught, alpha, beta, u[a, t], x[a, t], y[a, t], pt, gla[a],
+                               gbeta[a])
             for i in range(H):
                 gp += gh[i] * (hnew[0, t, i] - hnew[1, t, i])
                 carry[i] = zero
-            for b in range(2):
-                pb = pt if b == 0 else one - pt
+            for b in range(nb):
+                pb = pt if b == 0 else (one - pt if b == 1 else zero)
                 for i in range(H):
                     carried[i] = pb * gh[i]
                 _affine(R2, no_bias, go[b, t], gro[b, t])
@@ -435,11 +452,14 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             _back_leak(gw, leak, rest, inp[0, t], gll[a], grest[a])
             # the network inputs' paths to w_t; the likelihood's only once
             _back_policy(gw, WihT, g_ih[0, t], x[a, t], y[a, t], pt, inv_norm)
-            _back_policy(gw, WihT, g_ih[1, t], x[a, t], y[a, t], pt, zero)
+            for b in range(1, nb):
+                _back_policy(gw, WihT, g_ih[b, t], x[a, t], y[a, t], pt, zero)
             _back_mixing_weight(gw, gp, pt, x[a, t])
+            if taught:
+                _back_base_policy(gw, c, x[a, t], pt)
             _back_gate_weight(gw, gq, q, gate_on, inp[0, t])
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
-        for b in range(2):
+        for b in range(nb):
             _sum_outer(gWih[a], gbih[a], g_ih[b], inp[b])
             _sum_outer(gR1[a], gc1[a], gro[b], hnew[b])
             _sum_outer(gR2[a], gc2[a], go[b], ro[b])
@@ -449,15 +469,17 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
     return loglik, w_end, h_end, grads
 
 
-def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gate=0,
-                         gate_on=None, gate_all=True):
+def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, free=None,
+                         gate=0, gate_on=None, gate_all=True):
     """Run the ``rnn`` rule's mean-field rollout over a chunk.
 
     Arguments and results as :func:`~ibl_learnrules.kernels.neural.rnn_chunk` (the gate
     too); ``u``'s choice and reward signs are replaced by each branch's, ``y`` is only
     scored, the GRU state is the branches' states mixed by p(right), and the ``beta``
-    gradient is zero.
+    gradient is zero. ``free`` as :func:`dnn_mean_field_chunk`'s: the weights marked 0
+    take the update of the animal's own choice and reward, from the mixed state (whose
+    own next state is dropped: the state runs free).
     """
-    return _rnn_mean_field_chunk(x, u, y, valid, w0, h0, *params,
+    return _rnn_mean_field_chunk(x, u, y, valid, w0, h0, *params, _free_mask(free, x),
                                  *gate_codes(gate, gate_on, gate_all), need_grad,
                                  float(loss_norm))

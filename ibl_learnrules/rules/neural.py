@@ -36,11 +36,6 @@ def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-def _partial(free) -> bool:
-    """Whether a free-running mask leaves some weights teacher forced."""
-    return free is not None and not bool((np.asarray(free) == 1).all())
-
-
 #: Classic rules a network rule can be nested around (its update is added to the network's).
 BASES = (None, "reinforce_baseline", "reinforce_baseline_leak")
 #: How a ``dnn``'s correction may be centred on the policy's own choice (see :class:`DNNRule`).
@@ -363,12 +358,11 @@ class RNNRule(_ScaledOutput):
         return self._rnn_kernel(functools.partial(rnn_chunk, **self._gate_args))
 
     def mean_field_kernel(self, free=None):
-        """Compiled mean-field chunk of :mod:`ibl_learnrules.kernels.mean_field` (all free)."""
-        if _partial(free):
-            return None
+        """Compiled mean-field chunk of :mod:`ibl_learnrules.kernels.mean_field`."""
         from ..kernels.mean_field import rnn_mean_field_chunk
 
-        return self._rnn_kernel(functools.partial(rnn_mean_field_chunk, **self._gate_args))
+        return self._rnn_kernel(functools.partial(rnn_mean_field_chunk, free=free,
+                                                  **self._gate_args))
 
     def _rnn_kernel(self, chunk):
         """Wrap a kernel with the parameters ``GRU, read-out`` (see :meth:`_kernel_call`)."""
