@@ -94,8 +94,8 @@ CANDIDATES = {
                               free_weights=("stimulus",)),
     "dnn_free_stimulus01": dict(rule="dnn", **{**AUTO, "free_running": 0.1},
                                 free_weights=("stimulus",)),
-    "rnn_free_stimulus": dict(rule="rnn", **{**AUTO, "free_running": 0.3},
-                              free_weights=("stimulus",)),
+    "rnn_free_stimulus01": dict(rule="rnn", **{**AUTO, "free_running": 0.1},
+                                free_weights=("stimulus",)),
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials
