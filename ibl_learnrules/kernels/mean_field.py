@@ -14,11 +14,13 @@ animal's choices are only scored. Back-propagation runs by hand as in
 branches, the path through the mixing weight p reaches w_t. ``tests/test_closed_loop.py``
 holds both kernels equal to :func:`ibl_learnrules.closed_loop.mean_field_rollout`.
 
-The ``dnn`` kernel also runs a third branch, the animal's own choice and reward, when some
-weights are held to teacher forcing (``free_weights``), and it computes the corrections of
-a ``dnn`` centred or gated on the policy (``DNNRule(centre=..., gate=...)``), which need
-both choices' outputs on every trial: with no weight free it is that rule's teacher-forced
-chunk (:func:`dnn_centred_chunk`, held to the torch loop by ``tests/test_kernels.py``).
+Both kernels also run a third branch, the animal's own choice and reward, when some
+weights are held to teacher forcing (``free_weights``); the ``rnn``'s starts from the mixed
+state, and its next state is dropped (the state runs free). The ``dnn`` kernel computes the
+corrections of a ``dnn`` centred or gated on the policy (``DNNRule(centre=..., gate=...)``),
+which need both choices' outputs on every trial: with no weight free it is that rule's
+teacher-forced chunk (:func:`dnn_centred_chunk`, held to the torch loop by
+``tests/test_kernels.py``).
 """
 
 from __future__ import annotations
