@@ -39,7 +39,7 @@ import itertools
 import time
 import warnings
 
-from training_settings import AUTO, TEACHER_FORCED
+from training_settings import AUTO, FREE_STIMULUS, GATE_AGAINST, TEACHER_FORCED
 
 from ibl_learnrules import LearningRuleGLM, SeedEnsemble, load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
@@ -70,12 +70,7 @@ VARIANTS = {
     # the defaults with the stimulus weight free as above, and with the correction centred
     # on the policy's own choice ("policy": run free it is its base rule) or gated by
     # 1 - (1 - 2p)^(2m) (m = 1: 4 p (1 - p))
-    "dnn_free_stimulus": dict(rule="dnn", **{**AUTO, "free_running": 0.3},
-                              free_weights=("stimulus",)),
-    "dnn_free_stimulus01": dict(rule="dnn", **{**AUTO, "free_running": 0.1},
-                                free_weights=("stimulus",)),
-    "rnn_free_stimulus01": dict(rule="rnn", **{**AUTO, "free_running": 0.1},
-                                free_weights=("stimulus",)),
+    **FREE_STIMULUS,
     "dnn_centred": dict(rule="dnn", rule_params={"centre": "policy"}, **AUTO),
     "dnn_centred_free_stimulus": dict(rule="dnn", rule_params={"centre": "policy"},
                                       **{**AUTO, "free_running": 0.3},
@@ -94,11 +89,7 @@ VARIANTS = {
     **{f"{rule}_gate_bias_own": dict(rule=rule, rule_params={"gate": 1, "gate_on": "bias",
                                                              "gate_all": False}, **AUTO)
        for rule in ("dnn", "rnn")},
-    # gated on p(correct) at full contrast against the bias, sigmoid(|w_stim| - |w_bias|)
-    # capped at 1/2: shut only where the bias overrides the stimulus
-    **{f"{rule}_gate_against": dict(rule=rule, rule_params={"gate": 1,
-                                                            "gate_on": "against_bias"},
-                                    **AUTO) for rule in ("dnn", "rnn")},
+    **GATE_AGAINST,  # gated against the bias (training_settings)
     "dnn_gate_bias_free_stimulus": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"},
                                         **{**AUTO, "free_running": 1.0},
                                         free_weights=("stimulus",)),

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold
-from training_settings import AUTO, STOP20, TEACHER_FORCED
+from training_settings import AUTO, FREE_STIMULUS, GATE_AGAINST, STOP20, TEACHER_FORCED
 
 from ibl_learnrules import LearningRuleGLM
 from ibl_learnrules.datasets import load_ibl_mice, load_ks014
@@ -82,20 +82,10 @@ CANDIDATES = {
     # gated on the bias weight's own sigmoid (p at zero contrast): open on sure easy trials
     "dnn_gate_bias": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
     "rnn_gate_bias": dict(rule="rnn", rule_params={"gate": 1, "gate_on": "bias"}, **AUTO),
-    # gated on p(correct) at full contrast against the bias: closes only when the bias
-    # overrides the stimulus
-    "dnn_gate_against": dict(rule="dnn", rule_params={"gate": 1, "gate_on": "against_bias"},
-                             **AUTO),
-    "rnn_gate_against": dict(rule="rnn", rule_params={"gate": 1, "gate_on": "against_bias"},
-                             **AUTO),
-    # the default (gated against the bias since 0.2.0) with the stimulus weight's
-    # free-running term, which slows the KS014 twins that no longer lock in
-    "dnn_free_stimulus": dict(rule="dnn", **{**AUTO, "free_running": 0.3},
-                              free_weights=("stimulus",)),
-    "dnn_free_stimulus01": dict(rule="dnn", **{**AUTO, "free_running": 0.1},
-                                free_weights=("stimulus",)),
-    "rnn_free_stimulus01": dict(rule="rnn", **{**AUTO, "free_running": 0.1},
-                                free_weights=("stimulus",)),
+    # gated against the bias, and that with the stimulus weight's free-running term, which
+    # slows the KS014 twins that no longer lock in (training_settings)
+    **GATE_AGAINST,
+    **FREE_STIMULUS,
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials

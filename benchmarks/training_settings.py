@@ -12,3 +12,14 @@ TEACHER_FORCED = dict(free_running=0.0, lr_schedule="constant", correction_prior
 AUTO = dict(free_running="auto", lr_schedule="auto", correction_prior="auto")
 #: The package defaults of stop 20, before the correction prior.
 STOP20 = {**AUTO, "correction_prior": 0.0}
+
+#: Candidates of both scripts. The networks gated on p(correct) at full contrast against the
+#: bias, sigmoid(|w_stim| - |w_bias|) capped at 1/2 (shut only where the bias overrides the
+#: stimulus; the default since 0.2.0), and that default with the stimulus weight's
+#: free-running term (the bias taught) at weight 0.3 or 0.1 ("01").
+GATE_AGAINST = {f"{rule}_gate_against": dict(
+    rule=rule, rule_params={"gate": 1, "gate_on": "against_bias"}, **AUTO)
+    for rule in ("dnn", "rnn")}
+FREE_STIMULUS = {f"{rule}_free_stimulus{tag}": dict(
+    rule=rule, **{**AUTO, "free_running": weight}, free_weights=("stimulus",))
+    for rule, weight, tag in (("dnn", 0.3, ""), ("dnn", 0.1, "01"), ("rnn", 0.1, "01"))}
