@@ -135,6 +135,21 @@ def _taught_update(w, v, scale, alpha, beta, out_t, u_t, y_t, p_t, x_t, free):
 
 
 @numba.njit(inline="always")
+def _back_taught_update(gw, g_taught, scale, alpha, beta, out_t, go_t, u_t, x_t, y_t, p_t,
+                        free, gls_a, gla_a, gbeta_a):
+    """Back through :func:`_taught_update` from ``gw`` = d loss / d w_{t+1}.
+
+    Sets the taught branch's output gradient ``go_t`` (K,) (``g_taught`` is scratch) and
+    accumulates those of log-scale, log-alpha and beta; returns ``c`` of
+    :func:`~ibl_learnrules.kernels.neural._back_base` (the classic part's path through p).
+    """
+    for k in range(gw.shape[0]):
+        g_taught[k] = (1 - free[k]) * gw[k]
+    _back_output(g_taught, scale, out_t, go_t, gls_a)
+    return _back_base(g_taught, alpha, beta, u_t, x_t, y_t, p_t, gla_a, gbeta_a)
+
+
+@numba.njit(inline="always")
 def _gated_sum(gw, scale, out_t, p_t, free, mix, even, only):
     """``sum_k gw_k scale_k net_k``: the network's gated share of the update, before the gate.
 
@@ -244,11 +259,9 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             gp += gp_gate
             c = 0.0
             if taught:
-                for k in range(K):
-                    g_taught[k] = (1 - free[k]) * gw[k]
-                _back_output(g_taught, sc, out[2, t], go[2, t], gls[a])
-                c = _back_base(g_taught, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a],
-                               gbeta[a])
+                c = _back_taught_update(gw, g_taught, sc, alpha, beta, out[2, t], go[2, t],
+                                        u[a, t], x[a, t], y[a, t], p[t], free, gls[a], gla[a],
+                                        gbeta[a])
             for b in range(first, nb):
                 _affine(W3, no_bias, go[b, t], g2[b, t])
                 _back_tanh(g2[b, t], h2[b, t])
@@ -429,11 +442,9 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 gp += gq
             c = 0.0
             if taught:
-                for k in range(K):
-                    g_taught[k] = (1 - free[k]) * gw[k]
-                _back_output(g_taught, sc, out[2, t], go[2, t], gls[a])
-                c = _back_base(g_taught, alpha, beta, u[a, t], x[a, t], y[a, t], pt, gla[a],
-                               gbeta[a])
+                c = _back_taught_update(gw, g_taught, sc, alpha, beta, out[2, t], go[2, t],
+                                        u[a, t], x[a, t], y[a, t], pt, free, gls[a], gla[a],
+                                        gbeta[a])
             for i in range(H):
                 gp += gh[i] * (hnew[0, t, i] - hnew[1, t, i])
                 carry[i] = zero
