@@ -145,9 +145,10 @@ MEAN_FIELD_KERNELS = {
                             for case in ("dnn:nested", "rnn:nested", "reinforce_baseline:")])
 def test_kernel_is_the_mean_field_loop(small_trials, small_batch, case, free, dtype, tol):
     # the compiled free-running chunk against the torch loop: likelihood, carried weights and
-    # state, and every gradient, over two chunks (the second starts from the carried weights
-    # and, for rnn, from a nonzero mixed state), with no-go trials; with a mask, only those
-    # weights run free and the others follow the animals' choices
+    # state, and every gradient of each chunk, over two chunks (the second starts from the
+    # carried weights and, for rnn, from a nonzero mixed state), with no-go trials; with a
+    # mask, only those weights run free and the others follow the animals' choices. (A gate
+    # against the bias may shut in the first chunk alone, so both chunks' gradients count.)
     batch = small_batch if dtype == torch.float64 else TensorBatch.from_arrays(
         featurize(small_trials), CPU)
     torch.manual_seed(0)
@@ -163,14 +164,14 @@ def test_kernel_is_the_mean_field_loop(small_trials, small_batch, case, free, dt
         start = (0.5, 2.0) if MEAN_FIELD_KERNELS[case].get("gate_on") == "against_bias" else (
             0.5, 0.5)
         w, state = runner.start(torch.tensor(start, dtype=dtype).expand(3, 2).clone())
-        lls = []
+        lls, grads = [], []
         for a, b in ((0, 130), (130, 300)):
             rule.zero_grad()
             ll, w, state = runner(w, state, a, b, need_grad=True, loss_norm=100.0)
             lls.append(ll)
+            grads += [p.grad.clone() for p in rule.parameters()]
         results[engine] = (lls, torch.as_tensor(w), None if state is None
-                           else torch.as_tensor(state),
-                           [p.grad.clone() for p in rule.parameters()])
+                           else torch.as_tensor(state), grads)
     (ll_t, w_t, s_t, g_t), (ll_f, w_f, s_f, g_f) = results["torch"], results["fused"]
     assert ll_f == pytest.approx(ll_t, rel=tol)
     torch.testing.assert_close(w_f, w_t.detach(), rtol=tol, atol=tol)
