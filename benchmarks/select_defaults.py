@@ -164,10 +164,15 @@ def main() -> None:
             table.insert(0, "outer_fold", fold)
             rows.append(table)
             per_seed = table.groupby("seed")["loglik"].mean()
+            # a candidate that chooses its prior per fit: how many inner fits chose which
+            chosen = table.drop_duplicates(["seed", "fold"])["correction_prior"]
             print(f"outer fold {fold}: {name:<20s} inner-validation "
                   f"{per_seed.mean():+.4f} nats/trial"
                   + (f" (per seed {np.round(per_seed.to_numpy(), 4).tolist()})"
                      if len(per_seed) > 1 else "")
+                  + (", inner fits' priors " + ", ".join(
+                      f"{v:g}: {n}" for v, n in chosen.value_counts().sort_index().items())
+                     if isinstance(candidate(name).correction_prior, tuple) else "")
                   + f" ({time.perf_counter() - start:.0f} s)", flush=True)
     results = pd.concat(rows, ignore_index=True)
     # each seed weighs alike; within a seed, each held-out mouse does

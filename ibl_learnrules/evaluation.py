@@ -114,7 +114,9 @@ def compare_rules(
     pandas.DataFrame
         Tidy table, one row per (rule, seed, held-out subject): ``rule``, ``seed``, ``fold``,
         ``subject``, ``n_trials``, ``loglik`` (nats/trial), ``bits`` (bits/trial over a fair
-        coin) and ``accuracy``.
+        coin), ``accuracy`` and ``correction_prior`` (the prior the fold's fit used: the
+        chosen one where the estimator has candidates; NaN for an estimator without one,
+        such as a seed ensemble).
 
     Examples
     --------
@@ -145,11 +147,16 @@ def compare_rules(
 
 def _fit_and_score(table, template, seed, train, test, **labels) -> pd.DataFrame:
     est = clone(template).set_params(random_state=seed).fit(table.iloc[train])
-    scores = per_animal_scores(est, table.iloc[test])
+    scores = _with_prior(per_animal_scores(est, table.iloc[test]), est)
     scores.insert(0, "fold", labels["fold"])
     scores.insert(0, "seed", seed)
     scores.insert(0, "rule", labels["name"])
     return scores
+
+
+def _with_prior(scores: pd.DataFrame, est) -> pd.DataFrame:
+    """``scores`` with the correction prior the fit used (it may have chosen among several)."""
+    return scores.assign(correction_prior=float(getattr(est, "correction_prior_", np.nan)))
 
 
 def paired_test(results: pd.DataFrame, rule_a: str, rule_b: str,
@@ -232,7 +239,7 @@ def held_out_future(
     Returns
     -------
     pandas.DataFrame
-        One row per (rule, seed, subject) as in :func:`compare_rules` (``fold`` is absent).
+        One row per (rule, seed, subject) with :func:`compare_rules`'s columns but ``fold``.
     """
     table = validate_trials(trials).reset_index(drop=True)
     session_rank = session_index(table)
@@ -245,7 +252,7 @@ def held_out_future(
     for seed in seeds:
         for name, template in _as_estimators(rules, estimator_params).items():
             est = clone(template).set_params(random_state=seed).fit(table[train])
-            scores = per_animal_scores(est, table, score_mask=~train)
+            scores = _with_prior(per_animal_scores(est, table, score_mask=~train), est)
             scores.insert(0, "seed", seed)
             scores.insert(0, "rule", name)
             rows.append(scores)

@@ -23,7 +23,8 @@ def test_compare_rules_is_tidy_and_splits_by_animal(cohort):
     table = compare_rules(cohort, ["none", "reinforce"], cv=GroupKFold(2), seeds=(0, 1),
                           estimator_params=FAST)
     assert list(table.columns) == ["rule", "seed", "fold", "subject", "n_trials", "loglik",
-                                   "bits", "accuracy"]
+                                   "bits", "accuracy", "correction_prior"]
+    assert (table["correction_prior"] == 0.0).all()  # classic rules have no correction
     assert len(table) == 2 * 2 * 4  # rules x seeds x animals
     # every animal is scored exactly once per (rule, seed): held out in one fold
     assert table.groupby(["rule", "seed"])["subject"].apply(lambda s: s.is_unique).all()

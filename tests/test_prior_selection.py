@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.model_selection import GroupKFold
 
 from ibl_learnrules import LearningRuleGLM, load_model, save_model, simulate_cohort
-from ibl_learnrules.evaluation import held_out_future, per_animal_scores
+from ibl_learnrules.evaluation import compare_rules, held_out_future, per_animal_scores
 from ibl_learnrules.prior_selection import (
     MIN_ANIMALS_TO_HOLD_OUT,
     NothingToHoldOut,
@@ -94,3 +95,19 @@ def test_the_choice_is_saved_with_the_model(tmp_path, mouse):
     assert loaded.correction_prior_ == est.correction_prior_
     pd.testing.assert_series_equal(loaded.prior_scores_, est.prior_scores_)
     np.testing.assert_array_equal(loaded.predict_proba(mouse), est.predict_proba(mouse))
+
+
+def test_comparisons_record_the_prior_each_fit_chose(mouse):
+    # each fold's fit chooses on its own training animals; the table says what it chose
+    cohort = simulate_cohort(2 * MIN_ANIMALS_TO_HOLD_OUT, n_trials=300, random_state=2,
+                             alpha=0.05)
+    est = LearningRuleGLM(correction_prior=CANDIDATES, **SMALL)
+    table = compare_rules(cohort, {"dnn": est}, cv=GroupKFold(2))
+    for fold, (train, _) in enumerate(GroupKFold(2).split(cohort, groups=cohort["subject"])):
+        chosen = table.loc[table["fold"] == fold, "correction_prior"]
+        fitted = LearningRuleGLM(correction_prior=CANDIDATES, **SMALL).fit(cohort.iloc[train])
+        assert chosen.nunique() == 1 and chosen.iloc[0] == fitted.correction_prior_
+    future = held_out_future(mouse, {"dnn": est}, n_train_sessions=3)
+    fitted = LearningRuleGLM(correction_prior=CANDIDATES, **SMALL).fit(
+        mouse[mouse["session"].isin(pd.unique(mouse["session"])[:3])])
+    assert (future["correction_prior"] == fitted.correction_prior_).all()
