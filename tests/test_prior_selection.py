@@ -111,3 +111,10 @@ def test_comparisons_record_the_prior_each_fit_chose(mouse):
     fitted = LearningRuleGLM(correction_prior=CANDIDATES, **SMALL).fit(
         mouse[mouse["session"].isin(pd.unique(mouse["session"])[:3])])
     assert (future["correction_prior"] == fitted.correction_prior_).all()
+    # these fits all choose no prior; with nothing to hold out a fit takes the firmest, and
+    # the table must say so too
+    few = simulate_cohort(4, n_trials=200, random_state=0)
+    assert (few.groupby("subject")["session"].nunique() == 1).all()
+    with pytest.warns(UserWarning, match="fitted with the strongest candidate"):
+        firmest = compare_rules(few, {"dnn": est}, cv=GroupKFold(2))
+    assert (firmest["correction_prior"] == max(CANDIDATES)).all()
