@@ -22,6 +22,9 @@ over several (``--seeds 0,1,2,3``), or fit each as a seed ensemble (``--ensemble
 twins are shared out among the members, a draw from the mixture). They depend on the
 twins' own draw too: ``--twin-seed 0,1,2,3,4`` prints one line per draw of the same fit
 (on KS014, 20 twins of ``reinforce_baseline`` gave an RMS of 0.147 to 0.258 over those five).
+``--curves`` adds, under each line, KS014's and the free twins' mean easy-trial correct and
+repeat fraction per session and each twin's sessions to ``trained_1a``, which show where the
+RMS comes from (a mean curve of fast learners and lock-ins is flat where KS014's is not).
 ``--free-sessions 25`` runs KS014's free twins for 25 sessions: KS014 reaches ``trained_1a``
 in its 14th of 15, so with 15 a twin that trains in session 16 counts as never trained and
 the median is often "never"; the RMS still compares KS014's 15 sessions.
@@ -39,6 +42,7 @@ import itertools
 import time
 import warnings
 
+import numpy as np
 from training_settings import AUTO, FREE_STIMULUS, GATE_AGAINST, TEACHER_FORCED
 
 from ibl_learnrules import LearningRuleGLM, SeedEnsemble, load_ks014
@@ -165,8 +169,26 @@ def baseline(est) -> str:
     return "-" if not betas else ", ".join(f"{b:.2f}" for b in betas[0].tolist())
 
 
+def curves(check) -> str:
+    """KS014's and the free twins' mean easy-trial correct and repeat fraction per session,
+    and each free twin's sessions to ``trained_1a`` (sorted; "-" never)."""
+    animal = check.sessions["mode"] == "animal"
+    n_sessions = check.sessions.loc[animal, "session_idx"].max() + 1
+    sessions = check.sessions[check.sessions["session_idx"] < n_sessions]
+    lines = []
+    for metric in ("easy_correct", "repeat_fraction"):
+        mean = sessions.groupby(["mode", "session_idx"])[metric].mean().unstack("session_idx")
+        for mode, label in (("animal", "KS014"), ("free", "twins")):
+            lines.append(f"    {metric:<15s} {label:<5s} "
+                         + " ".join(f"{v:.2f}" for v in mean.loc[mode]))
+    trained = check.subjects.loc[check.subjects["mode"] == "free", "sessions_to_trained"]
+    lines.append("    twins to trained_1a  "
+                 + " ".join("-" if v != v else f"{v:g}" for v in np.sort(trained.to_numpy())))
+    return "\n" + "\n".join(lines)
+
+
 def ks014_line(est, ks014, n_twins: int, twin_seed: int = 0,
-               free_sessions: int | None = None) -> str:
+               free_sessions: int | None = None, show_curves: bool = False) -> str:
     """A variant fitted on KS014: its free twins (and replay twins) against the mouse."""
     check = check_twins(est, ks014, n_twins=n_twins, random_state=twin_seed,
                         modes=("free", "replay"), psychometrics=False,
@@ -179,7 +201,8 @@ def ks014_line(est, ks014, n_twins: int, twin_seed: int = 0,
             f"{int(trained['not_reached']):>3d}/{n_twins:<2d} {trained['percentile']:5.2f} "
             f"{row.loc[('easy_correct', 'free'), 'rms']:6.3f} "
             f"{row.loc[('repeat_fraction', 'free'), 'twins_median']:7.2f} "
-            f"{row.loc[('easy_correct', 'replay'), 'rms']:7.3f}")
+            f"{row.loc[('easy_correct', 'replay'), 'rms']:7.3f}"
+            + (curves(check) if show_curves else ""))
 
 
 def switch_line(est, mice, n_twins: int, twin_seed: int = 0) -> str:
@@ -206,6 +229,10 @@ def main() -> None:
                         help="instead of KS014: fit on the 27 mice's first two biased "
                              "sessions, 10 replay twins per mouse, trials to half of the "
                              "post-switch change (median over mice)")
+    parser.add_argument("--curves", action="store_true",
+                        help="under each KS014 line, KS014's and the free twins' mean "
+                             "easy-trial correct and repeat fraction per session, and each "
+                             "twin's sessions to trained_1a")
     parser.add_argument("--ensemble", type=int, default=1,
                         help="fit each variant as a SeedEnsemble of this many seeds (from "
                              "each --seeds value); each twin is one member's")
@@ -218,7 +245,8 @@ def main() -> None:
               "trials to half; target: twins within 30 % of the mice)")
     else:
         data = load_ks014()
-        line = functools.partial(ks014_line, free_sessions=args.free_sessions)
+        line = functools.partial(ks014_line, free_sessions=args.free_sessions,
+                                 show_curves=args.curves)
         print(f"{'variant':<36s} {'loglik':>8s} {'beta (stim, bias)':>18s} {'to 1a':>6s} "
               f"{'never':>6s} {'pct':>5s} {'RMS':>6s} {'repeats':>7s} {'replay':>7s}  "
               "(KS014: 14 sessions, repeats 0.27)")
