@@ -162,12 +162,17 @@ def test_a_gate_may_name_its_covariate(cohort, tmp_path):
 
 
 def test_a_gate_against_the_bias_needs_the_stimulus_and_bias_first(cohort, tmp_path):
-    against = {"gate": 1, "gate_on": "against_bias"}
+    # a correction started large (scale 0.3, the default 0.001), so that within two epochs
+    # the bias outweighs the stimulus on many trials: with the default scale it did on 0.6 %
+    # of them, early, where the correction is small, and the gated and ungated fits scored
+    # alike to every digit
+    against = {"gate": 1, "gate_on": "against_bias", "scale": 0.3}
     est = LearningRuleGLM(rule="rnn", rule_params=against, **FAST).fit(cohort)
     loaded = load_model(save_model(est, tmp_path / "against.pt"))
     assert loaded.rule_.gate_on == "against_bias" and loaded.score(cohort) == est.score(cohort)
-    ungated = LearningRuleGLM(rule="rnn", rule_params={"gate": 0}, **FAST).fit(cohort)
-    assert est.score(cohort) != ungated.score(cohort)
+    ungated = LearningRuleGLM(rule="rnn", rule_params={"gate": 0, "scale": 0.3},
+                              **FAST).fit(cohort)
+    assert abs(est.score(cohort) - ungated.score(cohort)) > 1e-3
     with pytest.raises(ValueError, match=r"must begin with \('stimulus', 'bias'\)"):
         LearningRuleGLM(rule="rnn", rule_params=against, covariates=("bias", "stimulus"),
                         **FAST).fit(cohort)
