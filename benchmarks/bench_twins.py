@@ -43,7 +43,7 @@ import time
 import warnings
 
 import numpy as np
-from training_settings import AUTO, FREE_STIMULUS, GATE_AGAINST, TEACHER_FORCED
+from training_settings import AUTO, FREE_STIMULUS, FREE_STIMULUS_BASE, GATE_AGAINST, TEACHER_FORCED
 
 from ibl_learnrules import LearningRuleGLM, SeedEnsemble, load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
@@ -139,6 +139,8 @@ VARIANTS.update({
     "rnn_leak_free1": dict(rule="rnn", rule_params={"base": "reinforce_baseline_leak"},
                            **{**AUTO, "free_running": 1.0}),
 })
+# the stimulus weight's free-running term training the nested classic rule alone
+VARIANTS.update(FREE_STIMULUS_BASE)
 # the prior chosen per fit on held-out data of the training set: none or the class default
 VARIANTS.update({f"{rule}_choose_prior": dict(
     rule=rule, **{**AUTO, "correction_prior": (0.0, strength)})

@@ -25,7 +25,14 @@ import time
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold
-from training_settings import AUTO, FREE_STIMULUS, GATE_AGAINST, STOP20, TEACHER_FORCED
+from training_settings import (
+    AUTO,
+    FREE_STIMULUS,
+    FREE_STIMULUS_BASE,
+    GATE_AGAINST,
+    STOP20,
+    TEACHER_FORCED,
+)
 
 from ibl_learnrules import LearningRuleGLM
 from ibl_learnrules.datasets import load_ibl_mice, load_ks014
@@ -86,6 +93,7 @@ CANDIDATES = {
     # slows the KS014 twins that no longer lock in (training_settings)
     **GATE_AGAINST,
     **FREE_STIMULUS,
+    **FREE_STIMULUS_BASE,
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials

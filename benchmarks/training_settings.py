@@ -23,3 +23,8 @@ GATE_AGAINST = {f"{rule}_gate_against": dict(
 FREE_STIMULUS = {f"{rule}_free_stimulus{tag}": dict(
     rule=rule, **{**AUTO, "free_running": weight}, free_weights=("stimulus",))
     for rule, weight, tag in (("dnn", 0.3, ""), ("dnn", 0.1, "01"), ("rnn", 0.1, "01"))}
+#: The stimulus weight's free-running term (weight 0.3) training only the classic rule the
+#: network nests (``free_running_trains="base"``): the correction is taught alone.
+FREE_STIMULUS_BASE = {f"{rule}_free_stimulus_base": dict(
+    rule=rule, **{**AUTO, "free_running": 0.3}, free_weights=("stimulus",),
+    free_running_trains="base") for rule in ("dnn", "rnn")}

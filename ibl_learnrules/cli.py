@@ -128,6 +128,7 @@ def _fit(args: argparse.Namespace) -> None:
                                                noise_reversion=args.noise_reversion,
                                                free_running=args.free_running,
                                                free_weights=args.free_weights,
+                                               free_running_trains=args.free_running_trains,
                                                correction_prior=_prior(args.correction_prior),
                                                drift_guard=args.drift_guard,
                                                **_estimator_params(args)), trials, args)
@@ -392,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --free-running: only these covariates' weights run free in "
                           "that likelihood, the others follow the animals' choices (e.g. "
                           "'stimulus': learn the stimulus at the animals' pace given their bias)")
+    fit.add_argument("--free-running-trains", choices=("all", "base"), default="all",
+                     help="with --free-running: what that likelihood trains, all of the rule "
+                          "or ('base') only the classic rule a network nests, whose "
+                          "correction then learns from the animals' choices alone")
     fit.add_argument("--correction-prior", type=_word_or_number("auto", "a precision"),
                      nargs="+", default=["auto"], metavar="PRECISION",
                      help="precision of a Gaussian prior holding a network rule's correction "

@@ -37,6 +37,9 @@ from .rules.base import LearningRule, TrialStep
 
 __all__ = ["expected_update", "mean_field_rollout", "ClosedLoopRunner"]
 
+#: What the free-running likelihood trains: every parameter, or the classic rule's alone.
+FREE_RUNNING_TRAINS = ("all", "base")
+
 
 def _mix(p: torch.Tensor, right, left):
     """``p * right + (1 - p) * left`` for tensors, or tuples of them (None stays None)."""
@@ -178,15 +181,28 @@ class ClosedLoopRunner:
     runners, one teacher-forced and one free-running, each through the rule's compiled
     kernel where it has one (``dnn`` and ``rnn`` have both; elsewhere the free part is a
     per-trial torch loop). Each carries its own weights and state from chunk to chunk,
-    detached, as truncated back-propagation does.
+    detached, as truncated back-propagation does. With ``trains="base"`` the free-running
+    part's gradient reaches only the rule's ``classic_parameters()`` (a network's correction
+    learns from the teacher-forced part alone).
     """
 
     def __init__(self, rule: LearningRule, batch: TensorBatch, engine: str = "auto",
-                 weight: float = 1.0, free_weights: torch.Tensor | None = None):
+                 weight: float = 1.0, free_weights: torch.Tensor | None = None,
+                 trains: str = "all"):
         if not weight >= 0:
             raise ValueError(f"the free-running weight must be >= 0, got {weight!r}")
+        if trains not in FREE_RUNNING_TRAINS:
+            raise ValueError(f"trains must be one of {list(FREE_RUNNING_TRAINS)}, "
+                             f"got {trains!r}")
+        classic = {id(p) for p in rule.classic_parameters()}
+        if trains == "base" and not classic:
+            raise ValueError(f"free_running_trains='base' trains the classic rule that the "
+                             f"rule nests, and {type(rule).__name__} nests none")
         self.rule, self.batch, self.weight, self.engine = rule, batch, float(weight), engine
-        self.free_weights = free_weights
+        self.free_weights, self.trains = free_weights, trains
+        # parameters whose gradient the free-running part must leave as the teacher left it
+        self._taught_only = ([] if trains == "all" else
+                             [p for p in rule.parameters() if id(p) not in classic])
         noisy = isinstance(rule, NoisyRule)
         self.teacher = FilterRunner(rule, batch) if noisy else ChunkRunner(rule, batch, engine)
         # the free part has no kernel for most rules: "fused" must not refuse them
@@ -195,10 +211,11 @@ class ClosedLoopRunner:
                                 free_weights=free_weights)
 
     @classmethod
-    def factory(cls, weight: float, free_weights: torch.Tensor | None = None):
+    def factory(cls, weight: float, free_weights: torch.Tensor | None = None,
+                trains: str = "all"):
         """Return a ``runner_class`` for :func:`~ibl_learnrules.engine.train_rule`."""
         def build(rule, batch, engine="auto"):
-            return cls(rule, batch, engine, weight, free_weights)
+            return cls(rule, batch, engine, weight, free_weights, trains)
         return build
 
     def start(self, w0: torch.Tensor):
@@ -209,7 +226,7 @@ class ClosedLoopRunner:
     def only(self, animal: int) -> ClosedLoopRunner:
         """Return this runner on one animal of its batch (to find who causes numerical trouble)."""
         return ClosedLoopRunner(self.rule, self.batch.animal(animal), self.engine, self.weight,
-                                self.free_weights)
+                                self.free_weights, self.trains)
 
     def policy_weights(self, w):
         """Return both parts' GLM weights side by side (numerical checks look at them all)."""
@@ -221,6 +238,10 @@ class ClosedLoopRunner:
         """Run trials ``start:stop``; return ``(tf + weight * free loglik, weights, states)``."""
         taught, w_taught, s_taught = self.teacher(w[0], state[0], start, stop, need_grad,
                                                   loss_norm)
+        held = self._taught_only if need_grad else []
+        taught_grads = [None if p.grad is None else p.grad.clone() for p in held]
         free, w_free, s_free = self.free(w[1], state[1], start, stop, need_grad,
                                          loss_norm / self.weight if self.weight else math.inf)
+        for p, grad in zip(held, taught_grads, strict=True):
+            p.grad = grad
         return taught + self.weight * free, (w_taught, w_free), (s_taught, s_free)

@@ -18,7 +18,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
 from . import engine, filtering, prior_selection, simulate
-from .closed_loop import ClosedLoopRunner
+from .closed_loop import FREE_RUNNING_TRAINS, ClosedLoopRunner
 from .rules import get_rule_class, make_rule
 from .rules.neural import AGAINST_BIAS
 from .trials import check_choices, check_covariates, featurize, validate_trials
@@ -216,6 +216,19 @@ class LearningRuleGLM(BaseEstimator):
         held weights take the update of the animal's choice from it. Compiled for ``dnn``,
         ``rnn`` and the REINFORCE-with-baseline family (KS014, the fit above: 13 s against
         338 s for the torch loop), a torch loop for other rules.
+    free_running_trains : {"all", "base"}
+        Which parameters the free-running likelihood trains: all (default), or, ``"base"``,
+        only those of the classic rule the network nests (its ``alpha`` and ``beta``), so
+        that the likelihood of the animal's choices alone shapes the network's correction
+        while the free-running part sets the pace of the classic part. For a classic rule
+        both are the same. ``dnn`` fitted to KS014 with ``free_running=0.3,
+        free_weights=("stimulus",), free_running_trains="base"`` (in-sample -0.4822, the
+        default -0.4818) makes free twins that no longer train at the protocol's fastest
+        (none before session 6, where the default's train in 4-5) and rank KS014 as a
+        typical twin (0.35-0.57), but 5-12 of 20 have not reached ``trained_1a`` by
+        KS014's 15th session (easy-trial RMS 0.145-0.168, twin seeds 0-2;
+        ``benchmarks/bench_twins.py --variants dnn_free_stimulus_base``). Not validated
+        on held-out animals; no default uses it.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     engine : {"auto", "torch", "fused"}
@@ -279,6 +292,7 @@ class LearningRuleGLM(BaseEstimator):
         noise_reversion: float | str | None = None,
         free_running: float | str = "auto",
         free_weights: Sequence[str] | None = None,
+        free_running_trains: str = "all",
         device: str = "auto",
         engine: str = "auto",
         random_state: int | None = None,
@@ -305,6 +319,7 @@ class LearningRuleGLM(BaseEstimator):
         self.noise_reversion = noise_reversion
         self.free_running = free_running
         self.free_weights = free_weights
+        self.free_running_trains = free_running_trains
         self.device = device
         self.engine = engine
         self.random_state = random_state
@@ -339,6 +354,12 @@ class LearningRuleGLM(BaseEstimator):
             if not self._free_running_weight():
                 raise ValueError("free_weights chooses which weights run free in the "
                                  "free-running likelihood: it needs free_running > 0")
+        if self.free_running_trains not in FREE_RUNNING_TRAINS:
+            raise ValueError(f"free_running_trains must be one of {list(FREE_RUNNING_TRAINS)}, "
+                             f"got {self.free_running_trains!r}")
+        if self.free_running_trains != "all" and not self._free_running_weight():
+            raise ValueError("free_running_trains chooses what the free-running likelihood "
+                             "trains: it needs free_running > 0")
         _check_correction_prior(self.correction_prior)
         if not (isinstance(self.drift_guard, (int, float)) and self.drift_guard >= 0):
             raise ValueError(f"drift_guard must be a number >= 0, got {self.drift_guard!r}")
@@ -382,7 +403,7 @@ class LearningRuleGLM(BaseEstimator):
                 names = set(self._free_weight_names())
                 mask = torch.tensor([float(c in names) for c in self.covariates])
                 mask = None if bool((mask == 1).all()) else mask
-            return ClosedLoopRunner.factory(weight, mask)
+            return ClosedLoopRunner.factory(weight, mask, self.free_running_trains)
         if self._noise_settings():
             return filtering.FilterRunner
         return None

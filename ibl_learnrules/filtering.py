@@ -188,6 +188,9 @@ class NoisyRule(LearningRule):
     def correction_parameters(self):  # noqa: D102
         return self.base.correction_parameters()
 
+    def classic_parameters(self):  # noqa: D102
+        return self.base.classic_parameters()
+
     def mean_rule(self) -> LearningRule:
         """Return the base rule: the noise adds nothing to the update on average."""
         return self.base

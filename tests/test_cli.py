@@ -94,6 +94,10 @@ def test_fit_free_weights_option(trials_file, tmp_path, capsys):
     assert load_model(out).free_weights == ("stimulus",)
     assert main(base + ["--free-weights", "stimulus"]) == 2
     assert "needs free_running > 0" in capsys.readouterr().err
+    assert main(base + ["--free-running", "1", "--free-running-trains", "base"]) == 0
+    assert load_model(out).free_running_trains == "base"
+    assert main(base + ["--free-running-trains", "base"]) == 2
+    assert "needs free_running > 0" in capsys.readouterr().err
 
 
 def test_fit_drift_guard_option(trials_file, tmp_path, capsys):

@@ -330,3 +330,49 @@ def test_estimator_lets_only_the_named_weights_run_free(tmp_path):
             LearningRuleGLM(**settings, free_weights=bad).fit(trials)
     with pytest.raises(ValueError, match="needs free_running > 0"):
         LearningRuleGLM(rule="reinforce_baseline", free_weights=("stimulus",)).fit(trials)
+
+
+@pytest.mark.parametrize("name", ["dnn", "rnn"])
+def test_base_only_free_running_leaves_the_network_taught(small_batch, name):
+    # trains="base": the free part's gradient reaches the nested classic rule's alpha and
+    # beta alone; the network and its scale keep the teacher-forced part's gradient
+    weight, norm = 0.4, 250.0
+    w0 = torch.zeros(3, 2, dtype=torch.float64)
+    rule = _rule(name, scale=0.3, alpha=0.2, beta=-1.0)
+    runner = ClosedLoopRunner(rule, small_batch, "fused", weight, trains="base")
+    w, state = runner.start(w0)
+    runner(w, state, 0, 120, need_grad=True, loss_norm=norm)
+    got = [p.grad.clone() for p in rule.parameters()]
+    params = list(rule.parameters())
+    taught = rollout(rule, small_batch, w0, start=0, stop=120).loglik.sum()
+    free = mean_field_rollout(rule, small_batch, w0, start=0, stop=120).loglik.sum()
+    taught_grads = torch.autograd.grad(-taught / norm, params)
+    free_grads = torch.autograd.grad(-weight * free / norm, params)
+    classic = {id(p) for p in rule.classic_parameters()}
+    assert len(classic) == 2  # log_alpha and beta
+    for p, g, g_taught, g_free in zip(params, got, taught_grads, free_grads, strict=True):
+        torch.testing.assert_close(g, g_taught + g_free if id(p) in classic else g_taught)
+        # the free part pulls on every parameter, so keeping it off the network is visible
+        assert float(g_free.abs().sum()) > 0
+
+
+def test_estimator_free_running_trains(small_trials, tmp_path):
+    settings = dict(max_epochs=2, random_state=0, free_running=1.0,
+                    free_weights=("stimulus",))
+    # a classic rule is all base: both settings fit the same
+    full, base = (LearningRuleGLM(rule="reinforce_baseline", free_running_trains=trains,
+                                  **settings).fit(small_trials) for trains in ("all", "base"))
+    assert _same_fit(full, base)
+    # a network: the correction no longer learns from the free-running part
+    full, base = (LearningRuleGLM(rule="dnn", free_running_trains=trains,
+                                  **settings).fit(small_trials) for trains in ("all", "base"))
+    assert not _same_fit(full, base)
+    save_model(base, tmp_path / "base.pt")
+    assert load_model(tmp_path / "base.pt").get_params()["free_running_trains"] == "base"
+    with pytest.raises(ValueError, match="free_running_trains must be one of"):
+        LearningRuleGLM(rule="dnn", free_running_trains="network", **settings).fit(small_trials)
+    with pytest.raises(ValueError, match="needs free_running > 0"):
+        LearningRuleGLM(rule="dnn", free_running_trains="base").fit(small_trials)
+    with pytest.raises(ValueError, match="nests none"):
+        LearningRuleGLM(rule="dnn", rule_params={"base": None}, free_running_trains="base",
+                        **settings).fit(small_trials)

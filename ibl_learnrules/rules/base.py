@@ -142,6 +142,15 @@ class LearningRule(nn.Module):
         """
         return []
 
+    def classic_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the classic rule this rule is or nests (a classic rule: all of its own).
+
+        ``LearningRuleGLM(free_running_trains="base")`` lets the free-running likelihood
+        train these alone.
+        """
+        flexible = {id(p) for p in self.correction_parameters()}
+        return [p for p in self.parameters() if id(p) not in flexible]
+
     def chunk_kernel(self) -> ChunkKernel | None:
         """Return the rule's fast CPU implementation of a chunk of trials, or ``None``.
 

@@ -42,6 +42,9 @@ BASES = (None, "reinforce_baseline", "reinforce_baseline_leak")
 CENTRES = (None, "policy", "even")
 #: The base whose weights also leak toward a resting point.
 _LEAK_BASE = "reinforce_baseline_leak"
+#: Names of the nested classic rule's parameters (those of REINFORCE with baseline, and of
+#: the leak rule).
+_CLASSIC_PARAMETERS = ("log_alpha", "beta", "log_leak", "rest")
 #: A ``gate_on`` that reads weights 0 (the stimulus's) and 1 (the bias's): the policy's
 #: p(correct) on a full-contrast trial on the side its bias works against.
 AGAINST_BIAS = "against_bias"
@@ -98,7 +101,11 @@ class _ScaledOutput(LearningRule):
     def correction_parameters(self) -> list[nn.Parameter]:
         """Return the network's parameters: at zero, the update is the base rule's (or none)."""
         return [p for name, p in self.named_parameters()
-                if name not in ("log_scale", "log_alpha", "beta", "log_leak", "rest")]
+                if name not in ("log_scale", *_CLASSIC_PARAMETERS)]
+
+    def classic_parameters(self) -> list[nn.Parameter]:
+        """Return the nested classic rule's parameters (none without a base)."""
+        return [p for name, p in self.named_parameters() if name in _CLASSIC_PARAMETERS]
 
     def base_update(self, w: torch.Tensor, trial: TrialStep):
         """Return the classic part of the update at weights ``w`` (0 without a base)."""
