@@ -227,8 +227,9 @@ class LearningRuleGLM(BaseEstimator):
         (none before session 6, where the default's train in 4-5) and rank KS014 as a
         typical twin (0.35-0.57), but 5-12 of 20 have not reached ``trained_1a`` by
         KS014's 15th session (easy-trial RMS 0.145-0.168, twin seeds 0-2;
-        ``benchmarks/bench_twins.py --variants dnn_free_stimulus_base``). Not validated
-        on held-out animals; no default uses it.
+        ``benchmarks/bench_twins.py --variants dnn_free_stimulus_base``). It predicts
+        KS014's sessions 7-9 worse when fitted on 0-6 (-0.5046 against -0.4946, three
+        seeds), so no default uses it.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     engine : {"auto", "torch", "fused"}
