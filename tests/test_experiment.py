@@ -32,8 +32,7 @@ OUTPUTS = {"results.csv", "tests.csv", "report.txt", "summary.json", "model_comp
 def one_thread():
     # per-trial rollouts of tiny tensors: on a busy 2-core machine a second intra-op thread
     # makes every op wait for a core (ms instead of us); the results do not depend on it.
-    # numba too: the classic kernels restore numba's thread count through OpenMP, which
-    # resets torch's as well
+    # numba's too: the kernels' threads would compete for the same two cores
     import numba
     import torch
 

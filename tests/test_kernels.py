@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ibl_learnrules.engine import ChunkRunner, TensorBatch, rollout, train_rule
-from ibl_learnrules.kernels import classic
+from ibl_learnrules.kernels import threads
 from ibl_learnrules.rules import RULES, get_rule_class
 
 #: Rules defined by the package (not by tests, which may register their own).
@@ -227,17 +227,26 @@ def test_predictions_after_fused_training_use_the_torch_rollout(name):
         np.testing.assert_allclose(s_fast, s_ref, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["reinforce", "q_learning", "reward_history"])
-def test_classic_kernels_do_not_depend_on_the_threads(name, monkeypatch):
-    # typical chunks run on one thread; force the parallel path and expect the same bits
+@pytest.mark.parametrize("name", ["reinforce", "q_learning", "reward_history", "dnn:nested",
+                                  "rnn:gate_against", "dnn:gate_against"])
+def test_kernels_do_not_depend_on_the_threads(name, monkeypatch):
+    # typical test chunks run on one thread; split the animals into three groups on threads
+    # (whatever NUMBA_NUM_THREADS allows) and expect the same bits
     batch = random_batch(4, 200, 2, seed=9)
     w0 = start_weights(batch)
     chunks = SHAPES["K2"][3]
     serial = run_chunks(make_rule(name, 2), batch, "fused", w0, chunks)
-    monkeypatch.setattr(classic, "_WORK_PER_THREAD", 1)
+    split = []
+
+    def three(n_animals, *_):
+        split.append(n_animals)
+        return 3
+
+    monkeypatch.setattr(threads, "threads_for", three)
     torch_threads = torch.get_num_threads()
     parallel = run_chunks(make_rule(name, 2), batch, "fused", w0, chunks)
-    # the kernel leaves torch's threads alone (numba's OpenMP layer shares them)
+    assert split and all(n == 4 for n in split)
+    # the kernel leaves torch's threads alone
     assert torch.get_num_threads() == torch_threads
     for s, p in zip(serial, parallel, strict=True):
         assert s[0] == p[0]
@@ -246,6 +255,24 @@ def test_classic_kernels_do_not_depend_on_the_threads(name, monkeypatch):
             np.testing.assert_array_equal(a, b)
         for key in s[3]:
             np.testing.assert_array_equal(s[3][key], p[3][key])
+
+
+def test_over_animals_runs_every_group_and_raises_their_errors(monkeypatch):
+    monkeypatch.setattr(threads, "threads_for", lambda *_: 3)
+    seen = np.zeros(7)
+
+    def mark(first, stop, out):
+        out[first:stop] += 1
+
+    threads.over_animals(mark, 7, 100, 1, seen)
+    np.testing.assert_array_equal(seen, 1)  # each animal once, whichever thread
+
+    def fail(first, stop):
+        if first == 0:
+            raise ValueError("group 0 failed")
+
+    with pytest.raises(ValueError, match="group 0"):
+        threads.over_animals(fail, 7, 100, 1)
 
 
 def test_a_subclass_does_not_inherit_its_parents_kernel():

@@ -6,11 +6,12 @@ and ``dstate/dtheta``, and add each trial's ``(y - p) * x . dpolicy_w/dtheta`` t
 gradient of the log-likelihood. No trajectory is stored and there is no backward pass. TBPTT
 detaches the weights and state between chunks, so the tangents start at zero in each chunk.
 
-One driver (:func:`_chunk`, parallel over animals when a chunk is big enough to pay for the
-threads) runs the policy and the likelihood for every rule; a small step function per rule
-applies the update and its hand-derived partials. The rule is chosen by an integer code (the
-constants below) rather than by passing the step function in, because numba cannot cache a
-function that takes another as an argument (nor a closure).
+One driver (:func:`_chunk`, on groups of animals in threads when a chunk is big enough to pay
+for them: :mod:`ibl_learnrules.kernels.threads`) runs the policy and the likelihood for every
+rule; a small step function per rule applies the update and its hand-derived partials. The
+rule is chosen by an integer code (the constants below) rather than by passing the step
+function in, because numba cannot cache a function that takes another as an argument (nor a
+closure).
 
 ``theta`` is the flat concatenation of ``list(rule.parameters())`` (logs where the rule
 stores logs); the state is flattened per animal to (B, M): nothing for the Markovian rules,
@@ -41,6 +42,7 @@ import numba
 import numpy as np
 
 from .neural import _log_sigmoid, _sigmoid
+from .threads import over_animals
 
 __all__ = [
     "NONE",
@@ -67,7 +69,7 @@ __all__ = [
 MEAN_FIELD_BASELINE, MEAN_FIELD_LEAK, MEAN_FIELD_LEAK_SIDE = range(9, 12)
 
 # no fastmath: the work per trial is a few dozen flops, and the equality tests ask for 1e-10
-_JIT = dict(parallel=True, cache=True)
+_JIT = dict(cache=True, nogil=True)
 #: Animal-trials per thread below which a chunk runs on one thread. A trial costs ~50 ns, so
 #: a typical chunk (12 animals x 500 trials) takes ~0.3 ms alone; waking the other threads
 #: gains little then, and on a busy machine a descheduled worker can stall it for far longer.
@@ -272,19 +274,19 @@ def _step(rule, par, K, max_run, free, xt, yt, rt, ct, nt, v, p, dz, w, Jw, s, J
 
 
 @numba.njit(**_JIT)
-def _chunk(rule, x, y, reward, correct_side, new_session, valid, w0, s0, theta, max_run, free,
-           need_grad, loss_norm):
-    B, T, K = x.shape
-    P = theta.shape[0]
+def _chunk(first, stop, rule, x, y, reward, correct_side, new_session, valid, w0, s0, par,
+           max_run, free, need_grad, loglik, grad, w_end, s_end):
+    """Fill the output rows of animals ``first`` to ``stop - 1`` (:func:`classic_chunk`)."""
+    T, K = x.shape[1], x.shape[2]
+    P = par.shape[0]
     M = s0.shape[1]
-    par = _natural(rule, theta, K)
-    loglik = np.zeros(B)
-    grad = np.zeros((B, P))
-    w_end = np.empty_like(w0)
-    s_end = np.empty_like(s0)
-    for a in numba.prange(B):
+    for a in range(first, stop):
         w = w0[a].copy()
         s = s0[a].copy()
+        # summed per trial in the animal's own memory: rows of shared outputs written on
+        # every trial would bounce their cache lines between threads
+        loglik_a = 0.0
+        grad_a = np.zeros(P)
         Jw = np.zeros((K, P), dtype=w0.dtype)
         Js = np.zeros((M, P), dtype=w0.dtype)
         dz = np.zeros(P)
@@ -305,7 +307,7 @@ def _chunk(rule, x, y, reward, correct_side, new_session, valid, w0, s0, theta, 
                 pw = w[k] + par[k] if rule == NONE else w[k]
                 z += pw * xt[k]
             p = _sigmoid(z)
-            loglik[a] += v * (_log_sigmoid(z) if yt > 0.5 else _log_sigmoid(-z))
+            loglik_a += v * (_log_sigmoid(z) if yt > 0.5 else _log_sigmoid(-z))
             if need_grad:
                 # dz/dtheta through the weights, and through NoLearning's offset (= theta)
                 for j in range(P):
@@ -318,17 +320,13 @@ def _chunk(rule, x, y, reward, correct_side, new_session, valid, w0, s0, theta, 
                         dz[k] += xt[k]
                 e = v * (yt - p)
                 for j in range(P):
-                    grad[a, j] += e * dz[j]
+                    grad_a[j] += e * dz[j]
             _step(rule, par, K, max_run, free, xt, yt, reward[a, t], correct_side[a, t],
                   new_session[a, t], v, p, dz, w, Jw, s, Js, g, gp, gb, gg, dvr, dvl, need_grad)
         w_end[a] = w
         s_end[a] = s
-    # summed over animals in a fixed order, so that results do not depend on the threads
-    total = np.zeros(P)
-    for a in range(B):
-        for j in range(P):
-            total[j] -= grad[a, j] / loss_norm
-    return loglik, w_end, s_end, total
+        loglik[a] = loglik_a
+        grad[a] = grad_a
 
 
 def classic_chunk(
@@ -385,18 +383,22 @@ def classic_chunk(
     def arr(a):
         return np.ascontiguousarray(a, dtype=dtype)
 
-    n_animals = x.shape[0]
+    n_animals, n_trials = x.shape[:2]
     flat_state = (np.zeros((n_animals, 0), dtype) if state is None
                   else arr(state).reshape(n_animals, -1))
     theta = np.concatenate([np.ravel(arr(p)) for p in params]).astype(dtype)
     free = np.ones(x.shape[2]) if free is None else np.asarray(free, dtype=np.float64)
-    # a serial twin rather than numba.set_num_threads: under numba's OpenMP layer that call
-    # also resets torch's thread count, which slows every small torch op that follows
-    run = _chunk if x.shape[0] * x.shape[1] >= 2 * _WORK_PER_THREAD else _chunk_serial
-    loglik, w_end, s_end, grad = run(
-        int(rule), arr(x), arr(y), arr(reward), arr(correct_side), arr(new_session),
-        arr(valid), arr(w0), flat_state, theta, float(max_run), free, bool(need_grad),
-        float(loss_norm))
+    par = _natural(int(rule), theta, x.shape[2])
+    loglik = np.zeros(n_animals)
+    grad = np.zeros((n_animals, theta.shape[0]))
+    w_end = np.empty_like(arr(w0))
+    s_end = np.empty_like(flat_state)
+    over_animals(_chunk, n_animals, n_trials, _WORK_PER_THREAD, int(rule), arr(x), arr(y),
+                 arr(reward), arr(correct_side), arr(new_session), arr(valid), arr(w0),
+                 flat_state, par, float(max_run), free, bool(need_grad), loglik, grad, w_end,
+                 s_end)
+    # summed over animals in a fixed order, so that results do not depend on the threads
+    grad = _summed_loss_gradient(grad, float(loss_norm))
     state_end = None if state is None else s_end.reshape(np.shape(state))
     grads = None
     if need_grad:
@@ -408,5 +410,11 @@ def classic_chunk(
     return loglik.astype(dtype), w_end, state_end, grads
 
 
-#: The same chunk compiled without threads, for chunks too small to share out.
-_chunk_serial = numba.njit(cache=True)(_chunk.py_func)
+@numba.njit(cache=True)
+def _summed_loss_gradient(grad, loss_norm):
+    """Return the loss's gradient ``-sum_a grad[a] / loss_norm``, animals summed in order."""
+    total = np.zeros(grad.shape[1])
+    for a in range(grad.shape[0]):
+        for j in range(grad.shape[1]):
+            total[j] -= grad[a, j] / loss_norm
+    return total

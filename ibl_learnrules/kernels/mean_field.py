@@ -31,6 +31,7 @@ import numpy as np
 from .neural import (
     _JIT,
     GATE_ON_P,
+    WORK_PER_THREAD,
     _affine,
     _back_base,
     _back_base_policy,
@@ -49,10 +50,17 @@ from .neural import (
     _gru_step,
     _leak,
     _policy,
+    _store_rows,
     _sum_outer,
     _tanh_layer,
+    _zero_rows,
     gate_codes,
+    inv_norm,
+    outputs,
+    summed,
+    transposed,
 )
+from .threads import over_animals
 
 __all__ = ["dnn_centred_chunk", "dnn_mean_field_chunk", "rnn_mean_field_chunk"]
 
@@ -177,36 +185,22 @@ def _back_mixing_weight(gw, gp, p_t, x_t):
 
 
 @numba.njit(**_JIT)
-def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta,
-                          leak, rest, free, mix, even, order, gate_on, only, need_grad,
-                          loss_norm):
-    B, T, K = x.shape
+def _dnn_mean_field_chunk(first, stop, x, u, y, valid, w0, scale, W1, W1T, b1, W2, W2T, b2, W3,
+                          b3, alpha, beta, leak, rest, free, mix, even, order, gate_on, only,
+                          need_grad, inv_norm, loglik, w_end, gW1, gb1, gW2, gb2, gW3, gb3, gls,
+                          gla, gbeta, gll, grest):
+    """Fill the output rows of animals ``first`` to ``stop - 1`` (:func:`dnn_mean_field_chunk`)."""
+    T, K = x.shape[1], x.shape[2]
     # a third branch, the animal's own choice and reward, for the weights that do not run free
     taught = free.min() < 1
     nb = 3 if taught else 2
     # the two choices' branches, unless no weight uses them (a gated dnn taught throughout)
-    first = 0 if np.abs(mix).max() > 0 or np.abs(even).max() > 0 else 2
-    H = W1.shape[0]
-    D = W1.shape[1]
+    first_branch = 0 if np.abs(mix).max() > 0 or np.abs(even).max() > 0 else 2
+    H, D = W1.shape
     dt = x.dtype
-    loglik = np.zeros(B)
-    w_end = np.empty((B, K), dt)
-    gW1 = np.zeros((B,) + W1.shape)
-    gb1 = np.zeros((B, H))
-    gW2 = np.zeros((B,) + W2.shape)
-    gb2 = np.zeros((B, H))
-    gW3 = np.zeros((B,) + W3.shape)
-    gb3 = np.zeros((B, K))
-    gls = np.zeros((B, K))
-    gla = np.zeros((B, K))
-    gbeta = np.zeros((B, K))  # the baseline cancels in the expected update, not in the taught
-    gll = np.zeros((B, K))
-    grest = np.zeros((B, K))
-    W1T, W2T = W1.T.copy(), W2.T.copy()
     no_bias = np.zeros(H, dt)
     zero = _cast(scale[0], 0.0)
-    inv_norm = _cast(scale[0], 1.0 / loss_norm)
-    for a in numba.prange(B):
+    for a in range(first, stop):
         # branch 0: the choice right, branch 1: left, [branch 2: the animal's]
         inp = np.empty((nb, T, D), dt)
         h1 = np.empty((nb, T, H), dt)
@@ -216,15 +210,17 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
         pre = np.empty(H, dt)
         sc = np.empty(K, dt)  # the output scale, times the gate
         w = w0[a].copy()
+        loglik_a = 0.0  # summed here, stored once: see _zero_rows
+        gls_a, gla_a, gbeta_a, gll_a, grest_a = _zero_rows(K)
         for t in range(T):
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
-            loglik[a] += ll
+            loglik_a += ll
             _gated_scale(scale, _gate_input(p[t], inp[0, t], gate_on), order, only, sc)
             if taught:
                 inp[2, t] = inp[0, t]
             _branch_inputs(inp, t, u[a, t, K + 2])
-            for b in range(first, nb):
+            for b in range(first_branch, nb):
                 _affine(W1T, b1, inp[b, t], pre)
                 _tanh_layer(pre, h1[b, t])
                 _affine(W2T, b2, h1[b, t], pre)
@@ -237,6 +233,7 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
                           mix, even)
             _leak(w, v, leak, rest, inp[0, t])
         w_end[a] = w
+        loglik[a] = loglik_a
         if not need_grad:
             continue
         go = np.zeros((nb, T, K), dt)
@@ -255,19 +252,19 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
                                                         even, only)
             gp_gate = gq if gate_on == GATE_ON_P else zero
             gp = _back_mixed_update(gw, sc, alpha, out[:2, t], p[t], u[a, t, K + 2],
-                                    x[a, t], go[:2, t], gls[a], gla[a], free, mix, even)
+                                    x[a, t], go[:2, t], gls_a, gla_a, free, mix, even)
             gp += gp_gate
             c = 0.0
             if taught:
                 c = _back_taught_update(gw, g_taught, sc, alpha, beta, out[2, t], go[2, t],
-                                        u[a, t], x[a, t], y[a, t], p[t], free, gls[a], gla[a],
-                                        gbeta[a])
-            for b in range(first, nb):
+                                        u[a, t], x[a, t], y[a, t], p[t], free, gls_a, gla_a,
+                                        gbeta_a)
+            for b in range(first_branch, nb):
                 _affine(W3, no_bias, go[b, t], g2[b, t])
                 _back_tanh(g2[b, t], h2[b, t])
                 _affine(W2, no_bias, g2[b, t], g1[b, t])
                 _back_tanh(g1[b, t], h1[b, t])
-            _back_leak(gw, leak, rest, inp[0, t], gll[a], grest[a])
+            _back_leak(gw, leak, rest, inp[0, t], gll_a, grest_a)
             # the network inputs' paths to w_t; the likelihood's only once
             _back_policy(gw, W1T, g1[0, t], x[a, t], y[a, t], p[t], inv_norm)
             for b in range(1, nb):
@@ -276,13 +273,11 @@ def _dnn_mean_field_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alp
             if taught:
                 _back_base_policy(gw, c, x[a, t], p[t])
             _back_gate_weight(gw, gq, q, gate_on, inp[0, t])
-        for b in range(first, nb):
+        _store_rows(a, (gls, gla, gbeta, gll, grest), (gls_a, gla_a, gbeta_a, gll_a, grest_a))
+        for b in range(first_branch, nb):
             _sum_outer(gW3[a], gb3[a], go[b], h2[b])
             _sum_outer(gW2[a], gb2[a], g2[b], h1[b])
             _sum_outer(gW1[a], gb1[a], g1[b], inp[b])
-    grads = (gW1.sum(0), gb1.sum(0), gW2.sum(0), gb2.sum(0), gW3.sum(0), gb3.sum(0), gls.sum(0),
-             gla.sum(0), gbeta.sum(0), gll.sum(0), grest.sum(0))
-    return loglik, w_end, grads
 
 
 def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0, free=None,
@@ -305,9 +300,14 @@ def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1
     centred = centre is not None
     mix = free - 1 if centred else free
     even = np.full_like(free, 1.0 if centre == "even" else 0.0)
-    return _dnn_mean_field_chunk(x, u, y, valid, w0, *params, free, mix, even,
-                                 *gate_codes(gate, gate_on, gate_all), need_grad,
-                                 float(loss_norm))
+    scale, W1, b1, W2, b2, W3, b3, alpha, beta, leak, rest = params
+    # beta's gradient: the baseline cancels in the expected update, not in the taught one
+    loglik, w_end, grads = outputs(x, (W1, b1, W2, b2, W3, b3, scale, alpha, beta, leak, rest))
+    over_animals(_dnn_mean_field_chunk, *x.shape[:2], WORK_PER_THREAD, x, u, y, valid, w0, scale,
+                 W1, transposed(W1), b1, W2, transposed(W2), b2, W3, b3, alpha, beta, leak, rest,
+                 free, mix, even, *gate_codes(gate, gate_on, gate_all), bool(need_grad),
+                 inv_norm(scale, loss_norm), loglik, w_end, *grads)
+    return loglik, w_end, summed(grads)
 
 
 def dnn_centred_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0,
@@ -330,10 +330,12 @@ def _free_mask(free, x):
 
 
 @numba.njit(**_JIT)
-def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2,
-                          alpha, beta, leak, rest, free, order, gate_on, only, need_grad,
-                          loss_norm):
-    B, T, K = x.shape
+def _rnn_mean_field_chunk(first, stop, x, u, y, valid, w0, h0, scale, Wih, WihT, Whh, WhhT, bih,
+                          bhh, R1, R1T, c1, R2, c2, alpha, beta, leak, rest, free, order, gate_on,
+                          only, need_grad, inv_norm, loglik, w_end, h_end, gWih, gWhh, gbih,
+                          gbhh, gR1, gc1, gR2, gc2, gls, gla, gbeta, gll, grest):
+    """Fill the output rows of animals ``first`` to ``stop - 1`` (:func:`rnn_mean_field_chunk`)."""
+    T, K = x.shape[1], x.shape[2]
     # a third branch, the animal's own choice and reward from the mixed state, for the
     # weights that do not run free; its new state is not kept (the state runs free)
     taught = free.min() < 1
@@ -341,29 +343,11 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
     H = Whh.shape[1]
     D = Wih.shape[1]
     dt = x.dtype
-    loglik = np.zeros(B)
-    w_end = np.empty((B, K), dt)
-    h_end = np.empty((B, H), dt)
-    gWih = np.zeros((B,) + Wih.shape)
-    gWhh = np.zeros((B,) + Whh.shape)
-    gbih = np.zeros((B, 3 * H))
-    gbhh = np.zeros((B, 3 * H))
-    gR1 = np.zeros((B,) + R1.shape)
-    gc1 = np.zeros((B, H))
-    gR2 = np.zeros((B,) + R2.shape)
-    gc2 = np.zeros((B, K))
-    gls = np.zeros((B, K))
-    gla = np.zeros((B, K))
-    gbeta = np.zeros((B, K))  # the baseline cancels in the expected update, not in the taught
-    gll = np.zeros((B, K))
-    grest = np.zeros((B, K))
-    WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
     no_even = np.zeros(K, dt)
     no_bias = np.zeros(3 * H, dt)
     one = _cast(scale[0], 1.0)
     zero = _cast(scale[0], 0.0)
-    inv_norm = _cast(scale[0], 1.0 / loss_norm)
-    for a in numba.prange(B):
+    for a in range(first, stop):
         # branch 0: the choice right, branch 1: left[, branch 2: the animal's]; all start from
         # the mixed state hs[t], so the recurrent side of the gates (gh_, hn) is shared
         inp = np.empty((nb, T, D), dt)
@@ -381,11 +365,13 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
         pre = np.empty(H, dt)
         sc = np.empty(K, dt)  # the output scale, times the gate
         w = w0[a].copy()
+        loglik_a = 0.0  # summed here, stored once: see _zero_rows
+        gls_a, gla_a, gbeta_a, gll_a, grest_a = _zero_rows(K)
         hs[0] = h0[a]
         for t in range(T):
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[0, t])
-            loglik[a] += ll
+            loglik_a += ll
             if taught:
                 inp[2, t] = inp[0, t]
             _branch_inputs(inp, t, u[a, t, K + 2])
@@ -412,6 +398,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             else:
                 hs[t + 1] = hs[t]
         w_end[a] = w
+        loglik[a] = loglik_a
         h_end[a] = hs[T]
         if not need_grad:
             continue
@@ -437,14 +424,14 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                 gq = _gate_slope(q, order) * _gated_sum(gw, scale, out[:, t], pt, free, free,
                                                         no_even, only)
             gp = _back_mixed_update(gw, sc, alpha, out[:2, t], pt, u[a, t, K + 2], x[a, t],
-                                    go[:2, t], gls[a], gla[a], free, free, no_even)
+                                    go[:2, t], gls_a, gla_a, free, free, no_even)
             if gate_on == GATE_ON_P:
                 gp += gq
             c = 0.0
             if taught:
                 c = _back_taught_update(gw, g_taught, sc, alpha, beta, out[2, t], go[2, t],
-                                        u[a, t], x[a, t], y[a, t], pt, free, gls[a], gla[a],
-                                        gbeta[a])
+                                        u[a, t], x[a, t], y[a, t], pt, free, gls_a, gla_a,
+                                        gbeta_a)
             for i in range(H):
                 gp += gh[i] * (hnew[0, t, i] - hnew[1, t, i])
                 carry[i] = zero
@@ -462,7 +449,7 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
                     g_hh[t, 2 * H + i] += g_ih[b, t, 2 * H + i] * r[b, t, i]
                     carry[i] += gnew[i] * zg[b, t, i]
             _affine(Whh, carry, g_hh[t], gh)
-            _back_leak(gw, leak, rest, inp[0, t], gll[a], grest[a])
+            _back_leak(gw, leak, rest, inp[0, t], gll_a, grest_a)
             # the network inputs' paths to w_t; the likelihood's only once
             _back_policy(gw, WihT, g_ih[0, t], x[a, t], y[a, t], pt, inv_norm)
             for b in range(1, nb):
@@ -471,15 +458,12 @@ def _rnn_mean_field_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1,
             if taught:
                 _back_base_policy(gw, c, x[a, t], pt)
             _back_gate_weight(gw, gq, q, gate_on, inp[0, t])
+        _store_rows(a, (gls, gla, gbeta, gll, grest), (gls_a, gla_a, gbeta_a, gll_a, grest_a))
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
         for b in range(nb):
             _sum_outer(gWih[a], gbih[a], g_ih[b], inp[b])
             _sum_outer(gR1[a], gc1[a], gro[b], hnew[b])
             _sum_outer(gR2[a], gc2[a], go[b], ro[b])
-    grads = (gWih.sum(0), gWhh.sum(0), gbih.sum(0), gbhh.sum(0), gR1.sum(0), gc1.sum(0),
-             gR2.sum(0), gc2.sum(0), gls.sum(0), gla.sum(0), gbeta.sum(0), gll.sum(0),
-             grest.sum(0))
-    return loglik, w_end, h_end, grads
 
 
 def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, free=None,
@@ -493,6 +477,13 @@ def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_no
     take the update of the animal's own choice and reward, from the mixed state (whose
     own next state is dropped: the state runs free).
     """
-    return _rnn_mean_field_chunk(x, u, y, valid, w0, h0, *params, _free_mask(free, x),
-                                 *gate_codes(gate, gate_on, gate_all), need_grad,
-                                 float(loss_norm))
+    scale, Wih, Whh, bih, bhh, R1, c1, R2, c2, alpha, beta, leak, rest = params
+    loglik, w_end, grads = outputs(x, (Wih, Whh, bih, bhh, R1, c1, R2, c2, scale, alpha, beta,
+                                       leak, rest))
+    h_end = np.empty_like(h0)
+    over_animals(_rnn_mean_field_chunk, *x.shape[:2], WORK_PER_THREAD, x, u, y, valid, w0, h0,
+                 scale, Wih, transposed(Wih), Whh, transposed(Whh), bih, bhh, R1, transposed(R1),
+                 c1, R2, c2, alpha, beta, leak, rest, _free_mask(free, x),
+                 *gate_codes(gate, gate_on, gate_all), bool(need_grad), inv_norm(scale, loss_norm),
+                 loglik, w_end, h_end, *grads)
+    return loglik, w_end, h_end, summed(grads)

@@ -2,7 +2,8 @@
 
 A per-trial PyTorch loop spends its time dispatching tiny operations, not computing. For the
 ``dnn`` and ``rnn`` rules on the CPU, these numba kernels run a whole chunk of trials for all
-animals (in parallel over animals) and back-propagate through it by hand, returning the
+animals (groups of animals on threads: :mod:`ibl_learnrules.kernels.threads`) and
+back-propagate through it by hand, returning the
 chunk's log-likelihood, the carried state and the parameter gradients. The torch modules
 remain the definition of the rules: :func:`ibl_learnrules.engine.rollout` evaluates them, and
 ``tests/test_kernels.py`` checks that these kernels give the same loss, gradients and
@@ -27,6 +28,8 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from .threads import over_animals
+
 __all__ = ["dnn_chunk", "rnn_chunk"]
 
 # error_model="numpy": Python's ZeroDivisionError check on every division would keep the
@@ -37,7 +40,9 @@ __all__ = ["dnn_chunk", "rnn_chunk"]
 # scored its later sessions -0.4709 compiled fresh and -0.4682 from the cache, a gap as large
 # as the differences between rules. With these flags both give the same bits, as fast.
 _FAST = {"nnan", "ninf", "nsz"}
-_JIT = dict(parallel=True, fastmath=_FAST, cache=True, error_model="numpy")
+#: The helpers' flags; a kernel's add a cache and release the GIL (threads run animals apart)
+_HELPER = dict(fastmath=_FAST, error_model="numpy")
+_JIT = dict(_HELPER, cache=True, nogil=True)
 
 
 def _cast(like, value):
@@ -57,7 +62,7 @@ def _cast_overload(like, value):
     return impl
 
 
-@numba.njit(fastmath=_FAST, error_model="numpy")
+@numba.njit(**_HELPER)
 def _tanh_exact(z):
     # libm's tanh costs ~25 ns; exp ~7 ns. Near 0, where (e - 1) would cancel, a Taylor
     # polynomial takes over; both branches are exact to ~1e-15 relative.
@@ -71,7 +76,7 @@ def _tanh_exact(z):
     return (e - 1.0) / (e + 1.0)
 
 
-@numba.njit(fastmath=_FAST, error_model="numpy")
+@numba.njit(**_HELPER)
 def _tanh_f32(z):
     # Eigen's float tanh: a 13/6 rational function on [-7.9, 7.9] (where float32's tanh
     # reaches 1), < 3e-7 from the exact value; branch-free, so loops over units vectorise
@@ -92,7 +97,7 @@ def _tanh_f32(z):
     return x * p / q
 
 
-@numba.njit(fastmath=_FAST, error_model="numpy")
+@numba.njit(**_HELPER)
 def _sigmoid_exact(z):
     if z >= 0:
         return 1.0 / (1.0 + np.exp(-z))
@@ -125,7 +130,7 @@ def _sigmoid_overload(z):
     return lambda z: _sigmoid_exact(z)
 
 
-@numba.njit(fastmath=_FAST, error_model="numpy")
+@numba.njit(**_HELPER)
 def _log_sigmoid(z):
     if z >= 0:
         return -np.log1p(np.exp(-z))
@@ -202,7 +207,7 @@ def _back_tanh(g_pre, act):
         g_pre[i] *= one - act[i] * act[i]
 
 
-@numba.njit(fastmath=_FAST, error_model="numpy")
+@numba.njit(**_HELPER)
 def _add_products(S, A, B):
     """``S += A.T @ B`` in float64 for ``A`` (T, M) and ``B`` (T, N) float64.
 
@@ -230,7 +235,7 @@ def _add_products(S, A, B):
         t += 1
 
 
-@numba.njit(fastmath=_FAST, error_model="numpy")
+@numba.njit(**_HELPER)
 def _sum_outer(S, sb, G, V):
     """``S += G.T @ V`` and ``sb += G.sum(0)`` in float64: a layer's gradients over trials.
 
@@ -380,32 +385,34 @@ def _back_leak(gw, leak, rest, w_t, gll_a, grest_a):
         gw[k] -= gw[k] * leak[k]
 
 
+@numba.njit(inline="always")
+def _zero_rows(K):
+    """Return one animal's sums for the gradients of the log-scale and the classic part.
+
+    Trials add to them (``log_scale``, ``log_alpha``, ``beta``, ``log_leak``, ``rest``) in the
+    animal's own memory, stored in the shared outputs once by :func:`_store_rows`: threads
+    writing neighbouring rows of one array on every trial ran no faster than one thread.
+    """
+    return np.zeros(K), np.zeros(K), np.zeros(K), np.zeros(K), np.zeros(K)
+
+
+@numba.njit(inline="always")
+def _store_rows(a, outs, rows):
+    """Store animal ``a``'s rows (:func:`_zero_rows`) in the outputs."""
+    for i in range(len(outs)):
+        outs[i][a] = rows[i]
+
+
 @numba.njit(**_JIT)
-def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, leak, rest,
-               need_grad, loss_norm):
-    B, T, K = x.shape
-    H = W1.shape[0]
-    D = W1.shape[1]
+def _dnn_chunk(first, stop, x, u, y, valid, w0, scale, W1, W1T, b1, W2, W2T, b2, W3, b3, alpha,
+               beta, leak, rest, need_grad, inv_norm, loglik, w_end, gW1, gb1, gW2, gb2, gW3,
+               gb3, gls, gla, gbeta, gll, grest):
+    """Fill the output rows of animals ``first`` to ``stop - 1`` (:func:`dnn_chunk`)."""
+    T, K = x.shape[1], x.shape[2]
+    H, D = W1.shape
     dt = x.dtype
-    loglik = np.zeros(B)
-    w_end = np.empty((B, K), dt)
-    # per-animal float64 gradient sums, added up after the parallel loop
-    gW1 = np.zeros((B,) + W1.shape)
-    gb1 = np.zeros((B, H))
-    gW2 = np.zeros((B,) + W2.shape)
-    gb2 = np.zeros((B, H))
-    gW3 = np.zeros((B,) + W3.shape)
-    gb3 = np.zeros((B, K))
-    gls = np.zeros((B, K))
-    gla = np.zeros((B, K))
-    gbeta = np.zeros((B, K))
-    gll = np.zeros((B, K))
-    grest = np.zeros((B, K))
-    # forward: layers as b + WT.T @ v (outputs innermost); backward: W.T @ g, i.e. W itself
-    W1T, W2T = W1.T.copy(), W2.T.copy()
     no_bias = np.zeros(H, dt)
-    inv_norm = _cast(scale[0], 1.0 / loss_norm)
-    for a in numba.prange(B):
+    for a in range(first, stop):
         inp = np.empty((T, D), dt)
         h1 = np.empty((T, H), dt)
         h2 = np.empty((T, H), dt)
@@ -413,10 +420,12 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, l
         p = np.empty(T, dt)
         pre = np.empty(H, dt)
         w = w0[a].copy()
+        loglik_a = 0.0  # summed here, stored once: see _zero_rows
+        gls_a, gla_a, gbeta_a, gll_a, grest_a = _zero_rows(K)
         for t in range(T):
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[t])
-            loglik[a] += ll
+            loglik_a += ll
             _affine(W1T, b1, inp[t], pre)
             _tanh_layer(pre, h1[t])
             _affine(W2T, b2, h1[t], pre)
@@ -427,6 +436,7 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, l
                 w[k] += v * (scale[k] * out[t, k] + base)
             _leak(w, v, leak, rest, inp[t])
         w_end[a] = w
+        loglik[a] = loglik_a
         if not need_grad:
             continue
         # per-trial gradients at each layer's output; zero where a trial does not count
@@ -437,21 +447,19 @@ def _dnn_chunk(x, u, y, valid, w0, scale, W1, b1, W2, b2, W3, b3, alpha, beta, l
         for t in range(T - 1, -1, -1):
             if valid[a, t] == 0:
                 continue  # the weights pass through unchanged
-            _back_output(gw, scale, out[t], go[t], gls[a])
-            c = _back_base(gw, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a], gbeta[a])
+            _back_output(gw, scale, out[t], go[t], gls_a)
+            c = _back_base(gw, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla_a, gbeta_a)
             _affine(W3, no_bias, go[t], g2[t])
             _back_tanh(g2[t], h2[t])
             _affine(W2, no_bias, g2[t], g1[t])
             _back_tanh(g1[t], h1[t])
-            _back_leak(gw, leak, rest, inp[t], gll[a], grest[a])
+            _back_leak(gw, leak, rest, inp[t], gll_a, grest_a)
             _back_policy(gw, W1T, g1[t], x[a, t], y[a, t], p[t], inv_norm)
             _back_base_policy(gw, c, x[a, t], p[t])
+        _store_rows(a, (gls, gla, gbeta, gll, grest), (gls_a, gla_a, gbeta_a, gll_a, grest_a))
         _sum_outer(gW3[a], gb3[a], go, h2)
         _sum_outer(gW2[a], gb2[a], g2, h1)
         _sum_outer(gW1[a], gb1[a], g1, inp)
-    grads = (gW1.sum(0), gb1.sum(0), gW2.sum(0), gb2.sum(0), gW3.sum(0), gb3.sum(0), gls.sum(0),
-             gla.sum(0), gbeta.sum(0), gll.sum(0), grest.sum(0))
-    return loglik, w_end, grads
 
 
 def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
@@ -478,7 +486,12 @@ def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
     grads : tuple of ndarray, float64
         Gradients for ``W1, b1, W2, b2, W3, b3, log_scale, log_alpha, beta, log_leak, rest``.
     """
-    return _dnn_chunk(x, u, y, valid, w0, *params, need_grad, float(loss_norm))
+    scale, W1, b1, W2, b2, W3, b3, alpha, beta, leak, rest = params
+    loglik, w_end, grads = outputs(x, (W1, b1, W2, b2, W3, b3, scale, alpha, beta, leak, rest))
+    over_animals(_dnn_chunk, *x.shape[:2], WORK_PER_THREAD, x, u, y, valid, w0, scale, W1,
+                 transposed(W1), b1, W2, transposed(W2), b2, W3, b3, alpha, beta, leak, rest,
+                 bool(need_grad), inv_norm(scale, loss_norm), loglik, w_end, *grads)
+    return loglik, w_end, summed(grads)
 
 
 @numba.njit(inline="always")
@@ -512,33 +525,17 @@ def _back_gru_step(g_new, h, r, z, n, hn, g_in):
 
 
 @numba.njit(**_JIT)
-def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2, alpha, beta,
-               leak, rest, order, gate_on, only, need_grad, loss_norm):
-    B, T, K = x.shape
+def _rnn_chunk(first, stop, x, u, y, valid, w0, h0, scale, Wih, WihT, Whh, WhhT, bih, bhh, R1,
+               R1T, c1, R2, c2, alpha, beta, leak, rest, order, gate_on, only, need_grad,
+               inv_norm, loglik, w_end, h_end, gWih, gWhh, gbih, gbhh, gR1, gc1, gR2, gc2, gls,
+               gla, gbeta, gll, grest):
+    """Fill the output rows of animals ``first`` to ``stop - 1`` (:func:`rnn_chunk`)."""
+    T, K = x.shape[1], x.shape[2]
     H = Whh.shape[1]
     D = Wih.shape[1]
     dt = x.dtype
-    loglik = np.zeros(B)
-    w_end = np.empty((B, K), dt)
-    h_end = np.empty((B, H), dt)
-    gWih = np.zeros((B,) + Wih.shape)
-    gWhh = np.zeros((B,) + Whh.shape)
-    gbih = np.zeros((B, 3 * H))
-    gbhh = np.zeros((B, 3 * H))
-    gR1 = np.zeros((B,) + R1.shape)
-    gc1 = np.zeros((B, H))
-    gR2 = np.zeros((B,) + R2.shape)
-    gc2 = np.zeros((B, K))
-    gls = np.zeros((B, K))
-    gla = np.zeros((B, K))
-    gbeta = np.zeros((B, K))
-    gll = np.zeros((B, K))
-    grest = np.zeros((B, K))
-    # forward: b + WT.T @ v with the outputs innermost; backward: W.T @ g, i.e. W itself
-    WihT, WhhT, R1T = Wih.T.copy(), Whh.T.copy(), R1.T.copy()
     no_bias = np.zeros(3 * H, dt)
-    inv_norm = _cast(scale[0], 1.0 / loss_norm)
-    for a in numba.prange(B):
+    for a in range(first, stop):
         inp = np.empty((T, D), dt)
         sc = np.empty(K, dt)  # the output scale, times the gate
         hs = np.empty((T + 1, H), dt)  # state before each trial
@@ -554,11 +551,13 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
         gh_ = np.empty(3 * H, dt)
         pre = np.empty(H, dt)
         w = w0[a].copy()
+        loglik_a = 0.0  # summed here, stored once: see _zero_rows
+        gls_a, gla_a, gbeta_a, gll_a, grest_a = _zero_rows(K)
         hs[0] = h0[a]
         for t in range(T):
             v = valid[a, t]
             p[t], ll = _policy(w, x[a, t], u[a, t], y[a, t], v, inp[t])
-            loglik[a] += ll
+            loglik_a += ll
             _affine(WihT, bih, inp[t], gi)
             _affine(WhhT, bhh, hs[t], gh_)
             hn[t] = gh_[2 * H:]
@@ -576,6 +575,7 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
             else:
                 hs[t + 1] = hs[t]
         w_end[a] = w
+        loglik[a] = loglik_a
         h_end[a] = hs[T]
         if not need_grad:
             continue
@@ -599,8 +599,8 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
                     if only < 0 or k == only:
                         gq += gw[k] * scale[k] * out[t, k]
                 gq *= _gate_slope(q, order)
-            _back_output(gw, sc, out[t], go[t], gls[a])
-            c = _back_base(gw, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla[a], gbeta[a])
+            _back_output(gw, sc, out[t], go[t], gls_a)
+            c = _back_base(gw, alpha, beta, u[a, t], x[a, t], y[a, t], p[t], gla_a, gbeta_a)
             _affine(R2, no_bias, go[t], gro[t])
             _back_tanh(gro[t], ro[t])
             _affine(R1, gh, gro[t], gnew)  # into the new state: from the read-out and h_{t+1}
@@ -611,20 +611,17 @@ def _rnn_chunk(x, u, y, valid, w0, h0, scale, Wih, Whh, bih, bhh, R1, c1, R2, c2
                 g_hh[t, 2 * H + i] = g_ih[t, 2 * H + i] * r[t, i]
                 carry[i] = gnew[i] * zg[t, i]
             _affine(Whh, carry, g_hh[t], gh)
-            _back_leak(gw, leak, rest, inp[t], gll[a], grest[a])
+            _back_leak(gw, leak, rest, inp[t], gll_a, grest_a)
             _back_policy(gw, WihT, g_ih[t], x[a, t], y[a, t], p[t], inv_norm)
             _back_base_policy(gw, c, x[a, t], p[t])
             if gate_on == GATE_ON_P:  # q = p: dp / dw = p (1 - p) x
                 _back_base_policy(gw, -gq, x[a, t], p[t])
             _back_gate_weight(gw, gq, q, gate_on, inp[t])
+        _store_rows(a, (gls, gla, gbeta, gll, grest), (gls_a, gla_a, gbeta_a, gll_a, grest_a))
         _sum_outer(gWih[a], gbih[a], g_ih, inp)
         _sum_outer(gWhh[a], gbhh[a], g_hh, hs[:T])
         _sum_outer(gR1[a], gc1[a], gro, hnew)
         _sum_outer(gR2[a], gc2[a], go, ro)
-    grads = (gWih.sum(0), gWhh.sum(0), gbih.sum(0), gbhh.sum(0), gR1.sum(0), gc1.sum(0),
-             gR2.sum(0), gc2.sum(0), gls.sum(0), gla.sum(0), gbeta.sum(0), gll.sum(0),
-             grest.sum(0))
-    return loglik, w_end, h_end, grads
 
 
 def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gate=0,
@@ -638,8 +635,47 @@ def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gat
     gradients for ``W_ih, W_hh, b_ih, b_hh, R1, c1, R2, c2, log_scale, log_alpha, beta,
     log_leak, rest`` (float64).
     """
-    return _rnn_chunk(x, u, y, valid, w0, h0, *params, *gate_codes(gate, gate_on, gate_all),
-                      need_grad, float(loss_norm))
+    scale, Wih, Whh, bih, bhh, R1, c1, R2, c2, alpha, beta, leak, rest = params
+    loglik, w_end, grads = outputs(x, (Wih, Whh, bih, bhh, R1, c1, R2, c2, scale, alpha, beta,
+                                       leak, rest))
+    h_end = np.empty_like(h0)
+    over_animals(_rnn_chunk, *x.shape[:2], WORK_PER_THREAD, x, u, y, valid, w0, h0, scale, Wih,
+                 transposed(Wih), Whh, transposed(Whh), bih, bhh, R1, transposed(R1), c1, R2, c2,
+                 alpha, beta, leak, rest, *gate_codes(gate, gate_on, gate_all), bool(need_grad),
+                 inv_norm(scale, loss_norm), loglik, w_end, h_end, *grads)
+    return loglik, w_end, h_end, summed(grads)
+
+
+#: Animal-trials below which a thread is not worth waking (see
+#: :func:`~ibl_learnrules.kernels.threads.over_animals`): a network trial forward and back
+#: costs 1-3 us, so a thread gets a few milliseconds of work.
+WORK_PER_THREAD = 2_000
+
+
+def outputs(x, grad_like):
+    """Return a network kernel's per-animal outputs, to be filled.
+
+    ``loglik`` (B,) and ``w_end`` (B, K) for the inputs ``x`` (B, T, K), and float64 gradient
+    rows (B, ...) shaped as each of ``grad_like``.
+    """
+    n = x.shape[0]
+    grads = [np.zeros((n,) + np.shape(p)) for p in grad_like]
+    return np.zeros(n), np.empty((n, x.shape[2]), x.dtype), grads
+
+
+def summed(grads):
+    """Sum the gradient rows over animals, in animal order (so threads change no bit)."""
+    return tuple(g.sum(0) for g in grads)
+
+
+def transposed(W):
+    """``W.T`` laid out in memory: the forward passes read layers as ``b + WT.T @ v``."""
+    return np.ascontiguousarray(W.T)
+
+
+def inv_norm(scale, loss_norm):
+    """``1 / loss_norm`` in the parameters' dtype."""
+    return scale.dtype.type(1.0 / loss_norm)
 
 
 def gate_codes(gate, gate_on, gate_all) -> tuple[int, int, int]:
