@@ -95,7 +95,7 @@ class _ScaledOutput(LearningRule):
     # chosen on validation data (benchmarks/select_defaults.py) and KS014's twins: gated
     # against the bias, the networks predict validation mice as well as ungated (inner
     # cross-validation, training and biased sessions) and their free KS014 twins lock into
-    # a runaway bias less often (README: "The gate against the bias")
+    # a runaway bias less often (docs/findings.md: "The gate against the bias")
     default_gate = {"gate": 1, "gate_on": AGAINST_BIAS}
 
     def correction_parameters(self) -> list[nn.Parameter]:
