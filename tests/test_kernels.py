@@ -6,6 +6,9 @@ without a line here, and a rule of the package without a kernel fails
 ``test_every_rule_of_the_package_has_a_kernel``.
 """
 
+import multiprocessing
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -273,6 +276,30 @@ def test_over_animals_runs_every_group_and_raises_their_errors(monkeypatch):
 
     with pytest.raises(ValueError, match="group 0"):
         threads.over_animals(fail, 7, 100, 1)
+
+
+def _three_groups_in_a_child(queue):
+    threads.threads_for = lambda *_: 3
+    seen = np.zeros(5)
+    threads.over_animals(lambda first, stop: seen.__setitem__(slice(first, stop), 1), 5, 1, 1)
+    queue.put(seen.sum())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork on Windows")
+def test_a_forked_child_runs_groups_on_threads_of_its_own(monkeypatch):
+    # the parent's pool has started its threads; a forked child has none of them
+    monkeypatch.setattr(threads, "threads_for", lambda *_: 3)
+    threads.over_animals(lambda first, stop: None, 5, 1, 1)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_three_groups_in_a_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung, "the forked child waited on its parent's pool"
+    assert queue.get(timeout=5) == 5
 
 
 def test_a_subclass_does_not_inherit_its_parents_kernel():

@@ -13,6 +13,7 @@ The thread count is numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,16 @@ def over_animals(kernel: Callable, n_animals: int, n_trials: int, work_per_threa
     finally:
         for future in futures:
             future.result()
+
+
+def _forget_pool() -> None:
+    # a forked child inherits the pool object but none of its threads: work submitted to it
+    # would wait forever, so the child starts a pool of its own
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _executor() -> ThreadPoolExecutor:
