@@ -759,6 +759,22 @@ def _give_up(trouble: Trouble, state: _TrainingState) -> NumericalTroubleError:
     return NumericalTroubleError(f"training failed numerically at {trouble}; {remedy}")
 
 
+def _on_one_cpu_thread(fit: Callable) -> Callable:
+    """Run ``fit(rule, batch, w0, ...)`` with torch on one CPU thread (:func:`_one_cpu_thread`).
+
+    Between chunks torch steps the optimiser over a few thousand numbers; with more threads
+    their OpenMP workers spin afterwards on the cores the kernels' threads need.
+    """
+
+    @functools.wraps(fit)
+    def on_one_thread(rule, batch, w0, *args, **kwargs):
+        with _one_cpu_thread(w0.device):
+            return fit(rule, batch, w0, *args, **kwargs)
+
+    return on_one_thread
+
+
+@_on_one_cpu_thread
 def train_rule(
     rule: LearningRule,
     batch: TensorBatch,

@@ -91,3 +91,21 @@ def test_a_strong_correction_prior_shrinks_the_correction_only(batch):
     names = {n for n, p in rule.named_parameters()
              if any(p is q for q in rule.correction_parameters())}
     assert not names & {"log_scale", "log_alpha", "beta"}
+
+
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+def test_training_holds_torch_to_one_cpu_thread_and_restores_it(batch, engine):
+    # between chunks torch steps a few thousand parameters; more threads would spin on the
+    # cores the kernels' threads need
+    threads = torch.get_num_threads()
+    seen = []
+    try:
+        torch.set_num_threads(2)
+        train_rule(make_rule("dnn"), batch, torch.zeros(batch.n_animals, 2, dtype=torch.float64),
+                   max_epochs=2, lr=0.01, tbptt=100, engine=engine,
+                   progress=lambda *_: seen.append(torch.get_num_threads()))
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1, 1]
+    assert after == 2

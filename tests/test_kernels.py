@@ -7,6 +7,7 @@ without a line here, and a rule of the package without a kernel fails
 """
 
 import multiprocessing
+import subprocess
 import sys
 
 import numpy as np
@@ -309,3 +310,14 @@ def test_a_subclass_does_not_inherit_its_parents_kernel():
             return 2.0 * super().gain(trial)
 
     assert Doubled(2).chunk_kernel() is None
+
+
+def test_counting_threads_leaves_numbas_threading_layer_unstarted(tmp_path):
+    # starting it sets the OpenMP thread count torch shares (see kernels/threads.py)
+    code = ("from numba.np.ufunc import parallel\n"
+            "from ibl_learnrules.kernels import threads\n"
+            "assert threads.threads_for(4, 10_000, 1) >= 1\n"
+            "print(parallel._is_initialized)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "False"

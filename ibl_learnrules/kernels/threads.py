@@ -48,7 +48,19 @@ def threads_for(n_animals: int, n_trials: int, work_per_thread: int) -> int:
     1
     """
     enough = (n_animals * n_trials) // max(int(work_per_thread), 1)
-    return int(max(1, min(numba.get_num_threads(), n_animals, enough)))
+    return int(max(1, min(_numba_threads(), n_animals, enough)))
+
+
+def _numba_threads() -> int:
+    # numba.get_num_threads() starts numba's threading layer, and its OpenMP layer then sets
+    # the OpenMP thread count that torch shares: torch's idle threads spun against ours and a
+    # dnn epoch ran 1.5 times slower. Until something has started the layer (as
+    # numba.set_num_threads does), the configured count is numba's count.
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", True):
+        return numba.get_num_threads()
+    return numba.config.NUMBA_NUM_THREADS
 
 
 def over_animals(kernel: Callable, n_animals: int, n_trials: int, work_per_thread: int,
