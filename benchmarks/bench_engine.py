@@ -36,6 +36,7 @@ from torch import nn
 
 from ibl_learnrules import featurize, simulate_cohort
 from ibl_learnrules.engine import TensorBatch, train_rule
+from ibl_learnrules.kernels.threads import kernel_threads
 from ibl_learnrules.rules import get_rule_class
 
 TBPTT = 500
@@ -143,10 +144,6 @@ class PlainEpoch:
 
 
 def machine_line() -> str:
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel region has run yet
-        layer = numba.config.THREADING_LAYER
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -155,7 +152,7 @@ def machine_line() -> str:
         pass
     return (f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), numba {numba.__version__} "
-            f"({numba.get_num_threads()} threads, {layer} layer), "
+            f"({kernel_threads()} kernel threads), "
             f"load average {load()}")
 
 

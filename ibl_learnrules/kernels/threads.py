@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-__all__ = ["over_animals", "threads_for"]
+__all__ = ["kernel_threads", "over_animals", "threads_for"]
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -48,14 +48,23 @@ def threads_for(n_animals: int, n_trials: int, work_per_thread: int) -> int:
     1
     """
     enough = (n_animals * n_trials) // max(int(work_per_thread), 1)
-    return int(max(1, min(_numba_threads(), n_animals, enough)))
+    return int(max(1, min(kernel_threads(), n_animals, enough)))
 
 
-def _numba_threads() -> int:
-    # numba.get_num_threads() starts numba's threading layer, and its OpenMP layer then sets
-    # the OpenMP thread count that torch shares: torch's idle threads spun against ours and a
-    # dnn epoch ran 1.5 times slower. Until something has started the layer (as
-    # numba.set_num_threads does), the configured count is numba's count.
+def kernel_threads() -> int:
+    """Return the most threads a chunk may use: numba's thread count.
+
+    Unlike :func:`numba.get_num_threads`, this does not start numba's threading layer, whose
+    OpenMP layer sets the OpenMP thread count that torch shares (torch's idle threads then
+    spun against the kernels' and a ``dnn`` epoch ran 1.5 times slower). Until something has
+    started the layer (as :func:`numba.set_num_threads` does), the configured count
+    (``NUMBA_NUM_THREADS``) is numba's count.
+
+    Examples
+    --------
+    >>> kernel_threads() >= 1
+    True
+    """
     from numba.np.ufunc import parallel
 
     if getattr(parallel, "_is_initialized", True):
