@@ -648,8 +648,10 @@ def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gat
 
 #: Animal-trials below which a thread is not worth waking (see
 #: :func:`~ibl_learnrules.kernels.threads.over_animals`): a network trial forward and back
-#: costs 1-3 us, so a thread gets a few milliseconds of work.
-WORK_PER_THREAD = 2_000
+#: costs 1-3 us, so a thread gets at least half a millisecond of work, against the pool's
+#: tens of microseconds to hand it over. (At 2,000 the estimator's TBPTT-100 chunks of 21-27
+#: mice ran on one thread and the demo took 30 % longer.)
+WORK_PER_THREAD = 500
 
 
 def outputs(x, grad_like):
