@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_engine.py                 # 12 mice x 10,000 trials
     python benchmarks/bench_engine.py --scale 200 20000
+    python benchmarks/bench_engine.py --animals 27 --trials 1600 --tbptt 100  # as the estimator
 
 The reference is the plain loop of the published architecture, written out below rather
 than taken from the package: for ``dnn`` an MLP 8 -> 32 -> 32 -> 2 (tanh) with a learned
@@ -11,10 +12,13 @@ per-weight output scale, ``W = W + c * MLP(cat(W, inputs_t))`` with ``inputs_t =
 2r-1, 2c-1, new_session]``; for ``rnn`` a GRUCell(8, 32) and a read-out MLP 32 -> 32 -> 2.
 Policy logits ``(W * x).sum(-1)`` are stacked over trials, the loss is the binary
 cross-entropy of the observed choices, the carried W (and h) are detached every 500 trials
-(truncated back-propagation), and Adam takes ONE step per epoch.
+(``--tbptt``; truncated back-propagation), and Adam takes ONE step per epoch.
 
 The package's epoch is :func:`ibl_learnrules.engine.train_rule` (``engine="auto"``, float32
 parameters): forward, backward and an Adam step for each 500-trial chunk of all animals.
+The estimator's default chunks are shorter (``tbptt=100``), which is where the kernels' thread
+threshold decides whether a chunk runs on one thread or several: ``--tbptt 100`` times that
+shape.
 
 Other engineers may share the machine, so every figure is the median of several repeats,
 reference and package interleaved, and the load average is printed before and after.
@@ -80,13 +84,14 @@ class PlainRNN(nn.Module):
         return self.log_scale.exp() * self.readout(h), h
 
 
-def plain_epoch(model: nn.Module, optimizer, batch: TensorBatch, inputs: torch.Tensor) -> float:
+def plain_epoch(model: nn.Module, optimizer, batch: TensorBatch, inputs: torch.Tensor,
+                tbptt: int = TBPTT) -> float:
     """One epoch of the plain loop: whole trajectory, TBPTT by detaching, one Adam step."""
     w = torch.zeros(batch.n_animals, batch.x.shape[-1])
     state = model.initial_state(batch.n_animals)
     logits = []
     for t in range(batch.n_trials):
-        if t % TBPTT == 0:
+        if t % tbptt == 0:
             w = w.detach()
             state = None if state is None else state.detach()
         logits.append((w * batch.x[:, t]).sum(-1))
@@ -109,18 +114,19 @@ def rule_inputs(batch: TensorBatch) -> torch.Tensor:
 class PackageEpoch:
     """One epoch of :func:`train_rule` for a rule of the package, after a warm-up epoch."""
 
-    def __init__(self, rule_name: str, batch: TensorBatch, engine: str = "auto"):
+    def __init__(self, rule_name: str, batch: TensorBatch, engine: str = "auto",
+                 tbptt: int = TBPTT):
         torch.manual_seed(0)
         k = batch.x.shape[-1]
         self.rule = get_rule_class(rule_name)(k).to(batch.x.device)
-        self.batch, self.engine = batch, engine
+        self.batch, self.engine, self.tbptt = batch, engine, tbptt
         self.w0 = torch.zeros(batch.n_animals, k, device=batch.x.device)
         self()  # compilation, allocations
 
     def __call__(self) -> float:
         device = self.batch.x.device
         start = time.perf_counter()
-        train_rule(self.rule, self.batch, self.w0, max_epochs=1, lr=0.01, tbptt=TBPTT,
+        train_rule(self.rule, self.batch, self.w0, max_epochs=1, lr=0.01, tbptt=self.tbptt,
                    engine=self.engine)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -130,16 +136,17 @@ class PackageEpoch:
 class PlainEpoch:
     """One epoch of the plain reference loop."""
 
-    def __init__(self, rule_name: str, batch: TensorBatch):
+    def __init__(self, rule_name: str, batch: TensorBatch, tbptt: int = TBPTT):
         torch.manual_seed(0)
         k = batch.x.shape[-1]
+        self.tbptt = tbptt
         self.model = (PlainDNN if rule_name == "dnn" else PlainRNN)(k)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.01)
         self.batch, self.inputs = batch, rule_inputs(batch)
 
     def __call__(self) -> float:
         start = time.perf_counter()
-        plain_epoch(self.model, self.optimizer, self.batch, self.inputs)
+        plain_epoch(self.model, self.optimizer, self.batch, self.inputs, self.tbptt)
         return time.perf_counter() - start
 
 
@@ -169,16 +176,19 @@ def main() -> None:
     parser.add_argument("--package-repeats", type=int, default=3,
                         help="package epochs per reference epoch (interleaved)")
     parser.add_argument("--classic-repeats", type=int, default=5)
+    parser.add_argument("--tbptt", type=int, default=TBPTT,
+                        help="trials per chunk (truncated back-propagation; the estimator's 100)")
     parser.add_argument("--scale", type=int, nargs=2, metavar=("ANIMALS", "TRIALS"),
                         help="also time one epoch of the dnn rule on a large cohort")
     args = parser.parse_args()
     print(machine_line(), flush=True)
     trials = simulate_cohort(args.animals, n_trials=args.trials, random_state=0)
     batch = TensorBatch.from_arrays(featurize(trials), torch.device("cpu"))
-    size = f"{args.animals} animals x {args.trials} trials, tbptt {TBPTT}, float32"
+    size = f"{args.animals} animals x {args.trials} trials, tbptt {args.tbptt}, float32"
     print(f"cohort: {size}", flush=True)
     for name in ("dnn", "rnn"):
-        reference, package = PlainEpoch(name, batch), PackageEpoch(name, batch)
+        reference = PlainEpoch(name, batch, args.tbptt)
+        package = PackageEpoch(name, batch, tbptt=args.tbptt)
         ref_times, pkg_times = [], []
         for _ in range(args.repeats):  # interleaved, so that a burst of load hits both
             ref_times.append(reference())
@@ -188,7 +198,7 @@ def main() -> None:
               f"(min {min(pkg_times):.4f}), speed-up x{ref / pkg:.1f}  "
               f"[medians of {len(ref_times)} and {len(pkg_times)}]", flush=True)
     for name in CLASSIC_RULES:
-        package = PackageEpoch(name, batch)
+        package = PackageEpoch(name, batch, tbptt=args.tbptt)
         times = [package() for _ in range(args.classic_repeats)]
         path = "kernel" if package.rule.chunk_kernel() is not None else "torch loop"
         print(f"{name}: {statistics.median(times):.4f} s/epoch ({path}, engine=auto)",

@@ -54,7 +54,7 @@ class DemoSizes:
     network_epochs: int = 60
     ks014_train_sessions: int = 10
     # REINFORCE alone and the fixed GLM on the real mice are left to the simulated cohort and
-    # to KS014 respectively, which keeps the demo within 5 minutes on 2 cores
+    # to KS014 respectively: the held-out folds on the real mice are half the demo's time
     ks014_rules: tuple[str, ...] = ("none", "reinforce_baseline", "reinforce_baseline_leak",
                                     "dnn", "rnn")
     twin_rules: tuple[str, ...] = ("reinforce_baseline", "dnn", "rnn")  # KS014 twins of these

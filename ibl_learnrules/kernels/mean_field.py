@@ -55,7 +55,7 @@ from .neural import (
     _tanh_layer,
     _zero_rows,
     gate_codes,
-    inv_norm,
+    loss_weight,
     outputs,
     summed,
     transposed,
@@ -306,7 +306,7 @@ def dnn_mean_field_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1
     over_animals(_dnn_mean_field_chunk, *x.shape[:2], WORK_PER_THREAD, x, u, y, valid, w0, scale,
                  W1, transposed(W1), b1, W2, transposed(W2), b2, W3, b3, alpha, beta, leak, rest,
                  free, mix, even, *gate_codes(gate, gate_on, gate_all), bool(need_grad),
-                 inv_norm(scale, loss_norm), loglik, w_end, *grads)
+                 loss_weight(scale, loss_norm), loglik, w_end, *grads)
     return loglik, w_end, summed(grads)
 
 
@@ -484,6 +484,6 @@ def rnn_mean_field_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_no
     over_animals(_rnn_mean_field_chunk, *x.shape[:2], WORK_PER_THREAD, x, u, y, valid, w0, h0,
                  scale, Wih, transposed(Wih), Whh, transposed(Whh), bih, bhh, R1, transposed(R1),
                  c1, R2, c2, alpha, beta, leak, rest, _free_mask(free, x),
-                 *gate_codes(gate, gate_on, gate_all), bool(need_grad), inv_norm(scale, loss_norm),
-                 loglik, w_end, h_end, *grads)
+                 *gate_codes(gate, gate_on, gate_all), bool(need_grad),
+                 loss_weight(scale, loss_norm), loglik, w_end, h_end, *grads)
     return loglik, w_end, h_end, summed(grads)

@@ -490,7 +490,7 @@ def dnn_chunk(x, u, y, valid, w0, params, need_grad=True, loss_norm=1.0):
     loglik, w_end, grads = outputs(x, (W1, b1, W2, b2, W3, b3, scale, alpha, beta, leak, rest))
     over_animals(_dnn_chunk, *x.shape[:2], WORK_PER_THREAD, x, u, y, valid, w0, scale, W1,
                  transposed(W1), b1, W2, transposed(W2), b2, W3, b3, alpha, beta, leak, rest,
-                 bool(need_grad), inv_norm(scale, loss_norm), loglik, w_end, *grads)
+                 bool(need_grad), loss_weight(scale, loss_norm), loglik, w_end, *grads)
     return loglik, w_end, summed(grads)
 
 
@@ -642,7 +642,7 @@ def rnn_chunk(x, u, y, valid, w0, h0, params, need_grad=True, loss_norm=1.0, gat
     over_animals(_rnn_chunk, *x.shape[:2], WORK_PER_THREAD, x, u, y, valid, w0, h0, scale, Wih,
                  transposed(Wih), Whh, transposed(Whh), bih, bhh, R1, transposed(R1), c1, R2, c2,
                  alpha, beta, leak, rest, *gate_codes(gate, gate_on, gate_all), bool(need_grad),
-                 inv_norm(scale, loss_norm), loglik, w_end, h_end, *grads)
+                 loss_weight(scale, loss_norm), loglik, w_end, h_end, *grads)
     return loglik, w_end, h_end, summed(grads)
 
 
@@ -675,7 +675,7 @@ def transposed(W):
     return np.ascontiguousarray(W.T)
 
 
-def inv_norm(scale, loss_norm):
+def loss_weight(scale, loss_norm):
     """``1 / loss_norm`` in the parameters' dtype."""
     return scale.dtype.type(1.0 / loss_norm)
 

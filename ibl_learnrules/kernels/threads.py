@@ -4,9 +4,11 @@ A kernel takes the range of animals it runs (``first``, ``stop``) and writes eac
 results into rows of preallocated outputs; it releases the GIL, so groups of animals run on
 threads at once. One compiled function then serves one thread and many: with numba's
 ``parallel=True`` loops instead, every kernel was compiled a second time for its threads,
-and that copy took twice as long to build as the plain one (a fresh install spent about five
-minutes compiling). Each animal's rows are its own and the gradients are summed over animals
-afterwards in a fixed order, so no result depends on the number of threads.
+and that copy took twice as long to build as the plain one (a fresh install's first fits of
+the five default and free-running rules spent about four minutes compiling, now one and a
+half: ``benchmarks/bench_compile.py``). Each animal's rows are its own and the gradients are
+summed over animals afterwards in a fixed order, so no result depends on the number of
+threads.
 
 The thread count is numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``).
 """
