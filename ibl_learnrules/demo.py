@@ -67,12 +67,15 @@ class DemoSizes:
     real_epochs: int | None = None  # fits on real data (27 mice, KS014); None: defaults
     reward_run_ks: tuple[int, ...] = (1, 2, 3, 4, 5)  # run lengths of the reward-run claim
     n_twins: int = 20  # free-running twins of each KS014 model
+    # sessions each twin runs: KS014 reaches trained_1a in its 14th of 15, so with 15 a twin
+    # that trains in the 16th would count as never trained (None: as many as KS014's)
+    twin_sessions: int | None = 25
 
 
 QUICK = DemoSizes(n_animals=4, n_trials=300, folds=2, classic_epochs=1, network_epochs=2,
                   ks014_train_sessions=2, ks014_rules=("none", "dnn"), nwb_sessions=2,
                   real_sessions=1, real_mice=6, real_trials=300, real_folds=3, real_epochs=2,
-                  reward_run_ks=(1, 2), n_twins=2)
+                  reward_run_ks=(1, 2), n_twins=2, twin_sessions=16)
 #: The classic rule the flexible ones must beat on real mice.
 REFERENCE = "reinforce_baseline"
 #: The same with forgetting: the flexible rules are compared with it too.
@@ -168,11 +171,14 @@ def _ks014_twins(fitted: dict, ks014: pd.DataFrame, sizes: DemoSizes,
                  report: Callable[[str], None]) -> dict:
     """Free-running twins of each rule fitted on KS014, beside the mouse."""
     checks = {}
+    length = ("" if sizes.twin_sessions is None
+              else f" for {sizes.twin_sessions} sessions (curves compared over KS014's)")
     report(f"\nKS014's twins: {sizes.n_twins} free-running twins per rule under the training "
-           "protocol, beside the mouse")
+           f"protocol{length}, beside the mouse")
     for rule, est in fitted.items():
         check = check_twins(est, ks014, n_twins=sizes.n_twins, random_state=0,
-                            modes=("free",), psychometrics=False)
+                            modes=("free",), psychometrics=False,
+                            free_sessions=sizes.twin_sessions)
         row = check.summary.set_index("metric")
         trained, easy = row.loc["sessions_to_trained"], row.loc["easy_correct"]
         median = ("never" if pd.isna(trained["twins_median"])
@@ -344,6 +350,9 @@ def run_demo(out_dir: str | Path, sizes: DemoSizes = DemoSizes(),
                   "train_sessions": sizes.ks014_train_sessions,
                   "twins": {rule: check.summary.to_dict(orient="records")
                             for rule, check in twin_checks.items()},
+                  "twin_sessions": {rule: int(check.sessions.query("mode == 'free'")
+                                              ["session_idx"].max()) + 1
+                                    for rule, check in twin_checks.items()},
                   "attribution": KS014_ATTRIBUTION},
         "figures": [p.name for p in figures],
         "models": [p.name for p in models],

@@ -234,6 +234,8 @@ def test_demo_quick_writes_every_output(tmp_path, capsys):
     twins = pd.DataFrame(summary["ks014"]["twins"]["dnn"]).set_index("metric")
     assert twins.loc["sessions_to_trained", "n_twins"] == 2
     assert "KS014's twins" in printed and "sessions to trained_1a" in printed
+    # they run past KS014's 15 sessions, so that a twin training in the 16th counts
+    assert "for 16 sessions" in printed and summary["ks014"]["twin_sessions"] == {"dnn": 16}
     assert {r["rule"] for r in summary["cohort"]["rules"]} == {
         "none", "reinforce", "reinforce_baseline", "reward_max", "prediction_error",
         "q_learning", "dnn", "rnn"}
