@@ -676,7 +676,10 @@ def transposed(W):
 
 
 def loss_weight(scale, loss_norm):
-    """``1 / loss_norm`` in the parameters' dtype."""
+    """Each trial's weight in the loss, ``1 / loss_norm``, in the parameters' dtype.
+
+    The kernels take it as their ``inv_norm`` argument.
+    """
     return scale.dtype.type(1.0 / loss_norm)
 
 
