@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from numba.np.ufunc import parallel as _numba_parallel
 
 __all__ = ["kernel_threads", "over_animals", "threads_for"]
 
@@ -67,9 +68,7 @@ def kernel_threads() -> int:
     >>> kernel_threads() >= 1
     True
     """
-    from numba.np.ufunc import parallel
-
-    if getattr(parallel, "_is_initialized", True):
+    if getattr(_numba_parallel, "_is_initialized", True):
         return numba.get_num_threads()
     return numba.config.NUMBA_NUM_THREADS
 
