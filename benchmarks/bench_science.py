@@ -29,8 +29,9 @@ Every estimator is ``LearningRuleGLM(rule=name)`` with the package defaults, see
 averaged over seeds per mouse, the mean per seed printed too), which measures how much of
 a difference between two settings is fitting noise.
 ``--network-params '{"free_running": 0.3}'`` measures a variant of ``dnn`` and ``rnn``
-(extra estimator parameters, JSON) against the same classic rules; ``--rules`` limits the
-rules fitted (``reinforce_baseline``, the reference, is always one); ``--ensemble 3`` fits
+(extra estimator parameters, JSON) against the same classic rules; ``--covariates
+stimulus,bias,prev_reward_side`` gives every rule those GLM covariates; ``--rules`` limits
+the rules fitted (``reinforce_baseline``, the reference, is always one); ``--ensemble 3`` fits
 ``dnn`` and ``rnn`` as seed ensembles (:class:`~ibl_learnrules.SeedEnsemble`: seeds 0, 1, 2,
 probabilities averaged) for the comparisons (not for ``reward_runs``, which reads one rule).
 """
@@ -81,6 +82,9 @@ def main() -> None:
     parser.add_argument("--biased-sessions", type=int, default=5)
     parser.add_argument("--network-params", type=json.loads, default={},
                         help="JSON: extra LearningRuleGLM parameters of dnn and rnn")
+    parser.add_argument("--covariates", type=lambda text: tuple(text.split(",")), default=None,
+                        help="GLM covariates of every rule, comma-separated (default: the "
+                             "package's, stimulus,bias), e.g. stimulus,bias,prev_reward_side")
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--ensemble", type=int, default=1,
                         help="fit dnn and rnn as seed ensembles of this many members")
@@ -89,7 +93,8 @@ def main() -> None:
     args = parser.parse_args()
     parts = args.parts.split(",")
     names = list(dict.fromkeys(args.rules.split(",") + [REFERENCE]))
-    rules = {name: LearningRuleGLM(rule=name, random_state=0,
+    shared = {} if args.covariates is None else {"covariates": args.covariates}
+    rules = {name: LearningRuleGLM(rule=name, random_state=0, **shared,
                                    **(args.network_params if name in NETWORKS else {}))
              for name in names}
     if args.ensemble > 1:
@@ -98,7 +103,8 @@ def main() -> None:
     networks = [name for name in NETWORKS if name in names]
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}; rules {names}; "
           "package defaults" + (f", networks with {args.network_params}"
-                                if args.network_params else ""))
+                                if args.network_params else "")
+          + (f", covariates {list(args.covariates)}" if args.covariates else ""))
     if "training" in parts:
         trials = load_ibl_mice("training")
         start = time.perf_counter()
@@ -129,7 +135,8 @@ def main() -> None:
               "ratio of |effective rate| on rewarded trials after k rewarded vs after k "
               "unrewarded trials)")
         for rule in networks:
-            est = LearningRuleGLM(rule=rule, random_state=0, **args.network_params).fit(trials)
+            est = LearningRuleGLM(rule=rule, random_state=0, **shared,
+                                  **args.network_params).fit(trials)
             for (k, name), group in reward_run_ratios(est, trials).groupby(
                     ["k", "covariate"], sort=False):
                 q = group["ratio"].quantile([0.25, 0.5, 0.75]).to_numpy()

@@ -43,7 +43,14 @@ import time
 import warnings
 
 import numpy as np
-from training_settings import AUTO, FREE_STIMULUS, FREE_STIMULUS_BASE, GATE_AGAINST, TEACHER_FORCED
+from training_settings import (
+    AUTO,
+    FREE_STIMULUS,
+    FREE_STIMULUS_BASE,
+    GATE_AGAINST,
+    PREV_SIDE,
+    TEACHER_FORCED,
+)
 
 from ibl_learnrules import LearningRuleGLM, SeedEnsemble, load_ks014
 from ibl_learnrules.datasets import load_ibl_mice
@@ -141,6 +148,7 @@ VARIANTS.update({
 })
 # the stimulus weight's free-running term training the nested classic rule alone
 VARIANTS.update(FREE_STIMULUS_BASE)
+VARIANTS.update(PREV_SIDE)
 # the prior chosen per fit on held-out data of the training set: none or the class default
 VARIANTS.update({f"{rule}_choose_prior": dict(
     rule=rule, **{**AUTO, "correction_prior": (0.0, strength)})

@@ -30,6 +30,7 @@ from training_settings import (
     FREE_STIMULUS,
     FREE_STIMULUS_BASE,
     GATE_AGAINST,
+    PREV_SIDE,
     STOP20,
     TEACHER_FORCED,
 )
@@ -94,6 +95,7 @@ CANDIDATES = {
     **GATE_AGAINST,
     **FREE_STIMULUS,
     **FREE_STIMULUS_BASE,
+    **PREV_SIDE,
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials

@@ -28,3 +28,15 @@ FREE_STIMULUS = {f"{rule}_free_stimulus{tag}": dict(
 FREE_STIMULUS_BASE = {f"{rule}_free_stimulus_base": dict(
     rule=rule, **{**AUTO, "free_running": 0.3}, free_weights=("stimulus",),
     free_running_trains="base") for rule in ("dnn", "rnn")}
+#: The previous trial's rewarded side as a GLM covariate (in biased blocks it is the block's
+#: side four times in five), with each rule's defaults; "_history" adds the previous choice,
+#: "_free3" trains with the free-running likelihood weighted 3 (replay twins that switch
+#: blocks faster).
+PREV_SIDE = {f"{rule}_prev_side{tag}": dict(
+    rule=rule, covariates=("stimulus", "bias", *extra),
+    **{**(AUTO if rule in ("dnn", "rnn") else {}), **more})
+    for rule in ("reinforce_baseline", "reinforce_baseline_leak", "reinforce_baseline_leak_side",
+                 "dnn", "rnn")
+    for tag, extra, more in (("", ("prev_reward_side",), {}),
+                             ("_history", ("prev_choice", "prev_reward_side"), {}),
+                             ("_free3", ("prev_reward_side",), {"free_running": 3.0}))}

@@ -115,8 +115,11 @@ def _read_table(path: Path):
 
 
 def _estimator_params(args: argparse.Namespace) -> dict:
-    return {"max_epochs": args.epochs, "lr": args.lr, "lr_schedule": args.lr_schedule,
-            "tbptt": args.tbptt, "random_state": args.seed, "verbose": 0 if args.quiet else 1}
+    params = {"max_epochs": args.epochs, "lr": args.lr, "lr_schedule": args.lr_schedule,
+              "tbptt": args.tbptt, "random_state": args.seed, "verbose": 0 if args.quiet else 1}
+    if args.covariates is not None:
+        params["covariates"] = tuple(args.covariates)
+    return params
 
 
 def _fit(args: argparse.Namespace) -> None:
@@ -345,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .engine import LR_SCHEDULES
     from .rules import available_rules
+    from .trials import COVARIATES
 
     def data_and_training(command):
         command.add_argument("--trials", help="trials table (.csv or .parquet)")
@@ -358,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
                              help="learning rate over the epochs (cosine: anneal to 0; auto: "
                                   "the rule's default, constant for the built-in rules)")
         command.add_argument("--tbptt", type=_positive_int, default=100)
+        command.add_argument("--covariates", nargs="+", choices=list(COVARIATES), default=None,
+                             metavar="COVARIATE",
+                             help="GLM covariates (default: stimulus bias); e.g. stimulus bias "
+                                  "prev_reward_side. Choices: " + ", ".join(COVARIATES))
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--quiet", action="store_true", help="print nothing")
 

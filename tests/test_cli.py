@@ -100,6 +100,32 @@ def test_fit_free_weights_option(trials_file, tmp_path, capsys):
     assert "needs free_running > 0" in capsys.readouterr().err
 
 
+def test_fit_and_compare_take_covariates(trials_file, tmp_path, capsys):
+    from ibl_learnrules import load_model
+
+    out = tmp_path / "model.pt"
+    base = ["fit", "--trials", str(trials_file), "--rule", "reinforce", "--epochs", "1",
+            "--out", str(out)]
+    assert main(base) == 0
+    assert load_model(out).covariates_ == ("stimulus", "bias")  # the package default
+    assert main(base + ["--covariates", "stimulus", "bias", "prev_reward_side"]) == 0
+    model = load_model(out)
+    assert model.covariates_ == ("stimulus", "bias", "prev_reward_side")
+    assert model.predict_trajectory(pd.read_csv(trials_file))["w_prev_reward_side"].abs().max() > 0
+    table = tmp_path / "table.csv"
+    assert main(["compare", "--trials", str(trials_file), "--rules", "none", "--folds", "3",
+                 "--epochs", "1", "--covariates", "stimulus", "prev_choice", "--out",
+                 str(table)]) == 0
+    assert len(pd.read_csv(table)) == 3
+    capsys.readouterr()
+    assert main(base + ["--covariates", "stimulus", "stimulus"]) == 2
+    assert "covariates repeat a name" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--covariates", "stimulus", "previous_side"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'previous_side'" in capsys.readouterr().err
+
+
 def test_fit_drift_guard_option(trials_file, tmp_path, capsys):
     from ibl_learnrules import load_model
 
