@@ -155,19 +155,32 @@ class Environment(Protocol):
 class Replay:
     """Free running on recorded stimuli: the animals' trials, with choices sampled from ``p``.
 
-    The reward is the sampled choice being on the correct side.
+    The reward is the sampled choice being on the correct side. A ``prev_choice`` covariate
+    (column ``prev_choice_column`` of ``x``) is the sampled previous choice, not the
+    recorded one: the twin must not see the animal's choices. It stays 0 where the
+    recording has 0 (a session's first trial, or after a no-go trial).
     """
 
-    def __init__(self, batch: TensorBatch, generator: torch.Generator):
+    def __init__(self, batch: TensorBatch, generator: torch.Generator,
+                 prev_choice_column: int | None = None):
         self.batch, self.generator = batch, generator
         self.n_animals, self.n_trials = batch.n_animals, batch.n_trials
+        self.prev_choice_column = prev_choice_column
+        self._last_choice: torch.Tensor | None = None
 
     def trial(self, t: int) -> Stimulus:  # noqa: D102
-        return self.batch.trial(t)
+        stimulus = self.batch.trial(t)
+        k = self.prev_choice_column
+        if k is None or self._last_choice is None:
+            return stimulus
+        x = stimulus.x.clone()
+        x[:, k] = torch.where(x[:, k] != 0, 2.0 * self._last_choice - 1.0, x[:, k])
+        return stimulus._replace(x=x)
 
     def respond(self, t: int, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         u = torch.rand(p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
         y = (u < p).to(p.dtype)
+        self._last_choice = y
         return y, (y == self.batch.correct_side[:, t]).to(p.dtype)
 
 

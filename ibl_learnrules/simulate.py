@@ -366,7 +366,10 @@ def replay(rule: LearningRule, table: pd.DataFrame, arrays, w0: torch.Tensor,
     generator = torch.Generator(device=w0.device)
     generator.manual_seed(int(check_random_state(random_state).randint(2**31 - 1)))
     with torch.no_grad():
-        res = rollout(rule.eval(), Replay(batch, generator), w0, record=True)
+        column = (arrays.covariates.index("prev_choice") if "prev_choice" in arrays.covariates
+                  else None)
+        res = rollout(rule.eval(), Replay(batch, generator, prev_choice_column=column), w0,
+                      record=True)
     observed = arrays.observed
     y = res.y.cpu().numpy()[observed]
     out = table.iloc[arrays.row_position[observed]].copy()

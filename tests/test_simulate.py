@@ -177,3 +177,23 @@ def test_history_covariates_in_simulation():
     # a strong positive prev_choice weight makes the mouse repeat its last choice
     same = (cohort["choice"].diff() == 0).mean()
     assert same > 0.7
+
+
+def test_replay_twins_see_their_own_previous_choice():
+    from ibl_learnrules import featurize
+    from ibl_learnrules.rules import make_rule
+    from ibl_learnrules.simulate import replay
+
+    # a policy that only repeats its previous choice (sigmoid(6) = 0.998), learning nothing
+    trials = validate_trials(simulate_cohort(2, n_trials=400, random_state=0, alpha=0.02))
+    arrays = featurize(trials, ("stimulus", "bias", "prev_choice"))
+    w0 = torch.tensor([[0.0, 0.0, 6.0]] * 2, dtype=torch.float32)
+    twin = replay(make_rule("none", 3), trials, arrays, w0, random_state=0)
+    assert len(twin) == len(trials)
+    same_session = ((twin["subject"] == twin["subject"].shift())
+                    & (twin["session"] == twin["session"].shift())).to_numpy()
+    repeats_itself = (twin["choice"].to_numpy()[1:] == twin["choice"].to_numpy()[:-1])
+    follows_animal = (twin["choice"].to_numpy()[1:] == trials["choice"].to_numpy()[:-1])
+    # the twin repeats its own choices; had it seen the animal's, it would repeat those
+    assert repeats_itself[same_session[1:]].mean() > 0.95
+    assert follows_animal[same_session[1:]].mean() < 0.8
