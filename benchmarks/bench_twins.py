@@ -49,6 +49,7 @@ from training_settings import (
     FREE_STIMULUS_BASE,
     GATE_AGAINST,
     PREV_SIDE,
+    SIDE_TRACE,
     TEACHER_FORCED,
 )
 
@@ -149,6 +150,7 @@ VARIANTS.update({
 # the stimulus weight's free-running term training the nested classic rule alone
 VARIANTS.update(FREE_STIMULUS_BASE)
 VARIANTS.update(PREV_SIDE)
+VARIANTS.update(SIDE_TRACE)
 # the prior chosen per fit on held-out data of the training set: none or the class default
 VARIANTS.update({f"{rule}_choose_prior": dict(
     rule=rule, **{**AUTO, "correction_prior": (0.0, strength)})

@@ -31,6 +31,7 @@ from training_settings import (
     FREE_STIMULUS_BASE,
     GATE_AGAINST,
     PREV_SIDE,
+    SIDE_TRACE,
     STOP20,
     TEACHER_FORCED,
 )
@@ -96,6 +97,7 @@ CANDIDATES = {
     **FREE_STIMULUS,
     **FREE_STIMULUS_BASE,
     **PREV_SIDE,
+    **SIDE_TRACE,
 }
 # the defaults with a Gaussian prior on the correction (``correction_prior``), whose pull
 # falls with the number of training trials

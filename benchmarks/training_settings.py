@@ -40,3 +40,9 @@ PREV_SIDE = {f"{rule}_prev_side{tag}": dict(
     for tag, extra, more in (("", ("prev_reward_side",), {}),
                              ("_history", ("prev_choice", "prev_reward_side"), {}),
                              ("_free3", ("prev_reward_side",), {"free_running": 3.0}))}
+#: A leaky trace of the rewarded sides as a GLM covariate (rate SIDE_TRACE_RATE per trial),
+#: with each rule's defaults.
+SIDE_TRACE = {f"{rule}_side_trace": dict(
+    rule=rule, covariates=("stimulus", "bias", "reward_side_trace"),
+    **(AUTO if rule in ("dnn", "rnn") else {}))
+    for rule in ("reinforce_baseline", "reinforce_baseline_leak", "dnn", "rnn")}

@@ -56,7 +56,7 @@ __all__ = [
 CONTRASTS = (-1.0, -0.25, -0.125, -0.0625, 0.0, 0.0625, 0.125, 0.25, 1.0)
 #: Reward-history contexts of :func:`reward_history_updates`, in display order.
 CONTEXTS = ("unrewarded", "mixed", "rewarded", "start")
-_HISTORY = ("prev_choice", "prev_reward_side")
+_HISTORY = ("prev_choice", "prev_reward_side", "reward_side_trace")
 _DEFAULT_COVARIATES = ("stimulus", "bias")
 
 
@@ -171,7 +171,8 @@ def delta_w_grid(
         and may not be changed.
     history : mapping, optional
         Values of the history covariates ``prev_choice`` / ``prev_reward_side`` (+1 right,
-        -1 left, 0 none), which the stimulus does not determine: each becomes a grid axis.
+        -1 left, 0 none) and ``reward_side_trace`` (between -1 and 1), which the stimulus
+        does not determine: each becomes a grid axis.
         Required when the rule uses them.
     new_session : bool
         Evaluate the update of a session's first trial.
@@ -226,7 +227,7 @@ def delta_w_grid(
     c_left = np.where(right, np.nan, -s)
     c_right = np.where(right, s, np.nan)
     x = covariate_matrix(covariates, c_left, c_right, grid.get("prev_choice"),
-                         grid.get("prev_reward_side"))
+                         grid.get("prev_reward_side"), grid.get("reward_side_trace"))
     w = w_rows[grid.pop("weights").to_numpy()]
     grid["correct_side"] = right.astype(float)
     grid["consistent"] = grid["reward"] == (grid["choice"] == grid["correct_side"])

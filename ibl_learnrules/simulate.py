@@ -32,7 +32,7 @@ from sklearn.utils import check_random_state
 
 from .engine import Replay, Stimulus, TensorBatch, rollout
 from .rules import RULES, LearningRule, available_rules, make_rule
-from .trials import check_covariates, covariate_matrix
+from .trials import SIDE_TRACE_RATE, check_covariates, covariate_matrix
 
 __all__ = [
     "GROUND_TRUTH_DEFAULTS",
@@ -190,6 +190,7 @@ class Protocol:
         self.repeat = zeros.astype(bool)
         self.contrast, self.right = zeros.copy(), zeros.astype(bool)
         self.prev_choice, self.prev_side = zeros.copy(), zeros.copy()
+        self.side_trace = zeros.copy()
         self.n_easy, self.n_easy_correct = zeros.copy(), zeros.copy()
 
     @staticmethod
@@ -225,7 +226,8 @@ class Protocol:
         c_left = np.where(self.right, np.nan, self.contrast)
         c_right = np.where(self.right, self.contrast, np.nan)
         self.record["contrastLeft"][:, t], self.record["contrastRight"][:, t] = c_left, c_right
-        x = covariate_matrix(self.covariates, c_left, c_right, self.prev_choice, self.prev_side)
+        x = covariate_matrix(self.covariates, c_left, c_right, self.prev_choice, self.prev_side,
+                             self.side_trace)
         return Stimulus(self._tensor(x), self._tensor(self.right), self._tensor(new),
                         self._tensor(self.valid[:, t]))
 
@@ -242,6 +244,7 @@ class Protocol:
         self.repeat = ~self.biased & ~reward & easy
         self.prev_choice = np.where(y, 1.0, -1.0)
         self.prev_side = np.where(self.right, 1.0, -1.0)
+        self.side_trace += SIDE_TRACE_RATE * (self.prev_side - self.side_trace)
         ended = self.session_end[:, t]
         if ended.any():
             self._end_sessions(ended)
@@ -249,7 +252,7 @@ class Protocol:
 
     def _start_sessions(self, animals: np.ndarray, t: int) -> None:
         self.repeat[animals] = False
-        self.prev_choice[animals] = self.prev_side[animals] = 0.0
+        self.prev_choice[animals] = self.prev_side[animals] = self.side_trace[animals] = 0.0
         self.n_easy[animals] = self.n_easy_correct[animals] = 0.0
         self.biased[animals] = self.biased_protocol & self.trained[animals]
         for a in animals[self.biased[animals]]:

@@ -66,7 +66,16 @@ COVARIATES = {
     "contrast_right": "tanh(5 cR)/tanh(5) (0 when the stimulus is on the left)",
     "prev_choice": "previous choice in the session: +1 right, -1 left, 0 none or no-go",
     "prev_reward_side": "side rewarded on the previous trial: +1 right, -1 left, 0 none",
+    "reward_side_trace": "leaky average of the sides rewarded on the session's earlier "
+                         "trials (+1 right, -1 left): the previous trial weighs "
+                         "SIDE_TRACE_RATE, each one before it (1 - SIDE_TRACE_RATE) times "
+                         "less; 0 on a session's first trial",
 }
+
+#: Weight of the previous trial's side in ``reward_side_trace`` (a time constant of about
+#: three trials), chosen on validation mice (``docs/findings.md``, "A trace of the rewarded
+#: sides").
+SIDE_TRACE_RATE = 0.3
 
 _TANH5 = np.tanh(5.0)
 
@@ -285,6 +294,7 @@ def covariate_matrix(
     contrast_right: np.ndarray,
     prev_choice: np.ndarray | None = None,
     prev_reward_side: np.ndarray | None = None,
+    reward_side_trace: np.ndarray | None = None,
 ) -> np.ndarray:
     """Stack the named covariates of trials into an array of shape ``(..., n_covariates)``.
 
@@ -294,9 +304,9 @@ def covariate_matrix(
         Names from :data:`COVARIATES`.
     contrast_left, contrast_right : ndarray
         ALF contrasts (NaN on the side without a stimulus), any shape.
-    prev_choice, prev_reward_side : ndarray, optional
-        Model-convention history (+1 right, -1 left, 0 none); needed only by the
-        history covariates.
+    prev_choice, prev_reward_side, reward_side_trace : ndarray, optional
+        Model-convention history (+1 right, -1 left, 0 none; the trace in between); needed
+        only by the history covariates.
 
     Examples
     --------
@@ -316,7 +326,8 @@ def covariate_matrix(
         elif name == "contrast_right":
             columns.append(_tanh_contrast(contrast_right))
         else:
-            history = prev_choice if name == "prev_choice" else prev_reward_side
+            history = {"prev_choice": prev_choice, "prev_reward_side": prev_reward_side,
+                       "reward_side_trace": reward_side_trace}[name]
             if history is None:
                 raise ValueError(f"covariate {name!r} needs the trial history")
             columns.append(np.asarray(history, dtype=float))
@@ -404,14 +415,48 @@ class TrialArrays:
                            covariates=self.covariates, **arrays)
 
 
-def _history(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Previous choice and previous rewarded side within each session (model convention)."""
+def _history(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Previous choice, previous rewarded side and rewarded sides' trace, per session.
+
+    Model convention (+1 right); ``df`` is ordered by animal and session.
+    """
     choice_right = -df["choice"].to_numpy(dtype=float)  # ALF -1 = right -> +1
     rewarded_side = np.where(df["contrastRight"].notna().to_numpy(), 1.0, -1.0)
     session_key = df["subject"] + "\x00" + df["session"]
     prev_choice = pd.Series(choice_right, index=df.index).groupby(session_key).shift(1)
     prev_side = pd.Series(rewarded_side, index=df.index).groupby(session_key).shift(1)
-    return prev_choice.fillna(0.0).to_numpy(), prev_side.fillna(0.0).to_numpy()
+    return (prev_choice.fillna(0.0).to_numpy(), prev_side.fillna(0.0).to_numpy(),
+            side_trace(rewarded_side, session_key.to_numpy()))
+
+
+def side_trace(side: np.ndarray, session_key: np.ndarray,
+               rate: float = SIDE_TRACE_RATE) -> np.ndarray:
+    """Compute the ``reward_side_trace`` covariate from the rewarded sides.
+
+    ``trace[t] = (1 - rate) trace[t-1] + rate side[t-1]`` within each session, 0 on its
+    first trial.
+
+    Parameters
+    ----------
+    side : ndarray
+        Side rewarded on each trial, +1 right, -1 left, in session order.
+    session_key : ndarray
+        A label per trial, the same along a session (sessions contiguous).
+    rate : float
+        Weight of the previous trial's side.
+
+    Examples
+    --------
+    >>> side_trace(np.array([1.0, -1.0, -1.0, 1.0]), np.array(["a", "a", "a", "b"]), 0.5)
+    array([ 0.  ,  0.5 , -0.25,  0.  ])
+    """
+    from scipy.signal import lfilter
+
+    trace = np.zeros(len(side))
+    starts = np.flatnonzero(np.r_[True, session_key[1:] != session_key[:-1]])
+    for begin, end in zip(starts, np.r_[starts[1:], len(side)], strict=True):
+        trace[begin + 1:end] = lfilter([rate], [1.0, rate - 1.0], side[begin:end - 1])
+    return trace
 
 
 def featurize(
@@ -444,9 +489,8 @@ def featurize(
     """
     covariates = check_covariates(covariates)
     df = trials if isinstance(trials, ValidTrials) else validate_trials(trials)
-    prev_choice, prev_side = _history(df)
     x_flat = covariate_matrix(covariates, df["contrastLeft"].to_numpy(),
-                              df["contrastRight"].to_numpy(), prev_choice, prev_side)
+                              df["contrastRight"].to_numpy(), *_history(df))
     choice = df["choice"].to_numpy()
     n_nogo = int((choice == 0).sum())
     if n_nogo and warn_nogo:

@@ -119,6 +119,13 @@ def test_history_covariates_need_values():
                         covariates=covariates, history={"prev_choice": (-1, 1)})
     assert grid["prev_choice"].tolist() == [-1.0, 1.0]
     np.testing.assert_allclose(grid["dw_prev_choice"], 0.1 * 0.5 * np.array([-1.0, 1.0]))
+    trace = ("stimulus", "bias", "reward_side_trace")
+    with pytest.raises(ValueError, match="reward_side_trace.*history="):
+        delta_w_grid(Reinforce(3), covariates=trace)
+    grid = delta_w_grid(truth(n_weights=3, alpha=0.1), stimulus=[1.0], choice=[1], reward=[1],
+                        covariates=trace, history={"reward_side_trace": (-0.5, 0.25)})
+    np.testing.assert_allclose(grid["x_reward_side_trace"], [-0.5, 0.25])
+    np.testing.assert_allclose(grid["dw_reward_side_trace"], 0.1 * 0.5 * np.array([-0.5, 0.25]))
 
 
 @pytest.mark.parametrize("kwargs,message", [

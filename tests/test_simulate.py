@@ -197,3 +197,21 @@ def test_replay_twins_see_their_own_previous_choice():
     # the twin repeats its own choices; had it seen the animal's, it would repeat those
     assert repeats_itself[same_session[1:]].mean() > 0.95
     assert follows_animal[same_session[1:]].mean() < 0.8
+
+
+def test_simulated_side_trace_is_the_one_featurize_computes():
+    from ibl_learnrules import featurize
+
+    # a policy that only follows the trace (weight 30), learning nothing: its choices show
+    # the trace the simulator computed online, which must be featurize's from the table
+    covariates = ("stimulus", "bias", "reward_side_trace")
+    sim = simulate_cohort(2, "none", n_sessions=3, covariates=covariates, w0=[0.0, 0.0, 30.0],
+                          random_state=0)
+    arrays = featurize(sim, covariates)
+    trace = arrays.x[..., 2][arrays.observed.astype(bool)]
+    right = sim["choice"].to_numpy() == -1
+    clear = np.abs(trace) > 0.2  # sigmoid(30 * 0.2) = 0.998: the sign decides
+    assert clear.mean() > 0.5
+    assert (right[clear] == (trace[clear] > 0)).mean() > 0.99
+    # sessions start at 0, where the policy has no preference
+    assert (trace[arrays.new_session[arrays.observed.astype(bool)].astype(bool)] == 0).all()

@@ -152,6 +152,22 @@ def test_featurize_unequal_animals_shapes_and_masks():
     assert sub.x.shape == (1, 3, 3) and sub.subjects == ("m2",)
 
 
+def test_reward_side_trace_is_a_leaky_average_of_earlier_sides_per_session():
+    from ibl_learnrules.trials import SIDE_TRACE_RATE
+
+    trials = pd.DataFrame({
+        "subject": "m1", "session": ["s1"] * 4 + ["s2"] * 2, "trial": [0, 1, 2, 3, 0, 1],
+        "contrastLeft": [np.nan, 1.0, 0.0, np.nan, np.nan, np.nan],
+        "contrastRight": [0.5, np.nan, np.nan, 0.25, 1.0, 1.0],
+        "choice": -1, "feedbackType": 1, "probabilityLeft": 0.5})
+    x = featurize(trials, ("stimulus", "prev_reward_side", "reward_side_trace")).x[0]
+    r = SIDE_TRACE_RATE
+    # sides R, L, L (zero contrast on the left), R | R, R; each session starts at 0
+    expected = [0.0, r, (1 - r) * r - r, (1 - r) * ((1 - r) * r - r) - r, 0.0, r]
+    np.testing.assert_allclose(x[:, 2], expected)
+    np.testing.assert_array_equal(x[:, 1], [0, 1, -1, -1, 0, 1])  # the trace at rate 1
+
+
 def test_featurize_warns_with_nogo_count():
     with pytest.warns(UserWarning, match="1 no-go trial"):
         featurize(table())
