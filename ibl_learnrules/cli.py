@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--covariates", nargs="+", choices=list(COVARIATES), default=None,
                              metavar="COVARIATE",
                              help="GLM covariates (default: stimulus bias); e.g. stimulus bias "
-                                  "prev_reward_side. Choices: " + ", ".join(COVARIATES))
+                                  "reward_side_trace for biased blocks. Choices: "
+                                  + ", ".join(COVARIATES))
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--quiet", action="store_true", help="print nothing")
 
