@@ -415,18 +415,21 @@ class TrialArrays:
                            covariates=self.covariates, **arrays)
 
 
-def _history(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _history(df: pd.DataFrame, covariates: Sequence[str]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Previous choice, previous rewarded side and rewarded sides' trace, per session.
 
-    Model convention (+1 right); ``df`` is ordered by animal and session.
+    Model convention (+1 right); ``df`` is ordered by animal and session. The trace, a loop
+    over sessions, is computed only when ``covariates`` name it.
     """
     choice_right = -df["choice"].to_numpy(dtype=float)  # ALF -1 = right -> +1
     rewarded_side = np.where(df["contrastRight"].notna().to_numpy(), 1.0, -1.0)
     session_key = df["subject"] + "\x00" + df["session"]
     prev_choice = pd.Series(choice_right, index=df.index).groupby(session_key).shift(1)
     prev_side = pd.Series(rewarded_side, index=df.index).groupby(session_key).shift(1)
-    return (prev_choice.fillna(0.0).to_numpy(), prev_side.fillna(0.0).to_numpy(),
-            side_trace(rewarded_side, session_key.to_numpy()))
+    trace = (side_trace(rewarded_side, session_key.to_numpy())
+             if "reward_side_trace" in covariates else None)
+    return prev_choice.fillna(0.0).to_numpy(), prev_side.fillna(0.0).to_numpy(), trace
 
 
 def side_trace(side: np.ndarray, session_key: np.ndarray,
@@ -490,7 +493,7 @@ def featurize(
     covariates = check_covariates(covariates)
     df = trials if isinstance(trials, ValidTrials) else validate_trials(trials)
     x_flat = covariate_matrix(covariates, df["contrastLeft"].to_numpy(),
-                              df["contrastRight"].to_numpy(), *_history(df))
+                              df["contrastRight"].to_numpy(), *_history(df, covariates))
     choice = df["choice"].to_numpy()
     n_nogo = int((choice == 0).sum())
     if n_nogo and warn_nogo:
