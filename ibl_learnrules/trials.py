@@ -415,21 +415,29 @@ class TrialArrays:
                            covariates=self.covariates, **arrays)
 
 
-def _history(df: pd.DataFrame, covariates: Sequence[str]
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Previous choice, previous rewarded side and rewarded sides' trace, per session.
+def _history(df: pd.DataFrame, covariates: Sequence[str]) -> dict[str, np.ndarray]:
+    """Compute the history covariates that ``covariates`` name, within each session.
 
-    Model convention (+1 right); ``df`` is ordered by animal and session. The trace, a loop
-    over sessions, is computed only when ``covariates`` name it.
+    Model convention (+1 right); ``df`` is ordered by animal and session. Keyed by covariate
+    name, as :func:`covariate_matrix` takes them; the others are not computed (featurize
+    runs on every fit and score).
     """
-    choice_right = -df["choice"].to_numpy(dtype=float)  # ALF -1 = right -> +1
-    rewarded_side = np.where(df["contrastRight"].notna().to_numpy(), 1.0, -1.0)
+    wanted = {"prev_choice", "prev_reward_side", "reward_side_trace"} & set(covariates)
+    if not wanted:
+        return {}
     session_key = df["subject"] + "\x00" + df["session"]
-    prev_choice = pd.Series(choice_right, index=df.index).groupby(session_key).shift(1)
-    prev_side = pd.Series(rewarded_side, index=df.index).groupby(session_key).shift(1)
-    trace = (side_trace(rewarded_side, session_key.to_numpy())
-             if "reward_side_trace" in covariates else None)
-    return prev_choice.fillna(0.0).to_numpy(), prev_side.fillna(0.0).to_numpy(), trace
+    rewarded_side = np.where(df["contrastRight"].notna().to_numpy(), 1.0, -1.0)
+    history = {}
+    if "prev_choice" in wanted:
+        choice_right = -df["choice"].to_numpy(dtype=float)  # ALF -1 = right -> +1
+        history["prev_choice"] = (pd.Series(choice_right, index=df.index)
+                                  .groupby(session_key).shift(1).fillna(0.0).to_numpy())
+    if "prev_reward_side" in wanted:
+        history["prev_reward_side"] = (pd.Series(rewarded_side, index=df.index)
+                                       .groupby(session_key).shift(1).fillna(0.0).to_numpy())
+    if "reward_side_trace" in wanted:
+        history["reward_side_trace"] = side_trace(rewarded_side, session_key.to_numpy())
+    return history
 
 
 def side_trace(side: np.ndarray, session_key: np.ndarray,
@@ -493,7 +501,7 @@ def featurize(
     covariates = check_covariates(covariates)
     df = trials if isinstance(trials, ValidTrials) else validate_trials(trials)
     x_flat = covariate_matrix(covariates, df["contrastLeft"].to_numpy(),
-                              df["contrastRight"].to_numpy(), *_history(df, covariates))
+                              df["contrastRight"].to_numpy(), **_history(df, covariates))
     choice = df["choice"].to_numpy()
     n_nogo = int((choice == 0).sum())
     if n_nogo and warn_nogo:
